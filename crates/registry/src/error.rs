@@ -99,7 +99,9 @@ pub enum Error {
     },
 
     /// The caller's lease was released, broken or taken over by someone else.
-    #[error("lease on environment `{env}` held by `{holder}` was lost (released, broken or taken over)")]
+    #[error(
+        "lease on environment `{env}` held by `{holder}` was lost (released, broken or taken over)"
+    )]
     LeaseLost { env: EnvName, holder: String },
 
     /// The environment state changed between read and write.
@@ -131,7 +133,7 @@ pub enum Error {
         object: String,
         registry: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     /// The storage backend could not be configured.
@@ -139,7 +141,7 @@ pub enum Error {
     Open {
         url: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     /// A local file operation failed.

@@ -54,7 +54,9 @@ impl RegistryUrl {
             )));
         }
         if trimmed.starts_with("s3:") || trimmed.starts_with("file:") {
-            return Err(bad("a scheme needs `//`, as in s3://bucket/prefix or file://DIR"));
+            return Err(bad(
+                "a scheme needs `//`, as in s3://bucket/prefix or file://DIR",
+            ));
         }
         Ok(RegistryUrl::File {
             root: PathBuf::from(trimmed),
@@ -208,8 +210,8 @@ impl ReleaseTag {
             return Err(bad("a release tag looks like v1.2.3, got nothing".into()));
         }
         let Some(body) = input.strip_prefix('v') else {
-            let hint = if input.starts_with('V') {
-                format!("the leading `v` must be lowercase: `v{}`", &input[1..])
+            let hint = if let Some(rest) = input.strip_prefix('V') {
+                format!("the leading `v` must be lowercase: `v{rest}`")
             } else if input.starts_with(|c: char| c.is_ascii_digit()) {
                 format!("missing leading `v`: write `v{input}`")
             } else {
@@ -373,7 +375,11 @@ mod tests {
 
     #[test]
     fn release_tag_errors_say_what_is_wrong() {
-        assert!(tag_err("1.2.3").contains("missing leading `v`"), "{}", tag_err("1.2.3"));
+        assert!(
+            tag_err("1.2.3").contains("missing leading `v`"),
+            "{}",
+            tag_err("1.2.3")
+        );
         assert!(tag_err("v1.2").contains("`1.2` needs three numbers MAJOR.MINOR.PATCH"));
         assert!(tag_err("v1.2.3.4").contains("needs three numbers"));
         assert!(tag_err("v1.2.3-rc.1").contains("pre-release `-rc.1` is not allowed"));
@@ -395,9 +401,24 @@ mod tests {
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
         assert_eq!(Digest::parse(d.hex()).unwrap(), d);
         assert_eq!(Digest::parse(&d.hex().to_uppercase()).unwrap(), d);
-        assert!(Digest::parse("sha256:abc").unwrap_err().to_string().contains("64 hex digits"));
-        assert!(Digest::parse("md5:abc").unwrap_err().to_string().contains("only sha256"));
-        assert!(Digest::parse("sha256:zz").unwrap_err().to_string().contains("`z` is not a hex digit"));
+        assert!(
+            Digest::parse("sha256:abc")
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex digits")
+        );
+        assert!(
+            Digest::parse("md5:abc")
+                .unwrap_err()
+                .to_string()
+                .contains("only sha256")
+        );
+        assert!(
+            Digest::parse("sha256:zz")
+                .unwrap_err()
+                .to_string()
+                .contains("`z` is not a hex digit")
+        );
     }
 
     #[test]

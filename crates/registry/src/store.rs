@@ -124,13 +124,14 @@ impl Store {
             path: root.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(root.join(LAYOUT)).map_err(|e| io_err("creating registry folder", e))?;
+        std::fs::create_dir_all(root.join(LAYOUT))
+            .map_err(|e| io_err("creating registry folder", e))?;
         let root = root
             .canonicalize()
             .map_err(|e| io_err("resolving registry folder", e))?;
         let fs = LocalFileSystem::new_with_prefix(&root).map_err(|source| Error::Open {
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Store {
             inner: Arc::new(fs),
@@ -142,14 +143,19 @@ impl Store {
 
     fn open_s3(url: &RegistryUrl, bucket: &str, prefix: &str, opts: &S3Options) -> Result<Self> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let set = |b: AmazonS3Builder, value: &Option<String>, f: fn(AmazonS3Builder, String) -> AmazonS3Builder| match value {
+        let set = |b: AmazonS3Builder,
+                   value: &Option<String>,
+                   f: fn(AmazonS3Builder, String) -> AmazonS3Builder| match value
+        {
             Some(v) => f(b, v.clone()),
             None => b,
         };
         builder = set(builder, &opts.endpoint, |b, v| b.with_endpoint(v));
         builder = set(builder, &opts.region, |b, v| b.with_region(v));
         builder = set(builder, &opts.access_key_id, |b, v| b.with_access_key_id(v));
-        builder = set(builder, &opts.secret_access_key, |b, v| b.with_secret_access_key(v));
+        builder = set(builder, &opts.secret_access_key, |b, v| {
+            b.with_secret_access_key(v)
+        });
         builder = set(builder, &opts.session_token, |b, v| b.with_token(v));
 
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
@@ -182,7 +188,7 @@ impl Store {
             );
         let s3 = builder.build().map_err(|source| Error::Open {
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let base = if prefix.is_empty() {
             LAYOUT.to_string()
@@ -223,7 +229,7 @@ impl Store {
             op,
             object: format!("{LAYOUT}/{rel}"),
             registry: self.label.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -274,7 +280,7 @@ impl Store {
                     op: "reading",
                     object: object.clone(),
                     registry: label.clone(),
-                    source,
+                    source: Box::new(source),
                 })
             })
             .boxed();

@@ -1,0 +1,765 @@
+//! One suite, run against both backends: a `file://` folder and a real S3-compatible
+//! server over HTTP. `both_backends!` turns each `async fn(Fixture)` into a `file` and
+//! an `s3` test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Backend, Fixture, bytes};
+use predict_buy_registry::{
+    ArtifactPointer, Digest, EnvName, Error, GoldenPrediction, NewHistoryEntry, Outcome, Registry,
+    RegistryOptions, RegistryUrl, ReleaseRecord, ReleaseTag, S3Options,
+};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn file() {
+                super::$name(Fixture::new(Backend::File).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn s3() {
+                super::$name(Fixture::new(Backend::S3).await).await
+            }
+        }
+    )*};
+}
+
+both_backends!(
+    push_is_idempotent,
+    large_push_streams_and_pulls_back,
+    every_read_checks_the_digest,
+    digest_prefixes_resolve,
+    releases_are_immutable,
+    unknown_tags_and_digests_are_user_errors,
+    concurrent_pushes_store_each_object_once,
+    concurrent_creation_of_one_tag_has_one_winner,
+    list_releases_in_semver_order,
+    env_state_is_compare_and_swap,
+    concurrent_history_appends_lose_nothing,
+    lease_held_expired_released_broken,
+    killed_writer_leaves_registry_readable,
+);
+
+fn tag(s: &str) -> ReleaseTag {
+    ReleaseTag::parse(s).unwrap()
+}
+
+fn env(s: &str) -> EnvName {
+    EnvName::parse(s).unwrap()
+}
+
+fn record(t: &str, digest: &Digest, notes: &str) -> ReleaseRecord {
+    ReleaseRecord {
+        tag: tag(t),
+        model_digest: digest.clone(),
+        image: Some(format!("registry.example/predict-buy:{t}")),
+        git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        notes: notes.into(),
+        created_at: jiff::Timestamp::now(),
+        created_by: "test".into(),
+        metrics: serde_json::json!({"roc_auc": 0.85, "accuracy": 0.88}),
+        golden: vec![GoldenPrediction {
+            input: serde_json::json!({"Gender": "Male", "Age": 44, "AnnualPremium": "£1,623.85"}),
+            predicted_class: 1,
+            probability: 0.73,
+        }],
+    }
+}
+
+fn entry(
+    actor: &str,
+    release: Option<&ReleaseTag>,
+    outcome: Outcome,
+    message: &str,
+) -> NewHistoryEntry {
+    NewHistoryEntry {
+        release: release.cloned(),
+        previous: None,
+        actor: actor.into(),
+        outcome,
+        message: message.into(),
+    }
+}
+
+async fn push_model(reg: &Registry, seed: u64) -> Digest {
+    reg.push_bytes(Bytes::from(bytes(seed, 4096)))
+        .await
+        .unwrap()
+        .digest
+}
+
+async fn push_is_idempotent(fx: Fixture) {
+    let reg = &fx.registry;
+    let data = bytes(1, 100_000);
+    let first = reg.push_bytes(Bytes::from(data.clone())).await.unwrap();
+    assert!(first.uploaded);
+    assert_eq!(first.digest, Digest::of(&data));
+    assert_eq!(first.size, 100_000);
+
+    let again = reg.push_bytes(Bytes::from(data.clone())).await.unwrap();
+    assert_eq!(again.digest, first.digest);
+    assert!(!again.uploaded, "an intact copy must not be uploaded again");
+
+    let path = fx.dir.path().join("model.pbm");
+    std::fs::write(&path, &data).unwrap();
+    let from_file = reg.push_file(&path).await.unwrap();
+    assert_eq!(from_file.digest, first.digest);
+    assert!(!from_file.uploaded);
+
+    let listed = reg.list_artifacts().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].digest, first.digest);
+    assert_eq!(listed[0].size, 100_000);
+    let shown = reg.show_artifact(&first.digest).await.unwrap();
+    assert_eq!(shown.size, 100_000);
+}
+
+async fn large_push_streams_and_pulls_back(fx: Fixture) {
+    let reg = &fx.registry;
+    // Three multipart parts (8 MiB each, the last one short).
+    let data = bytes(2, 20 * 1024 * 1024 + 123);
+    let src = fx.dir.path().join("big.pbm");
+    std::fs::write(&src, &data).unwrap();
+    let pushed = reg.push_file(&src).await.unwrap();
+    assert!(pushed.uploaded);
+    assert_eq!(pushed.digest, Digest::of(&data));
+    assert_eq!(pushed.size, data.len() as u64);
+
+    let dest = fx.dir.path().join("pulled.pbm");
+    let size = reg.pull_to(&pushed.digest, &dest).await.unwrap();
+    assert_eq!(size, data.len() as u64);
+    assert!(std::fs::read(&dest).unwrap() == data);
+    assert!(reg.pull(&pushed.digest).await.unwrap() == data);
+}
+
+async fn every_read_checks_the_digest(fx: Fixture) {
+    let reg = &fx.registry;
+    let good = push_model(reg, 3).await;
+    let bad = push_model(reg, 4).await;
+
+    // Flip one byte on disk, behind the registry's back.
+    let file = fx.object_file(&bad);
+    let mut stored = std::fs::read(&file).unwrap();
+    stored[100] ^= 0xff;
+    std::fs::write(&file, &stored).unwrap();
+
+    let err = reg.pull(&bad).await.unwrap_err();
+    match &err {
+        Error::Corrupt {
+            object,
+            expected,
+            actual,
+        } => {
+            assert_eq!(object, &format!("registry-v1/objects/sha256/{}", bad.hex()));
+            assert_eq!(expected, &bad);
+            assert_eq!(actual, &Digest::of(&stored).to_string());
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!err.is_user_error());
+    assert!(err.to_string().contains(bad.hex()), "{err}");
+
+    let dest = fx.dir.path().join("out.pbm");
+    assert!(matches!(
+        reg.pull_to(&bad, &dest).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(
+        !dest.exists(),
+        "a corrupt pull must not leave a file behind"
+    );
+    assert_eq!(reg.pull(&good).await.unwrap(), Bytes::from(bytes(3, 4096)));
+
+    let report = reg.verify().await.unwrap();
+    assert_eq!(report.checked, 2);
+    assert_eq!(report.corrupt.len(), 1);
+    assert_eq!(report.corrupt[0].expected, bad);
+
+    // Pushing the right bytes again repairs the damaged copy.
+    let repaired = reg.push_bytes(Bytes::from(bytes(4, 4096))).await.unwrap();
+    assert!(repaired.uploaded);
+    assert!(reg.verify().await.unwrap().corrupt.is_empty());
+    reg.pull(&bad).await.unwrap();
+}
+
+async fn digest_prefixes_resolve(fx: Fixture) {
+    let reg = &fx.registry;
+    let d = push_model(reg, 5).await;
+    assert_eq!(reg.resolve_digest(&d.hex()[..8]).await.unwrap(), d);
+    assert_eq!(
+        reg.resolve_digest(&format!("sha256:{}", &d.hex()[..12]))
+            .await
+            .unwrap(),
+        d
+    );
+    assert_eq!(reg.resolve_digest(&d.to_string()).await.unwrap(), d);
+    let short = reg.resolve_digest(&d.hex()[..7]).await.unwrap_err();
+    assert!(matches!(short, Error::InvalidDigest { .. }) && short.is_user_error());
+    let unknown = if d.hex().starts_with("00000000") {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let err = reg.resolve_digest(unknown).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownDigest { .. }), "{err:?}");
+    assert!(err.to_string().contains(unknown));
+}
+
+async fn releases_are_immutable(fx: Fixture) {
+    let reg = &fx.registry;
+    let digest = push_model(reg, 6).await;
+    let rec = record("v1.2.0", &digest, "first");
+    let created = reg.create_release(&rec).await.unwrap();
+    assert!(created.created);
+
+    // Same content, later time and another author: idempotent, the original stays.
+    let mut again = rec.clone();
+    again.created_at = jiff::Timestamp::now();
+    again.created_by = "someone-else".into();
+    let same = reg.create_release(&again).await.unwrap();
+    assert!(!same.created);
+    assert_eq!(same.record, rec);
+
+    let mut changed = rec.clone();
+    changed.notes = "rewritten".into();
+    changed.model_digest = push_model(reg, 7).await;
+    let err = reg.create_release(&changed).await.unwrap_err();
+    match &err {
+        Error::ReleaseExists { tag: t, differing } => {
+            assert_eq!(t, &tag("v1.2.0"));
+            assert_eq!(differing, &["model_digest", "notes"]);
+        }
+        other => panic!("expected ReleaseExists, got {other:?}"),
+    }
+    assert!(err.is_user_error());
+    assert_eq!(reg.get_release(&tag("v1.2.0")).await.unwrap(), rec);
+
+    // A release must name a stored artifact.
+    let missing = Digest::of(b"never pushed");
+    let err = reg
+        .create_release(&record("v1.3.0", &missing, ""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownDigest { .. }), "{err:?}");
+
+    let mut bad_golden = record("v1.4.0", &digest, "");
+    bad_golden.golden[0].input = serde_json::json!([1, 2]);
+    assert!(matches!(
+        reg.create_release(&bad_golden).await.unwrap_err(),
+        Error::InvalidRecord { .. }
+    ));
+}
+
+async fn unknown_tags_and_digests_are_user_errors(fx: Fixture) {
+    let reg = &fx.registry;
+    let err = reg.get_release(&tag("v9.9.9")).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownRelease { .. }));
+    assert!(err.is_user_error());
+    assert!(err.to_string().contains("v9.9.9"), "{err}");
+
+    let digest = Digest::of(b"nothing");
+    for err in [
+        reg.pull(&digest).await.unwrap_err(),
+        reg.show_artifact(&digest).await.unwrap_err(),
+        reg.pull_to(&digest, &fx.dir.path().join("x"))
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::UnknownDigest { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains(digest.hex()));
+    }
+    let err = reg
+        .set_desired(&env("nonprod"), Some(&tag("v9.9.9")), "t", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownRelease { .. }));
+}
+
+async fn concurrent_pushes_store_each_object_once(fx: Fixture) {
+    let mut tasks = Vec::new();
+    for i in 0..24u64 {
+        let reg = fx.client();
+        tasks.push(tokio::spawn(async move {
+            // Every task pushes one shared object and one of three shared others.
+            let shared = reg
+                .push_bytes(Bytes::from(bytes(100, 300_000)))
+                .await
+                .unwrap();
+            let other = reg
+                .push_bytes(Bytes::from(bytes(200 + i % 3, 50_000)))
+                .await
+                .unwrap();
+            (shared.digest, other.digest)
+        }));
+    }
+    let mut digests = BTreeSet::new();
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        digests.insert(a);
+        digests.insert(b);
+    }
+    assert_eq!(digests.len(), 4);
+    let report = fx.registry.verify().await.unwrap();
+    assert_eq!(report.checked, 4);
+    assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+}
+
+async fn concurrent_creation_of_one_tag_has_one_winner(fx: Fixture) {
+    let digest = push_model(&fx.registry, 8).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let reg = fx.client();
+        let rec = record("v2.0.0", &digest, &format!("writer {i}"));
+        tasks.push(tokio::spawn(async move {
+            (rec.clone(), reg.create_release(&rec).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (rec, Ok(outcome)) => {
+                assert!(outcome.created, "only identical content may be a no-op");
+                winners.push(rec);
+            }
+            (_, Err(Error::ReleaseExists { differing, .. })) => assert_eq!(differing, ["notes"]),
+            (_, Err(other)) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one creator wins");
+    assert_eq!(
+        fx.registry.get_release(&tag("v2.0.0")).await.unwrap(),
+        winners[0]
+    );
+}
+
+async fn list_releases_in_semver_order(fx: Fixture) {
+    let reg = &fx.registry;
+    let digest = push_model(reg, 9).await;
+    for t in ["v1.10.0", "v1.2.0", "v0.9.1", "v1.2.10", "v1.2.9"] {
+        reg.create_release(&record(t, &digest, "")).await.unwrap();
+    }
+    let tags: Vec<String> = reg
+        .list_releases()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.tag.to_string())
+        .collect();
+    assert_eq!(tags, ["v0.9.1", "v1.2.0", "v1.2.9", "v1.2.10", "v1.10.0"]);
+    assert_eq!(reg.list_release_tags().await.unwrap().len(), 5);
+}
+
+async fn env_state_is_compare_and_swap(fx: Fixture) {
+    let reg = &fx.registry;
+    let digest = push_model(reg, 10).await;
+    let (a, b) = (tag("v1.0.0"), tag("v1.1.0"));
+    reg.create_release(&record("v1.0.0", &digest, ""))
+        .await
+        .unwrap();
+    reg.create_release(&record("v1.1.0", &digest, ""))
+        .await
+        .unwrap();
+    let nonprod = env("nonprod");
+
+    assert_eq!(reg.env_state(&nonprod).await.unwrap(), None);
+    let s1 = reg
+        .set_desired(&nonprod, Some(&a), "alice", Some(0))
+        .await
+        .unwrap();
+    assert_eq!((s1.generation, s1.desired.as_ref()), (1, Some(&a)));
+
+    // A writer holding a stale generation is refused.
+    let err = reg
+        .set_desired(&nonprod, Some(&b), "bob", Some(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let s2 = reg
+        .set_desired(&nonprod, Some(&b), "bob", Some(1))
+        .await
+        .unwrap();
+    assert_eq!((s2.generation, s2.previous.as_ref()), (2, Some(&a)));
+
+    // Unconditional writers racing: every one lands, one generation each.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let reg = fx.client();
+        let (a, b, e) = (a.clone(), b.clone(), nonprod.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = if i % 2 == 0 { a } else { b };
+            reg.set_desired(&e, Some(&t), &format!("w{i}"), None)
+                .await
+                .unwrap()
+                .generation
+        }));
+    }
+    let mut gens = BTreeSet::new();
+    for t in tasks {
+        gens.insert(t.await.unwrap());
+    }
+    assert_eq!(
+        gens,
+        (3..=14).collect::<BTreeSet<u64>>(),
+        "each writer got its own generation"
+    );
+    assert_eq!(
+        reg.env_state(&nonprod).await.unwrap().unwrap().generation,
+        14
+    );
+    assert_eq!(reg.list_envs().await.unwrap(), [nonprod]);
+}
+
+async fn concurrent_history_appends_lose_nothing(fx: Fixture) {
+    let prod = env("prod");
+    let v = tag("v1.0.0");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let reg = fx.client();
+        let (prod, v) = (prod.clone(), v.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..8 {
+                let e = entry(
+                    &format!("w{w}"),
+                    Some(&v),
+                    Outcome::Started,
+                    &format!("{w}-{i}"),
+                );
+                reg.append_history(&prod, e).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let history = fx.registry.history(&prod).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=64).collect::<Vec<u64>>());
+    let messages: BTreeSet<&str> = history.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages.len(), 64, "no entry lost or duplicated");
+
+    let verified = entry("deploy", Some(&tag("v0.9.0")), Outcome::Verified, "ok");
+    fx.registry.append_history(&prod, verified).await.unwrap();
+    let failed = entry("deploy", Some(&v), Outcome::Failed, "smoke mismatch");
+    let last = fx.registry.append_history(&prod, failed).await.unwrap();
+    assert_eq!(last.seq, 66);
+    assert_eq!(
+        fx.registry.last_verified(&prod, Some(&v)).await.unwrap(),
+        Some(tag("v0.9.0"))
+    );
+}
+
+async fn lease_held_expired_released_broken(fx: Fixture) {
+    let reg = &fx.registry;
+    let other = fx.client();
+    let prod = env("prod");
+    let hour = Duration::from_secs(3600);
+
+    assert_eq!(reg.inspect_lease(&prod).await.unwrap(), None);
+    let mine = reg
+        .acquire_lease(&prod, "alice", "deploy v1.0.0", hour)
+        .await
+        .unwrap();
+    let err = other
+        .acquire_lease(&prod, "bob", "deploy v1.1.0", hour)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::LeaseHeld {
+            holder,
+            operation,
+            since,
+            expires_at,
+            ..
+        } => {
+            assert_eq!(holder, "alice");
+            assert_eq!(operation, "deploy v1.0.0");
+            assert_eq!((since, expires_at), (&mine.acquired_at, &mine.expires_at));
+        }
+        other => panic!("expected LeaseHeld, got {other:?}"),
+    }
+    assert!(err.to_string().contains("alice"));
+    let renewed = reg.renew_lease(&mine, hour * 2).await.unwrap();
+    assert!(renewed.expires_at > mine.expires_at);
+    reg.release_lease(&mine).await.unwrap();
+    assert_eq!(reg.inspect_lease(&prod).await.unwrap(), None);
+
+    // An expired lease is taken over, and its former holder learns it lost it.
+    let short = reg
+        .acquire_lease(&prod, "alice", "deploy", common::SHORT)
+        .await
+        .unwrap();
+    tokio::time::sleep(common::SHORT + Duration::from_millis(100)).await;
+    let inspected = reg.inspect_lease(&prod).await.unwrap().unwrap();
+    assert!(!inspected.is_active(jiff::Timestamp::now()));
+    let bobs = other
+        .acquire_lease(&prod, "bob", "rollback", hour)
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.renew_lease(&short, hour).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        reg.release_lease(&short).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    // Breaking a lease deliberately frees the environment.
+    let broken = reg.break_lease(&prod).await.unwrap().unwrap();
+    assert_eq!(broken.holder, "bob");
+    assert_eq!(reg.inspect_lease(&prod).await.unwrap(), None);
+    reg.acquire_lease(&prod, "carol", "deploy", hour)
+        .await
+        .unwrap();
+    assert!(matches!(
+        other.release_lease(&bobs).await,
+        Err(Error::LeaseLost { .. })
+    ));
+}
+
+/// In the child process started by `killed_writer_leaves_registry_readable`: write
+/// releases, state and history as fast as possible until killed. A no-op otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_writer() {
+    let Some(reg) = Fixture::open_from_child_env() else {
+        return;
+    };
+    let nonprod = env("nonprod");
+    let start: u64 = std::env::var("PREDICT_BUY_TEST_CHILD_START")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for i in start.. {
+        let pushed = reg
+            .push_bytes(Bytes::from(bytes(i, 1 << 20)))
+            .await
+            .unwrap();
+        let t = ReleaseTag::parse(&format!("v3.0.{i}")).unwrap();
+        reg.create_release(&record(&t.to_string(), &pushed.digest, "child"))
+            .await
+            .unwrap();
+        reg.set_desired(&nonprod, Some(&t), "child", None)
+            .await
+            .unwrap();
+        reg.append_history(
+            &nonprod,
+            entry("child", Some(&t), Outcome::Verified, "child"),
+        )
+        .await
+        .unwrap();
+        let lease = reg
+            .acquire_lease(&nonprod, "child", "loop", Duration::from_millis(1))
+            .await;
+        if let Ok(lease) = lease {
+            let _ = reg.release_lease(&lease).await;
+        }
+    }
+}
+
+async fn killed_writer_leaves_registry_readable(fx: Fixture) {
+    let reg = &fx.registry;
+    let nonprod = env("nonprod");
+    let exe = std::env::current_exe().unwrap();
+    let mut start = 0u64;
+    for round in 0..3u64 {
+        let before = reg
+            .env_state(&nonprod)
+            .await
+            .unwrap()
+            .map_or(0, |s| s.generation);
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "child_writer",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .envs(fx.child_env())
+            .env("PREDICT_BUY_TEST_CHILD_START", start.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it get going, then kill it at a moment that varies by round.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let generation = reg
+                .env_state(&nonprod)
+                .await
+                .unwrap()
+                .map_or(0, |s| s.generation);
+            if generation >= before + 2 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(37 * round + 5)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // Everything the killed writer left must be whole and consistent.
+        let report = reg.verify().await.unwrap();
+        assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+        let releases = reg.list_releases().await.unwrap();
+        assert!(!releases.is_empty());
+        for r in &releases {
+            assert!(
+                reg.has_artifact(&r.model_digest).await.unwrap(),
+                "{} has no artifact",
+                r.tag
+            );
+        }
+        let state = reg
+            .env_state(&nonprod)
+            .await
+            .unwrap()
+            .expect("state was written");
+        let desired = state.desired.expect("desired release");
+        reg.get_release(&desired).await.unwrap();
+        let history = reg.history(&nonprod).await.unwrap();
+        assert_eq!(
+            history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=history.len() as u64).collect::<Vec<_>>()
+        );
+        // No stale lock survives the writer: the next writers go through at once.
+        let next = releases.last().unwrap().tag.clone();
+        let after = tokio::time::timeout(Duration::from_secs(10), async {
+            reg.set_desired(&nonprod, Some(&next), "parent", None)
+                .await
+                .unwrap();
+            reg.append_history(
+                &nonprod,
+                entry("parent", Some(&next), Outcome::Interrupted, ""),
+            )
+            .await
+            .unwrap()
+        })
+        .await
+        .expect("writes after a killed writer must not hang");
+        assert_eq!(after.seq, history.len() as u64 + 1);
+        start = releases.len() as u64 + 1000 * (round + 1);
+    }
+}
+
+#[test]
+fn bad_urls_are_refused_with_the_reason() {
+    for (url, why) in [
+        ("http://registry.example/x", "unsupported scheme `http://`"),
+        ("s3://", "no bucket name"),
+        ("ftp://host/dir", "unsupported scheme `ftp://`"),
+    ] {
+        let err = RegistryUrl::parse(url).unwrap_err();
+        assert!(err.is_user_error());
+        assert_eq!(err.exit_code(), 2);
+        let msg = err.to_string();
+        assert!(msg.contains(url) && msg.contains(why), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_quickly_naming_it() {
+    // Bind then drop to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let url = RegistryUrl::parse("s3://models/reg").unwrap();
+    let reg = Registry::open_with(&url, &common::s3_options(&endpoint)).unwrap();
+    let started = Instant::now();
+    let err = reg.get_release(&tag("v1.0.0")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert!(!err.is_user_error());
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&endpoint) && msg.contains("s3://models/reg"),
+        "{msg}"
+    );
+    assert!(msg.contains("registry-v1/releases/v1.0.0.json"), "{msg}");
+}
+
+#[tokio::test]
+async fn missing_credentials_are_reported() {
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+        || std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
+    {
+        return; // The machine has real credentials; nothing to check.
+    }
+    let options = RegistryOptions {
+        s3: S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..S3Options::default()
+        },
+    };
+    let err =
+        Registry::open_with(&RegistryUrl::parse("s3://models").unwrap(), &options).unwrap_err();
+    assert!(matches!(err, Error::MissingCredentials { .. }), "{err:?}");
+    assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+}
+
+#[test]
+fn pointer_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("model.pbm");
+    let pointer = ArtifactPointer {
+        digest: Digest::of(b"model"),
+        size: 5,
+        path: "models/model.pbm".into(),
+    };
+    let path = ArtifactPointer::path_for(&artifact);
+    assert!(path.to_string_lossy().ends_with("model.pbm.ref.yaml"));
+    pointer.write(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&pointer.digest.to_string()), "{text}");
+    assert_eq!(ArtifactPointer::read(&path).unwrap(), pointer);
+
+    std::fs::write(&path, "digest: sha256:nothex\nsize: 1\npath: x\n").unwrap();
+    let err = ArtifactPointer::read(&path).unwrap_err();
+    assert!(matches!(err, Error::Pointer { .. }) && err.is_user_error());
+}
+
+#[tokio::test]
+async fn file_registry_accepts_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = pathdiff(dir.path());
+    let url = RegistryUrl::parse(&format!("file://{rel}/reg")).unwrap();
+    let reg = Arc::new(Registry::open(&url).unwrap());
+    let d = push_model(&reg, 11).await;
+    assert!(
+        dir.path()
+            .join("reg/registry-v1/objects/sha256")
+            .join(d.hex())
+            .exists()
+    );
+}
+
+/// `path` relative to the current directory (tests run in the crate folder).
+fn pathdiff(path: &std::path::Path) -> String {
+    let cwd = std::env::current_dir().unwrap();
+    let depth = cwd.components().count() - 1;
+    let up = "../".repeat(depth);
+    format!("{up}{}", path.strip_prefix("/").unwrap().display())
+}
