@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ use crate::store::Cas;
 
 /// Give up a compare-and-swap loop after this many lost races.
 const MAX_ATTEMPTS: u32 = 1000;
+/// History entries read at once by [`Registry::history`].
+const READ_CONCURRENCY: usize = 32;
 
 /// What should run in an environment. `generation` grows by one on every change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,13 +273,18 @@ impl Registry {
 
     /// The environment's whole history, oldest first.
     pub async fn history(&self, env: &EnvName) -> Result<Vec<HistoryEntry>> {
-        let mut out = Vec::new();
-        for (_, rel) in self.history_seqs(env).await? {
-            if let Some((bytes, _)) = self.store.get(&rel).await? {
-                out.push(self.decode(&rel, &bytes)?);
-            }
-        }
-        Ok(out)
+        let seqs = self.history_seqs(env).await?;
+        let entries: Vec<Option<HistoryEntry>> = futures::stream::iter(seqs)
+            .map(|(_, rel)| async move {
+                match self.store.get(&rel).await? {
+                    Some((bytes, _)) => Ok(Some(self.decode(&rel, &bytes)?)),
+                    None => Ok(None),
+                }
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(entries.into_iter().flatten().collect())
     }
 
     /// The release of the newest `verified` history entry whose release is not

@@ -129,10 +129,14 @@ impl Store {
         let root = root
             .canonicalize()
             .map_err(|e| io_err("resolving registry folder", e))?;
-        let fs = LocalFileSystem::new_with_prefix(&root).map_err(|source| Error::Open {
-            url: url.to_string(),
-            source: Box::new(source),
-        })?;
+        // fsync files and their folders before publishing them, so that after a power
+        // loss (not only a killed process) a record is either the old or the new one.
+        let fs = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|source| Error::Open {
+                url: url.to_string(),
+                source: Box::new(source),
+            })?
+            .with_fsync(true);
         Ok(Store {
             inner: Arc::new(fs),
             base: LAYOUT.to_string(),
