@@ -200,6 +200,7 @@ impl Registry {
             }
             hasher.update(&buf[..n]);
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
                 return Err(self.store.wrap("uploading", &rel, e));
             }
             writer.write(&buf[..n]);

@@ -476,6 +476,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_plain_version_round_trips(major in 0u64..100_000, minor in 0u64..100_000, patch in 0u64..100_000) {
+            let text = format!("v{major}.{minor}.{patch}");
+            let tag = ReleaseTag::parse(&text).unwrap();
+            proptest::prop_assert_eq!(tag.to_string(), text);
+        }
+
+        #[test]
+        fn parsers_never_panic(input in ".{0,80}") {
+            let _ = ReleaseTag::parse(&input);
+            let _ = Digest::parse(&input);
+            let _ = EnvName::parse(&input);
+            let _ = RegistryUrl::parse(&input);
+        }
+
+        #[test]
+        fn accepted_env_names_are_dns_labels(input in "[a-z0-9-]{0,70}") {
+            if let Ok(env) = EnvName::parse(&input) {
+                proptest::prop_assert!((1..=63).contains(&env.as_str().len()));
+                proptest::prop_assert!(!env.as_str().starts_with('-') && !env.as_str().ends_with('-'));
+            }
+        }
+
+        #[test]
+        fn tag_order_is_numeric(a in (0u64..50, 0u64..50, 0u64..50), b in (0u64..50, 0u64..50, 0u64..50)) {
+            let ta = ReleaseTag::parse(&format!("v{}.{}.{}", a.0, a.1, a.2)).unwrap();
+            let tb = ReleaseTag::parse(&format!("v{}.{}.{}", b.0, b.1, b.2)).unwrap();
+            proptest::prop_assert_eq!(ta.cmp(&tb), a.cmp(&b));
+        }
+    }
+
     #[test]
     fn names_round_trip_through_serde() {
         let tag = ReleaseTag::parse("v2.0.1").unwrap();

@@ -548,7 +548,13 @@ async fn child_writer() {
         .unwrap()
         .parse()
         .unwrap();
+    let big = std::path::PathBuf::from(std::env::var("PREDICT_BUY_TEST_CHILD_DIR").unwrap())
+        .join(format!("child-{start}.bin"));
     for i in start.. {
+        // A multipart upload (two parts) as well as a single PUT, so a kill can land
+        // in the middle of either.
+        std::fs::write(&big, bytes(i + 1_000_000, 9 << 20)).unwrap();
+        reg.push_file(&big).await.unwrap();
         let pushed = reg
             .push_bytes(Bytes::from(bytes(i, 1 << 20)))
             .await
@@ -596,6 +602,7 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
             ])
             .envs(fx.child_env())
             .env("PREDICT_BUY_TEST_CHILD_START", start.to_string())
+            .env("PREDICT_BUY_TEST_CHILD_DIR", fx.dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -608,9 +615,16 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
                 .await
                 .unwrap()
                 .map_or(0, |s| s.generation);
-            if generation >= before + 2 || Instant::now() > deadline {
+            if generation >= before + 2 {
                 break;
             }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the writer process exited on its own ({status}) before it was killed");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer process made no progress in 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(37 * round + 5)).await;
