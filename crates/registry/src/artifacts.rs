@@ -429,6 +429,17 @@ impl Registry {
         }
     }
 
+    /// Remove what interrupted writes left behind on a `file://` registry: staging
+    /// files last touched more than `older_than` ago (pass an hour or more so uploads
+    /// in progress are left alone). Returns (files removed, bytes freed). On S3 this is
+    /// a no-op: configure the bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
+    pub async fn clean_interrupted_writes(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<(usize, u64)> {
+        self.store.clean_staging(older_than).await
+    }
+
     /// Re-hash every stored artifact and report each whose bytes do not match its name.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let artifacts = self.list_artifacts().await?;

@@ -1,27 +1,56 @@
 //! The predict-buy registry: the single source of truth for which model bytes belong to
-//! which release and which release should run where.
+//! which release and which release should run where. It replaces the original
+//! pipeline's DVC remote and image-tag bookkeeping.
 //!
-//! It stores, on a local folder (`file://DIR`) or in S3 (`s3://bucket/prefix`):
-//! - **artifacts**, content-addressed by sha256 and immutable
-//!   (`registry-v1/objects/sha256/<hex>`); every read re-checks the digest;
-//! - **releases**, immutable `vMAJOR.MINOR.PATCH` records naming an artifact, its
-//!   metrics and golden predictions (`registry-v1/releases/<tag>.json`);
-//! - per **environment**, the desired release with a generation counter
-//!   (`envs/<env>/state.json`), an append-only history (`envs/<env>/history/<seq>.json`)
-//!   and an expiring deploy lease (`envs/<env>/lease.json`).
+//! **What it must never do:** train, load or interpret models, or know anything of
+//! their format. It stores bytes and records. Deciding what to deploy, and checking
+//! that something runs, belong to the `deploy` crate; the CLI only calls this API.
 //!
-//! Every write is atomic (staged file + rename on disk, single PUT or completed
-//! multipart upload on S3), so a crash mid-write leaves the previous state readable.
-//! Records that many writers race for use conditional writes (create-if-absent,
-//! compare-and-swap), so no writer can silently overwrite another; see
-//! `store.rs` for how each backend does it.
+//! # Backends
 //!
-//! What it must never do: train, load or interpret models, or know anything of their
-//! format. It stores bytes and records; deciding what to deploy, and checking that
-//! something runs, belongs to the `deploy` crate.
+//! A [`RegistryUrl`] is `file://DIR` (relative paths are relative to the current
+//! folder; default [`DEFAULT_REGISTRY_URL`]), a plain path, or `s3://bucket/prefix`.
+//! S3 settings come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL`, or
+//! from [`S3Options`]. With an endpoint override requests are path-style and `http://`
+//! is allowed (MinIO, test servers). Requests are retried at most 3 times with
+//! exponential backoff (100 ms → 1 s) within 5 s, connecting times out after 2 s,
+//! so an unreachable endpoint fails within seconds with an error naming the endpoint.
+//!
+//! # Layout (`registry-v1/…`, versioned so a future layout can live beside it)
+//!
+//! ```text
+//! registry-v1/objects/sha256/<hex>                 artifact bytes, immutable
+//! registry-v1/releases/<tag>.json                  ReleaseRecord, immutable
+//! registry-v1/envs/<env>/state.json                EnvState: desired release + generation
+//! registry-v1/envs/<env>/history/<seq:020>.json    HistoryEntry, append-only
+//! registry-v1/envs/<env>/lease.json                Lease
+//! registry-v1/locks/…                              file:// only: flock files for CAS
+//! ```
+//!
+//! # Atomicity and concurrency
+//!
+//! - Every write is atomic: on disk a staged file is fsynced and then renamed (or
+//!   hard-linked) into place; on S3 a single PUT or a completed multipart upload. A
+//!   writer killed mid-write leaves the previous state readable (tested by killing a
+//!   writer process). [`Registry::clean_interrupted_writes`] sweeps the staging files
+//!   it may leave on disk.
+//! - Artifacts are named by their digest and every read re-hashes them
+//!   ([`Error::Corrupt`] on mismatch). A push of bytes already stored intact uploads
+//!   nothing.
+//! - Releases and history entries are written with a conditional create (S3
+//!   `If-None-Match: *`, a hard link on disk): of two writers of one key exactly one
+//!   wins, the other sees it and reacts (identical release → no-op, different →
+//!   [`Error::ReleaseExists`]; history → next sequence number).
+//! - Environment state and leases are compare-and-swap: S3 `If-Match` on the ETag; on
+//!   disk, where object_store has no conditional update, an advisory `flock` per record
+//!   around re-read, compare, atomic replace. The kernel drops a `flock` when its
+//!   holder dies, so a crash never leaves a stale lock.
+//!
+//! # Example
 //!
 //! ```no_run
-//! use predict_buy_registry::{Registry, RegistryUrl, ReleaseTag, EnvName};
+//! use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseTag};
 //!
 //! # async fn demo() -> predict_buy_registry::Result<()> {
 //! let registry = Registry::open(&RegistryUrl::parse("file://.predict-buy/registry")?)?;
@@ -35,8 +64,9 @@
 //! # }
 //! ```
 //!
-//! Errors are one [`enum@Error`]; [`Error::is_user_error`] tells bad input (exit code 2)
-//! from failed operations (exit code 1).
+//! Errors are one [`enum@Error`] whose messages name the URL, object, tag or
+//! environment concerned; [`Error::is_user_error`] / [`Error::exit_code`] tell bad
+//! input (exit code 2) from failed operations (exit code 1).
 
 mod artifacts;
 mod envs;

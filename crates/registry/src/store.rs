@@ -413,6 +413,21 @@ impl Store {
         self.err(op, rel, e)
     }
 
+    /// Local backend: delete staging files (`<key>#<n>`) that a killed writer left
+    /// behind and that were last touched more than `older_than` ago. Returns how many
+    /// files and bytes were removed. Readers never see these files; they only take
+    /// space. On S3 an interrupted multipart upload is invisible too and is removed by
+    /// the bucket's `AbortIncompleteMultipartUpload` lifecycle rule, so this is a no-op.
+    pub(crate) async fn clean_staging(&self, older_than: Duration) -> Result<(usize, u64)> {
+        let Kind::Local { root } = &self.kind else {
+            return Ok((0, 0));
+        };
+        let dir = root.join(LAYOUT);
+        tokio::task::spawn_blocking(move || clean_staging_in(&dir, older_than))
+            .await
+            .expect("cleanup task panicked")
+    }
+
     /// Take the local advisory lock guarding read-compare-write of `rel`.
     async fn lock(&self, rel: &str) -> Result<LocalLock> {
         let Kind::Local { root } = &self.kind else {
@@ -453,6 +468,51 @@ impl LocalLock {
             .map_err(|e| io_err("locking", e.into()))?;
         Ok(LocalLock { _file: file })
     }
+}
+
+fn is_staging_file(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn clean_staging_in(dir: &std::path::Path, older_than: Duration) -> Result<(usize, u64)> {
+    let io_err = |op, path: &std::path::Path, source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut removed = (0, 0);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_err("listing", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| io_err("inspecting", &path, e))?;
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            if stale && is_staging_file(&entry.file_name().to_string_lossy()) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed.0 += 1;
+                        removed.1 += meta.len();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path, e)),
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn check_credentials(url: &RegistryUrl, builder: &AmazonS3Builder) -> Result<()> {

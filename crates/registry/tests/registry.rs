@@ -673,6 +673,19 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
         assert_eq!(after.seq, history.len() as u64 + 1);
         start = releases.len() as u64 + 1000 * (round + 1);
     }
+    // Staging files of interrupted local writes can be swept; nothing readable goes.
+    let before = reg.list_artifacts().await.unwrap();
+    let (removed, _) = reg.clean_interrupted_writes(Duration::ZERO).await.unwrap();
+    if fx.backend == Backend::S3 {
+        assert_eq!(removed, 0);
+    }
+    assert_eq!(reg.list_artifacts().await.unwrap(), before);
+    assert!(reg.verify().await.unwrap().corrupt.is_empty());
+    let leftovers = walk(&fx.dir.path().join("reg"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains('#'))
+        .count();
+    assert_eq!(leftovers, 0, "staging files remain after cleaning");
 }
 
 #[test]
@@ -776,4 +789,21 @@ fn pathdiff(path: &std::path::Path) -> String {
     let depth = cwd.components().count() - 1;
     let up = "../".repeat(depth);
     format!("{up}{}", path.strip_prefix("/").unwrap().display())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }
