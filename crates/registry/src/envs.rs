@@ -407,7 +407,12 @@ impl Registry {
     /// deploy. Returns the lease that was broken, if any. The former holder's next
     /// renew or release fails with [`Error::LeaseLost`].
     pub async fn break_lease(&self, env: &EnvName) -> Result<Option<Lease>> {
-        let previous = self.inspect_lease(env).await?;
+        // An unreadable lease must still be breakable: that is what breaking is for.
+        let previous = match self.inspect_lease(env).await {
+            Ok(previous) => previous,
+            Err(Error::Decode { .. }) => None,
+            Err(e) => return Err(e),
+        };
         self.store.delete(&lease_rel(env)).await?;
         Ok(previous)
     }

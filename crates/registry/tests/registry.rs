@@ -534,6 +534,22 @@ async fn lease_held_expired_released_broken(fx: Fixture) {
         other.release_lease(&bobs).await,
         Err(Error::LeaseLost { .. })
     ));
+
+    // A mangled lease blocks deploys with a clear error, and can still be broken.
+    std::fs::write(fx.key_file("envs/prod/lease.json"), b"{ not json").unwrap();
+    let err = other
+        .acquire_lease(&prod, "bob", "deploy", hour)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode { object, .. } if object == "registry-v1/envs/prod/lease.json"),
+        "{err:?}"
+    );
+    assert_eq!(reg.break_lease(&prod).await.unwrap(), None);
+    other
+        .acquire_lease(&prod, "bob", "deploy", hour)
+        .await
+        .unwrap();
 }
 
 /// In the child process started by `killed_writer_leaves_registry_readable`: write
@@ -554,24 +570,31 @@ async fn child_writer() {
         // A multipart upload (two parts) as well as a single PUT, so a kill can land
         // in the middle of either.
         std::fs::write(&big, bytes(i + 1_000_000, 9 << 20)).unwrap();
-        reg.push_file(&big).await.unwrap();
+        let file = reg.push_file(&big).await.unwrap();
+        println!("ACK object {}", file.digest);
         let pushed = reg
             .push_bytes(Bytes::from(bytes(i, 1 << 20)))
             .await
             .unwrap();
+        println!("ACK object {}", pushed.digest);
         let t = ReleaseTag::parse(&format!("v3.0.{i}")).unwrap();
         reg.create_release(&record(&t.to_string(), &pushed.digest, "child"))
             .await
             .unwrap();
-        reg.set_desired(&nonprod, Some(&t), "child", None)
+        println!("ACK release {t}");
+        let state = reg
+            .set_desired(&nonprod, Some(&t), "child", None)
             .await
             .unwrap();
-        reg.append_history(
-            &nonprod,
-            entry("child", Some(&t), Outcome::Verified, "child"),
-        )
-        .await
-        .unwrap();
+        println!("ACK generation {}", state.generation);
+        let appended = reg
+            .append_history(
+                &nonprod,
+                entry("child", Some(&t), Outcome::Verified, "child"),
+            )
+            .await
+            .unwrap();
+        println!("ACK history {}", appended.seq);
         let lease = reg
             .acquire_lease(&nonprod, "child", "loop", Duration::from_millis(1))
             .await;
@@ -603,7 +626,7 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
             .envs(fx.child_env())
             .env("PREDICT_BUY_TEST_CHILD_START", start.to_string())
             .env("PREDICT_BUY_TEST_CHILD_DIR", fx.dir.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -630,10 +653,44 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
         tokio::time::sleep(Duration::from_millis(37 * round + 5)).await;
         child.kill().unwrap();
         child.wait().unwrap();
+        let mut acks = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut acks).unwrap();
 
         // Everything the killed writer left must be whole and consistent.
         let report = reg.verify().await.unwrap();
         assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+        // And everything it was told had been written is there.
+        let history_seqs: BTreeSet<u64> = reg
+            .history(&nonprod)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let generation = reg
+            .env_state(&nonprod)
+            .await
+            .unwrap()
+            .map_or(0, |s| s.generation);
+        let mut acked = 0;
+        for line in acks.lines() {
+            let Some(ack) = line.strip_prefix("ACK ") else {
+                continue;
+            };
+            acked += 1;
+            match ack.split_once(' ').unwrap() {
+                ("object", d) => {
+                    reg.pull(&Digest::parse(d).unwrap()).await.unwrap();
+                }
+                ("release", t) => {
+                    reg.get_release(&tag(t)).await.unwrap();
+                }
+                ("generation", g) => assert!(g.parse::<u64>().unwrap() <= generation),
+                ("history", seq) => assert!(history_seqs.contains(&seq.parse().unwrap())),
+                other => panic!("unexpected ack {other:?}"),
+            }
+        }
+        assert!(acked >= 8, "the writer acknowledged only {acked} writes");
         let releases = reg.list_releases().await.unwrap();
         assert!(!releases.is_empty());
         for r in &releases {

@@ -150,7 +150,12 @@ impl Fixture {
 
     /// Where an object's bytes live on disk, whichever the backend.
     pub fn object_file(&self, digest: &Digest) -> PathBuf {
-        let key = format!("registry-v1/objects/sha256/{}", digest.hex());
+        self.key_file(&format!("objects/sha256/{}", digest.hex()))
+    }
+
+    /// Where the record at `rel` (relative to `registry-v1/`) lives on disk.
+    pub fn key_file(&self, rel: &str) -> PathBuf {
+        let key = format!("registry-v1/{rel}");
         match self.backend {
             Backend::File => self.dir.path().join("reg").join(key),
             Backend::S3 => self.dir.path().join(BUCKET).join(PREFIX).join(key),
