@@ -125,3 +125,41 @@ impl Registry {
         self.store.local_path(&artifacts::object_rel(digest))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Callers (the server, deploys) run registry calls on spawned tasks, so every
+    /// future must be `Send`; this fails to compile if one is not.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    async fn futures_are_send(reg: &Registry, d: &Digest, t: &ReleaseTag, e: &EnvName, l: &Lease) {
+        let p = std::path::Path::new("x");
+        let ttl = std::time::Duration::from_secs(1);
+        assert_send(&reg.push_file(p));
+        assert_send(&reg.push_bytes(bytes::Bytes::new()));
+        assert_send(&reg.pull(d));
+        assert_send(&reg.pull_to(d, p));
+        assert_send(&reg.list_artifacts());
+        assert_send(&reg.verify());
+        assert_send(&reg.resolve_digest("abc"));
+        assert_send(&reg.list_releases());
+        assert_send(&reg.get_release(t));
+        assert_send(&reg.env_state(e));
+        assert_send(&reg.set_desired(e, Some(t), "a", None));
+        assert_send(&reg.history(e));
+        assert_send(&reg.acquire_lease(e, "a", "b", ttl));
+        assert_send(&reg.renew_lease(l, ttl));
+        assert_send(&reg.release_lease(l));
+        assert_send(&reg.break_lease(e));
+        assert_send(&reg.clean_interrupted_writes(ttl));
+    }
+
+    #[test]
+    fn registry_is_shareable() {
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<Registry>();
+    }
+}
