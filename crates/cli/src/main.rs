@@ -1,1 +1,108 @@
-fn main() {}
+//! `predict-buy`: the command-line entry point. It parses arguments, calls one function
+//! per command (in `commands/`), maps the outcome to an exit code — 0 success, 1 the
+//! operation failed, 2 bad usage or invalid input — and prints the error chain.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod error;
+mod progress;
+mod project;
+
+pub use error::{CliError, Outcome};
+
+#[derive(Parser)]
+#[command(
+    name = "predict-buy",
+    version,
+    about = "Train, serve, release and deploy the insurance-buying prediction model"
+)]
+struct Cli {
+    /// More logging (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Synthetic data in the raw insurance schema.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Train a model from a config and write its artifact and report.
+    Train(commands::train::TrainArgs),
+    /// Score a model on a labelled CSV.
+    Evaluate(commands::evaluate::EvaluateArgs),
+    /// Predict rows from a CSV or JSON file.
+    Predict(commands::predict::PredictArgs),
+    /// Serve predictions over HTTP.
+    Serve(commands::serve::ServeArgs),
+    /// Model artifacts in the registry.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
+    /// Immutable releases in the registry.
+    #[command(subcommand)]
+    Release(commands::release::ReleaseCommand),
+    /// Deploy a release to an environment.
+    Deploy(commands::deploy::DeployArgs),
+    /// Return an environment to an earlier verified release.
+    Rollback(commands::deploy::RollbackArgs),
+    /// Deploy a release verified in a lower environment to a higher one.
+    Promote(commands::deploy::PromoteArgs),
+    /// What runs in an environment.
+    Status(commands::deploy::StatusArgs),
+    /// The deploy history of an environment.
+    History(commands::deploy::HistoryArgs),
+    /// Everything on one machine: data, training, registry, release, deploy, serve.
+    Quickstart(commands::quickstart::QuickstartArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Data(c) => commands::data::run(c),
+        Command::Train(a) => commands::train::run(a),
+        Command::Evaluate(a) => commands::evaluate::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Model(c) => commands::model::run(c),
+        Command::Release(c) => commands::release::run(c),
+        Command::Deploy(a) => commands::deploy::run_deploy(a),
+        Command::Rollback(a) => commands::deploy::run_rollback(a),
+        Command::Promote(a) => commands::deploy::run_promote(a),
+        Command::Status(a) => commands::deploy::run_status(a),
+        Command::History(a) => commands::deploy::run_history(a),
+        Command::Quickstart(a) => commands::quickstart::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.report();
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("PREDICT_BUY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var(project::env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -24,7 +24,10 @@ mod value;
 
 pub mod synth;
 
-pub use clean::{CleanColumn, CleanFrame, Cleaner, ColumnRule, ColumnValues, OutlierBounds};
+pub use clean::{
+    Clean, CleanColumn, CleanFrame, Cleaner, ColumnRule, ColumnValues, OutlierBounds, RuleKind,
+    TargetRule,
+};
 pub use config::{ColumnSpec, ColumnType, DataConfig, Encode, Impute, Parse, Preset, Role, Scale};
 pub use error::{DataError, FieldError};
 pub use table::Table;

@@ -1,1 +1,59 @@
-//! predict-buy model
+//! The model of predict-buy: preprocessing (scaling, one-hot encoding), SMOTE, the
+//! histogram tree learner behind `DecisionTreeClassifier`, `RandomForestClassifier` and
+//! `GradientBoostingClassifier`, evaluation metrics, the artifact format and inference.
+//!
+//! This crate computes; it never touches the network, the file system or the clock
+//! beyond timing its own work. Callers hand it tables and bytes and get back models,
+//! reports and bytes.
+//!
+//! ```no_run
+//! use predict_buy_model::Model;
+//!
+//! let bytes = std::fs::read("models/model.pbm")?;
+//! let model = Model::from_bytes(&bytes)?;
+//! let record = serde_json::json!({
+//!     "Gender": "Female", "Age": 46, "HasDrivingLicense": 1, "RegionID": 21.0,
+//!     "Switch": 0, "PastAccident": "Yes", "AnnualPremium": "£2,305.40"
+//! });
+//! let p = model.predict_json(record.as_object().unwrap()).expect("valid record");
+//! println!("class {} with probability {:.3}", p.predicted_class, p.probability);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod artifact;
+mod binning;
+mod config;
+mod ensemble;
+mod grow;
+mod learners;
+mod metrics;
+mod preprocess;
+mod smote;
+mod train;
+mod tree;
+
+pub use artifact::{
+    ArtifactError, Calibration, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model,
+    Payload, Prediction, Threshold, digest_of, raw_from_json,
+};
+pub use config::{
+    DEFAULT_CONFIG_YAML, ModelName, ModelSection, SmoteSetting, ThresholdName, ThresholdRule,
+    TrainConfig, TrainSection,
+};
+pub use ensemble::{Ensemble, Link};
+pub use learners::{
+    DecisionTreeParams, GradientBoostingParams, MaxFeatures, RandomForestParams, SplitCriterion,
+};
+pub use metrics::{
+    ClassScores, ClassificationReport, EvalReport, average_precision, evaluate, log_loss, roc_auc,
+};
+pub use smote::{SmoteParams, SmoteSummary};
+pub use train::{Progress, Quiet, TrainError, TrainOutcome, TrainReport, TrainRequest, train};
+pub use tree::{Node, Tree};
+
+/// Lower-level pieces for benchmarks and property tests.
+pub mod core {
+    pub use crate::binning::{BinMapper, Binned};
+    pub use crate::grow::{Criterion, GrowParams, Grower};
+    pub use crate::preprocess::{Encoder, Matrix};
+}

@@ -1,0 +1,11 @@
+//! One module per command.
+
+pub mod data;
+pub mod deploy;
+pub mod evaluate;
+pub mod model;
+pub mod predict;
+pub mod quickstart;
+pub mod release;
+pub mod serve;
+pub mod train;

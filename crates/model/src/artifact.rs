@@ -1,0 +1,437 @@
+//! The model artifact: one self-describing, versioned, checksummed file, and the loaded
+//! [`Model`] that answers predictions from it.
+//!
+//! Layout: the 8-byte magic `PBUYMDL\n`, the format version (u32, little-endian), the
+//! payload length (u64, little-endian), the payload (JSON: schema, preprocessing,
+//! trees, threshold, metadata), then the SHA-256 of everything before it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use predict_buy_data::{Cleaner, DataError, FieldError, RawValue, RuleKind, Table};
+
+use crate::ensemble::Ensemble;
+use crate::learners::sigmoid;
+use crate::metrics::EvalReport;
+use crate::preprocess::{EncodedColumn, Encoder, RecordEncoder};
+
+pub const MAGIC: &[u8; 8] = b"PBUYMDL\n";
+/// The artifact format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8;
+const CHECKSUM: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("not a predict-buy model: the file does not start with the artifact magic bytes")]
+    NotAnArtifact,
+    #[error("truncated: the file has {actual} bytes, the header promises {expected}")]
+    Truncated { expected: u64, actual: u64 },
+    #[error(
+        "artifact format version {found} is newer than this predict-buy reads ({supported}); upgrade predict-buy"
+    )]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("corrupt: the checksum does not match the contents")]
+    Checksum,
+    #[error("corrupt payload")]
+    Payload(#[source] serde_json::Error),
+    #[error("invalid model: {0}")]
+    Invalid(String),
+}
+
+/// Everything the artifact stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub format_version: u32,
+    pub cleaner: Cleaner,
+    pub encoder: Encoder,
+    pub ensemble: Ensemble,
+    pub calibration: Calibration,
+    pub threshold: Threshold,
+    pub metadata: Metadata,
+    /// Sample inputs with the probabilities the model gave them at training time; a
+    /// loaded model must reproduce them exactly (its self-check).
+    pub golden: Vec<GoldenRow>,
+}
+
+/// Undoes the prior shift of resampling: SMOTE trains on a balanced set, which
+/// inflates probabilities; adding `logit_offset` to the log-odds restores the real
+/// class prior.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub logit_offset: f64,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Predict class 1 when the (corrected) probability is at least this.
+    pub value: f64,
+    pub method: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub model: String,
+    pub params: serde_json::Value,
+    pub config: serde_json::Value,
+    pub data_digest: Option<String>,
+    pub train_rows: usize,
+    pub features: Vec<String>,
+    pub n_trees: usize,
+    pub metrics: Option<EvalReport>,
+    pub tool_version: String,
+    pub trained_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenRow {
+    pub input: serde_json::Map<String, serde_json::Value>,
+    pub probability: f64,
+}
+
+/// A prediction for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prediction {
+    pub predicted_class: u8,
+    pub probability: f64,
+}
+
+/// One input field a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InputField {
+    pub name: String,
+    /// `number` or `category`.
+    pub kind: &'static str,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Known categories (others are accepted and ignored by one-hot encoding).
+    pub categories: Option<Vec<String>>,
+}
+
+/// A loaded model, ready to predict.
+#[derive(Debug, Clone)]
+pub struct Model {
+    payload: Payload,
+    encoder: RecordEncoder,
+    digest: String,
+}
+
+impl Model {
+    pub(crate) fn new(payload: Payload) -> Result<Self, ArtifactError> {
+        validate(&payload)?;
+        let encoder = RecordEncoder::new(&payload.encoder);
+        let mut model = Self {
+            payload,
+            encoder,
+            digest: String::new(),
+        };
+        model.digest = digest_of(&model.to_bytes());
+        Ok(model)
+    }
+
+    /// Loads an artifact, refusing anything truncated, corrupt, or of a newer format.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            return Err(ArtifactError::NotAnArtifact);
+        }
+        if bytes.len() < HEADER {
+            return Err(ArtifactError::Truncated {
+                expected: HEADER as u64,
+                actual: bytes.len() as u64,
+            });
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(ArtifactError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let expected = (HEADER as u64)
+            .saturating_add(len)
+            .saturating_add(CHECKSUM as u64);
+        if bytes.len() as u64 != expected {
+            return Err(ArtifactError::Truncated {
+                expected,
+                actual: bytes.len() as u64,
+            });
+        }
+        let body_end = HEADER + len as usize;
+        let sum = Sha256::digest(&bytes[..body_end]);
+        if sum.as_slice() != &bytes[body_end..] {
+            return Err(ArtifactError::Checksum);
+        }
+        let payload: Payload =
+            serde_json::from_slice(&bytes[HEADER..body_end]).map_err(ArtifactError::Payload)?;
+        if payload.format_version != version {
+            return Err(ArtifactError::Invalid(
+                "header and payload disagree on the format version".into(),
+            ));
+        }
+        validate(&payload)?;
+        let encoder = RecordEncoder::new(&payload.encoder);
+        Ok(Self {
+            payload,
+            encoder,
+            digest: digest_of(bytes),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(&self.payload).expect("a payload always serialises");
+        let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// `sha256:<hex>` of the artifact's bytes: the registry's name for it.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.payload.metadata
+    }
+
+    pub fn threshold(&self) -> &Threshold {
+        &self.payload.threshold
+    }
+
+    pub fn golden(&self) -> &[GoldenRow] {
+        &self.payload.golden
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.encoder.n_features
+    }
+
+    /// The fields a request must carry, in schema order.
+    pub fn input_fields(&self) -> Vec<InputField> {
+        self.payload
+            .cleaner
+            .features
+            .iter()
+            .zip(&self.payload.encoder.columns)
+            .map(|(rule, enc)| match (&rule.kind, enc) {
+                (RuleKind::Numeric { min, max, .. }, _) => InputField {
+                    name: rule.name.clone(),
+                    kind: "number",
+                    min: *min,
+                    max: *max,
+                    categories: None,
+                },
+                (RuleKind::Categorical { .. }, EncodedColumn::OneHot { categories, .. }) => {
+                    InputField {
+                        name: rule.name.clone(),
+                        kind: "category",
+                        min: None,
+                        max: None,
+                        categories: Some(categories.clone()),
+                    }
+                }
+                (RuleKind::Categorical { .. }, _) => InputField {
+                    name: rule.name.clone(),
+                    kind: "category",
+                    min: None,
+                    max: None,
+                    categories: None,
+                },
+            })
+            .collect()
+    }
+
+    fn finish(&self, raw: f64) -> Prediction {
+        let probability = self.calibrate(raw);
+        Prediction {
+            predicted_class: u8::from(probability >= self.payload.threshold.value),
+            probability,
+        }
+    }
+
+    fn calibrate(&self, raw: f64) -> f64 {
+        let offset = self.payload.calibration.logit_offset;
+        if offset == 0.0 {
+            return raw;
+        }
+        let p = raw.clamp(1e-9, 1.0 - 1e-9);
+        sigmoid((p / (1.0 - p)).ln() + offset)
+    }
+
+    /// Predicts one record whose values are in the order of [`Model::input_fields`].
+    /// Every bad field is reported.
+    pub fn predict_values(&self, values: &[RawValue<'_>]) -> Result<Prediction, Vec<FieldError>> {
+        let clean = self.payload.cleaner.clean_record(values)?;
+        let mut x = vec![0f32; self.encoder.n_features];
+        self.encoder.encode(&clean, &mut x);
+        Ok(self.finish(self.payload.ensemble.predict_raw(&x)))
+    }
+
+    /// Predicts one JSON object keyed by field name. Absent fields are errors; `null`
+    /// means missing and is imputed; unknown fields are ignored.
+    pub fn predict_json(
+        &self,
+        record: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Prediction, Vec<FieldError>> {
+        let mut values = Vec::with_capacity(self.payload.cleaner.features.len());
+        let mut errors = Vec::new();
+        for rule in &self.payload.cleaner.features {
+            match record.get(&rule.name) {
+                None => errors.push(FieldError::new(&rule.name, "field required")),
+                Some(v) => match raw_from_json(v) {
+                    Ok(raw) => values.push(raw),
+                    Err(reason) => errors.push(FieldError::new(&rule.name, reason)),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            // Report type errors and range errors together.
+            if values.len() + errors.len() == self.payload.cleaner.features.len() {
+                let mut all = errors;
+                let typed: Vec<_> = self
+                    .payload
+                    .cleaner
+                    .features
+                    .iter()
+                    .filter(|r| !all.iter().any(|e| e.field == r.name))
+                    .zip(&values)
+                    .filter_map(|(r, v)| {
+                        r.clean(v)
+                            .err()
+                            .map(|reason| FieldError::new(&r.name, reason))
+                    })
+                    .collect();
+                all.extend(typed);
+                let order = |f: &FieldError| {
+                    self.payload
+                        .cleaner
+                        .features
+                        .iter()
+                        .position(|r| r.name == f.field)
+                };
+                all.sort_by_key(order);
+                return Err(all);
+            }
+            return Err(errors);
+        }
+        self.predict_values(&values)
+    }
+
+    /// Probabilities for every row of a CSV table (which may or may not hold a target).
+    pub fn predict_table(&self, table: &Table) -> Result<Vec<Prediction>, DataError> {
+        let columns = self.payload.cleaner.clean_features(table)?;
+        let m = self.payload.encoder.transform(&columns);
+        let mut raw = Vec::new();
+        self.payload
+            .ensemble
+            .predict_raw_batch(&m.columns, m.n_rows, &mut raw);
+        Ok(raw.into_iter().map(|p| self.finish(p)).collect())
+    }
+
+    /// Scores a labelled table with the model's own threshold.
+    pub fn evaluate_table(&self, table: &Table) -> Result<EvalReport, DataError> {
+        let frame = self.payload.cleaner.clean_evaluation(table)?;
+        let m = self.payload.encoder.transform(&frame.features);
+        let mut raw = Vec::new();
+        self.payload
+            .ensemble
+            .predict_raw_batch(&m.columns, m.n_rows, &mut raw);
+        let p: Vec<f64> = raw.into_iter().map(|r| self.calibrate(r)).collect();
+        Ok(crate::metrics::evaluate(
+            &frame.target,
+            &p,
+            self.payload.threshold.value,
+        ))
+    }
+
+    /// Re-predicts the golden rows and demands the stored answers, bit for bit.
+    pub fn self_check(&self) -> Result<(), ArtifactError> {
+        for (i, row) in self.payload.golden.iter().enumerate() {
+            let got = self.predict_json(&row.input).map_err(|e| {
+                ArtifactError::Invalid(format!("golden row {i} is rejected: {e:?}"))
+            })?;
+            if got.probability.to_bits() != row.probability.to_bits() {
+                return Err(ArtifactError::Invalid(format!(
+                    "golden row {i}: predicted {} but the artifact recorded {}",
+                    got.probability, row.probability
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw-probability ensemble, for benchmarks.
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.payload.ensemble
+    }
+}
+
+/// Maps a JSON value onto a raw input value, accepting what the original API accepted:
+/// numbers, numeric strings (`"2305.40"`, `"£2,305.40"`), category strings, booleans.
+pub fn raw_from_json(v: &serde_json::Value) -> Result<RawValue<'_>, String> {
+    use serde_json::Value;
+    match v {
+        Value::Null => Ok(RawValue::Missing),
+        Value::Bool(b) => Ok(RawValue::Number(f64::from(u8::from(*b)))),
+        Value::Number(n) => n
+            .as_f64()
+            .map(RawValue::Number)
+            .ok_or_else(|| format!("{n} is not representable")),
+        Value::String(s) => Ok(RawValue::text(s)),
+        Value::Array(_) => Err("expected a number or a string, found an array".into()),
+        Value::Object(_) => Err("expected a number or a string, found an object".into()),
+    }
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn validate(p: &Payload) -> Result<(), ArtifactError> {
+    let n_features = RecordEncoder::new(&p.encoder).n_features;
+    if p.cleaner.features.len() != p.encoder.columns.len() {
+        return Err(ArtifactError::Invalid(
+            "the schema and the encoder disagree on the columns".into(),
+        ));
+    }
+    for (rule, enc) in p.cleaner.features.iter().zip(&p.encoder.columns) {
+        let ok = matches!(
+            (&rule.kind, enc),
+            (RuleKind::Numeric { .. }, EncodedColumn::Numeric { .. })
+                | (RuleKind::Categorical { .. }, EncodedColumn::OneHot { .. })
+        );
+        if !ok {
+            return Err(ArtifactError::Invalid(format!(
+                "column `{}` has a mismatched encoder",
+                rule.name
+            )));
+        }
+    }
+    if p.ensemble.trees.is_empty() {
+        return Err(ArtifactError::Invalid("the ensemble has no trees".into()));
+    }
+    for (i, t) in p.ensemble.trees.iter().enumerate() {
+        t.validate(n_features)
+            .map_err(|e| ArtifactError::Invalid(format!("tree {i}: {e}")))?;
+    }
+    if !(0.0..=1.0).contains(&p.threshold.value)
+        || !p.calibration.logit_offset.is_finite()
+        || !p.ensemble.base_score.is_finite()
+    {
+        return Err(ArtifactError::Invalid(
+            "threshold or calibration out of range".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! The histogram tree grower shared by every learner. Rows are binned once; a node's
+//! histogram sums, per feature and bin, the gradient `g`, the hessian `h` and the row
+//! count; the best split of each feature is one scan over its bins. A child's histogram
+//! is its parent's minus its sibling's, so only the smaller child is ever counted.
+//!
+//! Classification trees use the same machinery: with `g = w·y` and `h = w`, Gini gain is
+//! the Newton gain with no regularisation, and entropy is computed from the same sums.
+
+use std::collections::BinaryHeap;
+
+use rand::Rng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::binning::Binned;
+use crate::tree::{LEAF, Node, Tree};
+
+const STRIDE: usize = 256;
+
+/// Nodes with fewer rows × features than this build their histogram on one thread.
+const PARALLEL_WORK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// Second-order boosting gain and leaf values `-G / (H + λ)`.
+    Newton,
+    Gini,
+    Entropy,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrowParams {
+    pub criterion: Criterion,
+    pub max_depth: Option<usize>,
+    pub max_leaf_nodes: Option<usize>,
+    pub min_samples_leaf: usize,
+    pub min_samples_split: usize,
+    pub min_child_weight: f64,
+    pub lambda: f64,
+    pub min_gain: f64,
+    /// Features considered at each split; all when `None`.
+    pub max_features: Option<usize>,
+    /// Spread histogram work over threads (off when trees themselves run in parallel).
+    pub parallel: bool,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Bin {
+    g: f64,
+    h: f64,
+    n: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    g: f64,
+    h: f64,
+    n: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    feature: usize,
+    bin: u8,
+    gain: f64,
+}
+
+struct Pending {
+    node: usize,
+    start: usize,
+    end: usize,
+    depth: usize,
+    sums: Sums,
+    hist: Option<Vec<Bin>>,
+    split: Option<Split>,
+}
+
+/// A finished tree plus, for each training row that reached it, its leaf's value: the
+/// booster updates its scores from these without walking the tree again.
+pub struct Grown {
+    pub tree: Tree,
+    /// `(rows, value)` per leaf, with rows as indices into the data.
+    pub leaves: Vec<(Vec<u32>, f32)>,
+    /// For each node, the bin of its split (so rows outside the sample can be routed).
+    pub split_bins: Vec<u8>,
+}
+
+pub struct Grower<'a> {
+    data: &'a Binned,
+    params: &'a GrowParams,
+    g: &'a [f64],
+    h: &'a [f64],
+}
+
+impl<'a> Grower<'a> {
+    pub fn new(data: &'a Binned, params: &'a GrowParams, g: &'a [f64], h: &'a [f64]) -> Self {
+        Self { data, params, g, h }
+    }
+
+    /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
+    pub fn grow(&self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
+        let p = self.params;
+        let mut nodes: Vec<Node> = vec![Node {
+            feature: LEAF,
+            threshold: 0.0,
+            left: 0,
+            value: 0.0,
+        }];
+        let mut split_bins = vec![0u8];
+        let mut leaves = Vec::new();
+        let mut scratch = vec![0u32; rows.len()];
+
+        let root_features = self.features(rng);
+        let root_hist = self.histogram(&rows, &root_features);
+        let root_sums = totals(&root_hist, root_features[0]);
+        let root_split = self.best_split(&root_hist, &root_features, root_sums, 0);
+        let root = Pending {
+            node: 0,
+            start: 0,
+            end: rows.len(),
+            depth: 0,
+            sums: root_sums,
+            hist: Some(root_hist),
+            split: root_split,
+        };
+
+        // Depth-first keeps few histograms alive; best-first is needed when the number
+        // of leaves is capped, so the best splits are the ones made.
+        let best_first = p.max_leaf_nodes.is_some();
+        let mut stack = vec![root];
+        let mut heap: BinaryHeap<ByGain> = BinaryHeap::new();
+        if best_first {
+            heap.push(ByGain(stack.pop().expect("root")));
+        }
+        let mut n_leaves = 1usize;
+        loop {
+            let item = if best_first {
+                heap.pop().map(|b| b.0)
+            } else {
+                stack.pop()
+            };
+            let Some(mut item) = item else { break };
+            let can_grow = p.max_leaf_nodes.is_none_or(|m| n_leaves < m);
+            let split = match item.split {
+                Some(s) if can_grow => s,
+                _ => {
+                    let value = self.leaf_value(item.sums);
+                    nodes[item.node] = Node {
+                        feature: LEAF,
+                        threshold: 0.0,
+                        left: 0,
+                        value,
+                    };
+                    leaves.push((rows[item.start..item.end].to_vec(), value));
+                    continue;
+                }
+            };
+            n_leaves += 1;
+            let mid = partition(
+                &mut rows[item.start..item.end],
+                &mut scratch[item.start..item.end],
+                &self.data.columns[split.feature],
+                split.bin,
+            ) + item.start;
+            let left = nodes.len();
+            nodes[item.node] = Node {
+                feature: split.feature as u32,
+                threshold: self.data.mappers[split.feature].uppers[split.bin as usize],
+                left: left as u32,
+                value: 0.0,
+            };
+            split_bins[item.node] = split.bin;
+            nodes.push(Node {
+                feature: LEAF,
+                threshold: 0.0,
+                left: 0,
+                value: 0.0,
+            });
+            nodes.push(Node {
+                feature: LEAF,
+                threshold: 0.0,
+                left: 0,
+                value: 0.0,
+            });
+            split_bins.extend([0, 0]);
+
+            let depth = item.depth + 1;
+            let (l_range, r_range) = ((item.start, mid), (mid, item.end));
+            let left_small = mid - item.start <= item.end - mid;
+            let (small, large) = if left_small {
+                (l_range, r_range)
+            } else {
+                (r_range, l_range)
+            };
+            let parent_hist = item.hist.take();
+            let features = self.features(rng);
+            let small_hist = self.histogram(&rows[small.0..small.1], &features);
+            // Subtraction needs the parent's histogram over the same features.
+            let large_hist = match parent_hist {
+                Some(mut ph) if p.max_features.is_none() => {
+                    for (a, b) in ph.iter_mut().zip(&small_hist) {
+                        a.g -= b.g;
+                        a.h -= b.h;
+                        a.n -= b.n;
+                    }
+                    ph
+                }
+                _ => self.histogram(&rows[large.0..large.1], &features),
+            };
+            let (l_hist, r_hist) = if left_small {
+                (small_hist, large_hist)
+            } else {
+                (large_hist, small_hist)
+            };
+            for (node, (start, end), hist) in [(left, l_range, l_hist), (left + 1, r_range, r_hist)]
+            {
+                let sums = totals(&hist, features[0]);
+                let split = self.best_split(&hist, &features, sums, depth);
+                let keep_hist = p.max_features.is_none() && split.is_some();
+                let pending = Pending {
+                    node,
+                    start,
+                    end,
+                    depth,
+                    sums,
+                    hist: keep_hist.then_some(hist),
+                    split,
+                };
+                if best_first {
+                    heap.push(ByGain(pending))
+                } else {
+                    stack.push(pending)
+                }
+            }
+        }
+        Grown {
+            tree: Tree { nodes },
+            leaves,
+            split_bins,
+        }
+    }
+
+    fn features(&self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let n = self.data.n_features();
+        match self.params.max_features {
+            Some(k) if k < n => {
+                let mut f = sample(rng, n, k.max(1)).into_vec();
+                f.sort_unstable();
+                f
+            }
+            _ => (0..n).collect(),
+        }
+    }
+
+    fn histogram(&self, rows: &[u32], features: &[usize]) -> Vec<Bin> {
+        let mut hist = vec![Bin::default(); self.data.n_features() * STRIDE];
+        // Gathering the gradients once in row order makes the per-feature loops read
+        // them sequentially.
+        let gh: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|&r| (self.g[r as usize], self.h[r as usize]))
+            .collect();
+        let fill = |f: usize, out: &mut [Bin]| {
+            let col = &self.data.columns[f];
+            for (&r, &(g, h)) in rows.iter().zip(&gh) {
+                let b = &mut out[col[r as usize] as usize];
+                b.g += g;
+                b.h += h;
+                b.n += 1;
+            }
+        };
+        let parallel = self.params.parallel && rows.len() * features.len() >= PARALLEL_WORK;
+        if features.len() == self.data.n_features() {
+            if parallel {
+                hist.par_chunks_mut(STRIDE)
+                    .enumerate()
+                    .for_each(|(f, out)| fill(f, out));
+            } else {
+                hist.chunks_mut(STRIDE)
+                    .enumerate()
+                    .for_each(|(f, out)| fill(f, out));
+            }
+        } else {
+            for &f in features {
+                fill(f, &mut hist[f * STRIDE..(f + 1) * STRIDE]);
+            }
+        }
+        hist
+    }
+
+    fn best_split(
+        &self,
+        hist: &[Bin],
+        features: &[usize],
+        total: Sums,
+        depth: usize,
+    ) -> Option<Split> {
+        let p = self.params;
+        if p.max_depth.is_some_and(|d| depth >= d)
+            || (total.n as usize) < p.min_samples_split.max(2)
+            || (total.n as usize) < 2 * p.min_samples_leaf.max(1)
+        {
+            return None;
+        }
+        let parent = self.score(total);
+        let mut best: Option<Split> = None;
+        for &f in features {
+            let bins = &hist[f * STRIDE..f * STRIDE + self.data.mappers[f].n_bins()];
+            let mut left = Sums::default();
+            for (b, bin) in bins.iter().enumerate().take(bins.len().saturating_sub(1)) {
+                left.g += bin.g;
+                left.h += bin.h;
+                left.n += bin.n;
+                if (left.n as usize) < p.min_samples_leaf.max(1) || left.h < p.min_child_weight {
+                    continue;
+                }
+                let right = Sums {
+                    g: total.g - left.g,
+                    h: total.h - left.h,
+                    n: total.n - left.n,
+                };
+                if (right.n as usize) < p.min_samples_leaf.max(1) || right.h < p.min_child_weight {
+                    // Moving more rows left only shrinks the right side further.
+                    if (right.n as usize) < p.min_samples_leaf.max(1) {
+                        break;
+                    }
+                    continue;
+                }
+                let gain = self.score(left) + self.score(right) - parent;
+                if gain > p.min_gain && best.is_none_or(|s| gain > s.gain) {
+                    best = Some(Split {
+                        feature: f,
+                        bin: b as u8,
+                        gain,
+                    });
+                }
+            }
+        }
+        best
+    }
+
+    /// Higher is better; a split's gain is the children's score minus the parent's.
+    fn score(&self, s: Sums) -> f64 {
+        match self.params.criterion {
+            Criterion::Newton => s.g * s.g / (s.h + self.params.lambda) / 2.0,
+            Criterion::Gini => {
+                if s.h <= 0.0 {
+                    0.0
+                } else {
+                    s.g * s.g / s.h
+                }
+            }
+            Criterion::Entropy => {
+                if s.h <= 0.0 {
+                    return 0.0;
+                }
+                let p = (s.g / s.h).clamp(0.0, 1.0);
+                let ent = |q: f64| if q <= 0.0 { 0.0 } else { -q * q.log2() };
+                -s.h * (ent(p) + ent(1.0 - p))
+            }
+        }
+    }
+
+    fn leaf_value(&self, s: Sums) -> f32 {
+        match self.params.criterion {
+            Criterion::Newton => (-s.g / (s.h + self.params.lambda)) as f32,
+            Criterion::Gini | Criterion::Entropy => {
+                if s.h > 0.0 {
+                    (s.g / s.h) as f32
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn totals(hist: &[Bin], any_feature: usize) -> Sums {
+    hist[any_feature * STRIDE..(any_feature + 1) * STRIDE]
+        .iter()
+        .fold(Sums::default(), |s, b| Sums {
+            g: s.g + b.g,
+            h: s.h + b.h,
+            n: s.n + b.n,
+        })
+}
+
+/// Stable partition of `rows` into bin <= `bin` then the rest; returns the left count.
+fn partition(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8) -> usize {
+    let mut l = 0;
+    let mut r = 0;
+    for i in 0..rows.len() {
+        let row = rows[i];
+        if col[row as usize] <= bin {
+            rows[l] = row;
+            l += 1;
+        } else {
+            scratch[r] = row;
+            r += 1;
+        }
+    }
+    rows[l..].copy_from_slice(&scratch[..r]);
+    l
+}
+
+struct ByGain(Pending);
+
+impl ByGain {
+    fn gain(&self) -> f64 {
+        self.0.split.map_or(f64::NEG_INFINITY, |s| s.gain)
+    }
+}
+
+impl PartialEq for ByGain {
+    fn eq(&self, other: &Self) -> bool {
+        self.gain() == other.gain()
+    }
+}
+impl Eq for ByGain {}
+impl PartialOrd for ByGain {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByGain {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.gain()
+            .total_cmp(&other.gain())
+            .then(other.0.node.cmp(&self.0.node))
+    }
+}
+
+/// Routes one row of binned data through a grown tree.
+pub fn route_binned(tree: &Tree, split_bins: &[u8], data: &Binned, row: usize) -> f32 {
+    let mut i = 0;
+    loop {
+        let n = &tree.nodes[i];
+        if n.feature == LEAF {
+            return n.value;
+        }
+        i = n.left as usize + usize::from(data.columns[n.feature as usize][row] > split_bins[i]);
+    }
+}
+
+/// A uniform random subset of `0..n` of size `k`, sorted.
+pub fn subsample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = sample(rng, n, k.min(n))
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    idx.sort_unstable();
+    idx
+}
+
+/// Draws a bootstrap sample: per-row counts of how often each row was drawn.
+pub fn bootstrap(rng: &mut ChaCha8Rng, n: usize, draws: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; n];
+    for _ in 0..draws {
+        counts[rng.random_range(0..n)] += 1;
+    }
+    counts
+}

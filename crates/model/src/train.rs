@@ -1,0 +1,544 @@
+//! Training end to end: clean, split, encode, resample, fit, pick the threshold,
+//! evaluate, and package the artifact.
+
+use std::time::Instant;
+
+use predict_buy_data::{CleanColumn, CleanFrame, ColumnValues, DataError, Preset, Table};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::artifact::{
+    ArtifactError, Calibration, FORMAT_VERSION, GoldenRow, Metadata, Model, Payload, Threshold,
+};
+use crate::binning::Binned;
+use crate::config::{ModelName, SmoteSetting, ThresholdName, ThresholdRule, TrainConfig};
+use crate::ensemble::Ensemble;
+use crate::learners::{
+    BoostLog, DecisionTreeParams, FitData, GradientBoostingParams, RandomForestParams, Validation,
+    fit_decision_tree, fit_gradient_boosting, fit_random_forest,
+};
+use crate::metrics::{EvalReport, best_f1_threshold, evaluate};
+use crate::preprocess::{Encoder, Matrix};
+use crate::smote::{SmoteParams, SmoteSummary, oversample};
+
+/// How many test rows become the artifact's golden rows.
+const GOLDEN_ROWS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("config key `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the trained model failed its own checks")]
+    Artifact(#[from] ArtifactError),
+}
+
+/// Long steps report here; the CLI draws progress bars, tests ignore it.
+pub trait Progress: Sync {
+    fn stage(&self, _name: &str) {}
+    fn tick(&self, _done: usize, _total: usize) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+pub struct TrainRequest<'a> {
+    pub config: &'a TrainConfig,
+    pub train: &'a Table,
+    /// Evaluated on when given; otherwise `train.test_size` of the rows are held out.
+    pub test: Option<&'a Table>,
+    pub data_digest: Option<String>,
+    pub trained_at: String,
+    pub tool_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub digest: String,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub test_rows: usize,
+    pub dropped_outliers: usize,
+    pub features: Vec<String>,
+    pub smote: Option<SmoteSummary>,
+    pub threshold: Threshold,
+    pub calibration: Calibration,
+    pub fit_seconds: f64,
+    pub n_trees: usize,
+    pub boosting: Option<BoostLog>,
+    pub test: EvalReport,
+}
+
+pub struct TrainOutcome {
+    pub model: Model,
+    pub report: TrainReport,
+}
+
+pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOutcome, TrainError> {
+    let cfg = req.config;
+    check_fraction("train.test_size", cfg.train.test_size)?;
+    check_fraction("train.validation_fraction", cfg.train.validation_fraction)?;
+    let seed = cfg.train.random_state.unwrap_or(0);
+
+    progress.stage("cleaning");
+    let cleaner = predict_buy_data::Cleaner::fit(req.train, &cfg.data)?;
+    let frame = cleaner.clean_training(req.train)?;
+    let (fit_frame, test_frame, test_table_rows) = match req.test {
+        Some(t) => (frame, cleaner.clean_evaluation(t)?, None),
+        None => {
+            let (a, b, rows) = split(&frame, cfg.train.test_size, cfg.train.shuffle, seed);
+            (a, b, Some(rows))
+        }
+    };
+    if test_frame.n_rows() == 0 {
+        return Err(TrainError::Invalid(
+            "no rows left for the test set; raise train.test_size or give data.test_path".into(),
+        ));
+    }
+
+    progress.stage("encoding");
+    let encoder = Encoder::fit(&fit_frame.features, &cleaner.features);
+    let x_all = encoder.transform(&fit_frame.features);
+    let x_test = encoder.transform(&test_frame.features);
+
+    let early_stopping = cfg.model.name == ModelName::GradientBoostingClassifier
+        && cfg
+            .model
+            .params
+            .as_ref()
+            .and_then(|p| p.get("n_iter_no_change"))
+            .is_some_and(|v| !v.is_null());
+    let need_validation =
+        cfg.train.threshold == ThresholdRule::Named(ThresholdName::F1) || early_stopping;
+    let val_share = if need_validation {
+        cfg.train.validation_fraction
+    } else {
+        0.0
+    };
+    let (fit_idx, val_idx) = holdout(&fit_frame.target, val_share, seed);
+    let mut x_fit = x_all.select(&fit_idx);
+    let mut y_fit: Vec<u8> = fit_idx.iter().map(|&i| fit_frame.target[i]).collect();
+    let x_val = x_all.select(&val_idx);
+    let y_val: Vec<u8> = val_idx.iter().map(|&i| fit_frame.target[i]).collect();
+    if y_fit.iter().all(|&v| v == y_fit[0]) {
+        return Err(TrainError::Invalid(
+            "the training rows hold a single class; a classifier needs both".into(),
+        ));
+    }
+
+    let prior_before = positive_rate(&y_fit);
+    let smote = smote_params(cfg, req.train)?;
+    let smote_summary = match &smote {
+        Some(p) => {
+            progress.stage("SMOTE");
+            oversample(&mut x_fit, &mut y_fit, p, seed)
+        }
+        None => None,
+    };
+    let calibration = calibration(prior_before, positive_rate(&y_fit), smote_summary.is_some());
+
+    progress.stage("binning");
+    let params_json = cfg.model.params.clone().unwrap_or(serde_json::Value::Null);
+    let start = Instant::now();
+    let (ensemble, boost_log, params_used) = fit(
+        cfg.model.name,
+        &params_json,
+        &x_fit,
+        &y_fit,
+        &x_val,
+        &y_val,
+        progress,
+    )?;
+    let fit_seconds = start.elapsed().as_secs_f64();
+
+    progress.stage("evaluating");
+    let predict = |m: &Matrix| -> Vec<f64> {
+        let mut raw = Vec::new();
+        ensemble.predict_raw_batch(&m.columns, m.n_rows, &mut raw);
+        raw.into_iter()
+            .map(|p| apply_calibration(p, calibration.logit_offset))
+            .collect()
+    };
+    let threshold = choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
+    let test_report = evaluate(&test_frame.target, &predict(&x_test), threshold.value);
+
+    let features = encoder.feature_names();
+    let payload = Payload {
+        format_version: FORMAT_VERSION,
+        cleaner,
+        encoder,
+        ensemble,
+        calibration: calibration.clone(),
+        threshold: threshold.clone(),
+        metadata: Metadata {
+            model: cfg.model.name.to_string(),
+            params: params_used,
+            config: serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null),
+            data_digest: req.data_digest.clone(),
+            train_rows: x_fit.n_rows,
+            features: features.clone(),
+            n_trees: 0,
+            metrics: Some(test_report.clone()),
+            tool_version: req.tool_version.clone(),
+            trained_at: req.trained_at.clone(),
+        },
+        golden: Vec::new(),
+    };
+    let mut payload = payload;
+    payload.metadata.n_trees = payload.ensemble.trees.len();
+    let model = Model::new(payload.clone())?;
+    // Golden rows come from the raw test data, exactly as a client would send them.
+    let golden_source = req.test.unwrap_or(req.train);
+    let golden_rows = match &test_table_rows {
+        Some(rows) => rows.iter().take(GOLDEN_ROWS).copied().collect(),
+        None => (0..golden_source.n_rows().min(GOLDEN_ROWS)).collect::<Vec<_>>(),
+    };
+    payload.golden = golden_rows
+        .into_iter()
+        .filter_map(|row| {
+            let input = raw_record(&model, golden_source, row);
+            model.predict_json(&input).ok().map(|p| GoldenRow {
+                input,
+                probability: p.probability,
+            })
+        })
+        .collect();
+    let model = Model::new(payload)?;
+    model.self_check()?;
+
+    let report = TrainReport {
+        model: cfg.model.name.to_string(),
+        digest: model.digest().to_string(),
+        train_rows: x_fit.n_rows,
+        validation_rows: y_val.len(),
+        test_rows: test_frame.n_rows(),
+        dropped_outliers: fit_frame.dropped_outliers,
+        features,
+        smote: smote_summary,
+        threshold,
+        calibration,
+        fit_seconds,
+        n_trees: model.payload().ensemble.trees.len(),
+        boosting: boost_log,
+        test: test_report,
+    };
+    Ok(TrainOutcome { model, report })
+}
+
+fn check_fraction(key: &str, v: f64) -> Result<(), TrainError> {
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(TrainError::Config {
+            key: key.into(),
+            reason: format!("{v} is not a fraction in [0, 1)"),
+        })
+    }
+}
+
+fn positive_rate(y: &[u8]) -> f64 {
+    y.iter().filter(|&&v| v == 1).count() as f64 / y.len().max(1) as f64
+}
+
+fn smote_params(cfg: &TrainConfig, table: &Table) -> Result<Option<SmoteParams>, TrainError> {
+    let p = match &cfg.train.smote {
+        Some(SmoteSetting::Enabled(false)) => None,
+        Some(SmoteSetting::Enabled(true)) => Some(SmoteParams::default()),
+        Some(SmoteSetting::Params(p)) => Some(p.clone()),
+        // The original pipeline resampled with SMOTE (ratio 1.0, k 5).
+        None if cfg.data.preset_for(table.headers()) == Preset::Insurance => {
+            Some(SmoteParams::default())
+        }
+        None => None,
+    };
+    if let Some(p) = &p {
+        if p.k == 0 {
+            return Err(TrainError::Config {
+                key: "train.smote.k".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(p.ratio > 0.0 && p.ratio <= 1.0) {
+            return Err(TrainError::Config {
+                key: "train.smote.ratio".into(),
+                reason: format!("{} is not in (0, 1]", p.ratio),
+            });
+        }
+    }
+    Ok(p)
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    (p / (1.0 - p)).ln()
+}
+
+fn calibration(before: f64, after: f64, resampled: bool) -> Calibration {
+    if !resampled {
+        return Calibration {
+            logit_offset: 0.0,
+            note: "no resampling; probabilities are the model's own".into(),
+        };
+    }
+    Calibration {
+        logit_offset: logit(before) - logit(after),
+        note: format!(
+            "SMOTE raised the positive share from {:.1}% to {:.1}%; probabilities are shifted back to the real prior (log-odds offset {:.3})",
+            100.0 * before,
+            100.0 * after,
+            logit(before) - logit(after)
+        ),
+    }
+}
+
+fn apply_calibration(p: f64, offset: f64) -> f64 {
+    if offset == 0.0 {
+        p
+    } else {
+        crate::learners::sigmoid(logit(p) + offset)
+    }
+}
+
+fn choose_threshold(
+    rule: ThresholdRule,
+    cal: &Calibration,
+    y_val: &[u8],
+    p_val: &[f64],
+) -> Threshold {
+    match rule {
+        ThresholdRule::Fixed(v) => Threshold {
+            value: v.clamp(0.0, 1.0),
+            method: "fixed".into(),
+            note: format!("set in the config: {v}"),
+        },
+        ThresholdRule::Named(ThresholdName::Prior) => {
+            let value = crate::learners::sigmoid(cal.logit_offset);
+            Threshold {
+                value,
+                method: "prior".into(),
+                note: format!(
+                    "the classifier's own 0.5 decision on its training distribution, which is {value:.4} on the corrected probability scale"
+                ),
+            }
+        }
+        ThresholdRule::Named(ThresholdName::F1) if y_val.iter().any(|&v| v == 1) => {
+            let value = best_f1_threshold(y_val, p_val);
+            Threshold {
+                value,
+                method: "f1".into(),
+                note: format!(
+                    "maximises F1 on {} held-out validation rows (never the test rows)",
+                    y_val.len()
+                ),
+            }
+        }
+        ThresholdRule::Named(ThresholdName::F1) => Threshold {
+            value: 0.5,
+            method: "default".into(),
+            note: "no validation rows with positives to tune on; 0.5".into(),
+        },
+    }
+}
+
+/// Splits rows into (fit, test) like scikit-learn's `train_test_split`; also returns
+/// the test rows' original indices.
+fn split(
+    frame: &CleanFrame,
+    test_size: f64,
+    shuffle: bool,
+    seed: u64,
+) -> (CleanFrame, CleanFrame, Vec<usize>) {
+    let n = frame.n_rows();
+    let mut idx: Vec<usize> = (0..n).collect();
+    if shuffle {
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    }
+    let n_test = ((n as f64) * test_size).ceil() as usize;
+    let (test, fit) = idx.split_at(n_test.min(n));
+    (take(frame, fit), take(frame, test), test.to_vec())
+}
+
+fn take(frame: &CleanFrame, rows: &[usize]) -> CleanFrame {
+    CleanFrame {
+        features: frame
+            .features
+            .iter()
+            .map(|c| CleanColumn {
+                name: c.name.clone(),
+                values: match &c.values {
+                    ColumnValues::Numeric(v) => {
+                        ColumnValues::Numeric(rows.iter().map(|&i| v[i]).collect())
+                    }
+                    ColumnValues::Categorical(v) => {
+                        ColumnValues::Categorical(rows.iter().map(|&i| v[i].clone()).collect())
+                    }
+                },
+            })
+            .collect(),
+        target: rows.iter().map(|&i| frame.target[i]).collect(),
+        dropped_outliers: frame.dropped_outliers,
+    }
+}
+
+/// Picks a random `share` of rows, stratified by class so rare positives are held out
+/// in proportion.
+fn holdout(y: &[u8], share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if share <= 0.0 {
+        return ((0..y.len()).collect(), Vec::new());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a1d);
+    let mut fit = Vec::new();
+    let mut val = Vec::new();
+    for class in [0u8, 1] {
+        let mut rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        rows.shuffle(&mut rng);
+        let k = ((rows.len() as f64) * share).round() as usize;
+        val.extend_from_slice(&rows[..k]);
+        fit.extend_from_slice(&rows[k..]);
+    }
+    fit.sort_unstable();
+    val.sort_unstable();
+    (fit, val)
+}
+
+type Fitted = (Ensemble, Option<BoostLog>, serde_json::Value);
+
+fn fit(
+    name: ModelName,
+    params: &serde_json::Value,
+    x: &Matrix,
+    y: &[u8],
+    x_val: &Matrix,
+    y_val: &[u8],
+    progress: &dyn Progress,
+) -> Result<Fitted, TrainError> {
+    fn parse<T: serde::de::DeserializeOwned + Default>(
+        v: &serde_json::Value,
+    ) -> Result<T, TrainError> {
+        if v.is_null() {
+            return Ok(T::default());
+        }
+        serde_json::from_value(v.clone()).map_err(|e| TrainError::Config {
+            key: "model.params".into(),
+            reason: e.to_string(),
+        })
+    }
+    let binned = Binned::new(x, max_bins(params));
+    let data = FitData { binned: &binned, y };
+    let tick = |done: usize, total: usize| progress.tick(done, total);
+    progress.stage("fitting");
+    Ok(match name {
+        ModelName::DecisionTreeClassifier => {
+            let p: DecisionTreeParams = parse(params)?;
+            validate_common(p.min_samples_leaf, p.max_depth)?;
+            (
+                fit_decision_tree(&p, &data),
+                None,
+                serde_json::to_value(&p).unwrap_or_default(),
+            )
+        }
+        ModelName::RandomForestClassifier => {
+            let p: RandomForestParams = parse(params)?;
+            validate_common(p.min_samples_leaf, p.max_depth)?;
+            if p.n_estimators == 0 {
+                return Err(TrainError::Config {
+                    key: "model.params.n_estimators".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+            (
+                fit_random_forest(&p, &data, &tick),
+                None,
+                serde_json::to_value(&p).unwrap_or_default(),
+            )
+        }
+        ModelName::GradientBoostingClassifier => {
+            let p: GradientBoostingParams = parse(params)?;
+            validate_common(p.min_samples_leaf, p.max_depth)?;
+            if p.n_estimators == 0 {
+                return Err(TrainError::Config {
+                    key: "model.params.n_estimators".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+            if !(p.learning_rate > 0.0) {
+                return Err(TrainError::Config {
+                    key: "model.params.learning_rate".into(),
+                    reason: "must be positive".into(),
+                });
+            }
+            if !(p.subsample > 0.0 && p.subsample <= 1.0) {
+                return Err(TrainError::Config {
+                    key: "model.params.subsample".into(),
+                    reason: "must be in (0, 1]".into(),
+                });
+            }
+            let val_binned = (!y_val.is_empty()).then(|| binned.apply(x_val));
+            let validation = val_binned.as_ref().map(|b| Validation {
+                binned: b,
+                y: y_val,
+            });
+            let (e, log) = fit_gradient_boosting(&p, &data, validation.as_ref(), &tick);
+            (e, Some(log), serde_json::to_value(&p).unwrap_or_default())
+        }
+    })
+}
+
+fn max_bins(params: &serde_json::Value) -> usize {
+    params
+        .get("max_bins")
+        .and_then(|v| v.as_u64())
+        .map_or(255, |v| v.clamp(2, 255) as usize)
+}
+
+fn validate_common(min_samples_leaf: usize, max_depth: Option<usize>) -> Result<(), TrainError> {
+    if min_samples_leaf == 0 {
+        return Err(TrainError::Config {
+            key: "model.params.min_samples_leaf".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    if max_depth == Some(0) {
+        return Err(TrainError::Config {
+            key: "model.params.max_depth".into(),
+            reason: "must be at least 1 (or null)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One raw table row as the JSON object a client would send for it.
+fn raw_record(
+    model: &Model,
+    table: &Table,
+    row: usize,
+) -> serde_json::Map<String, serde_json::Value> {
+    model
+        .input_fields()
+        .into_iter()
+        .filter_map(|f| {
+            let col = table.column_index(&f.name)?;
+            let cell = table.cell(row, col).trim();
+            let value = if cell.is_empty() {
+                serde_json::Value::Null
+            } else if f.kind == "number" {
+                predict_buy_data::parse_number(cell)
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(
+                        || serde_json::Value::String(cell.to_string()),
+                        serde_json::Value::Number,
+                    )
+            } else {
+                serde_json::Value::String(cell.to_string())
+            };
+            Some((f.name, value))
+        })
+        .collect()
+}
