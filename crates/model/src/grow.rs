@@ -304,6 +304,18 @@ impl<'a> Grower<'a> {
             return None;
         }
         let parent = self.score(total);
+        // Like scikit-learn, an impure classification node splits even when no split
+        // improves impurity (XOR), or deep trees could not fit separable data.
+        let min_gain = match p.criterion {
+            Criterion::Newton => p.min_gain.max(1e-12),
+            Criterion::Gini | Criterion::Entropy => {
+                let impure = total.g > 1e-9 && total.g < total.h - 1e-9;
+                if !impure {
+                    return None;
+                }
+                p.min_gain - 1e-9
+            }
+        };
         let mut best: Option<Split> = None;
         for &f in features {
             let bins = &hist[f * STRIDE..f * STRIDE + self.data.mappers[f].n_bins()];
@@ -328,7 +340,7 @@ impl<'a> Grower<'a> {
                     continue;
                 }
                 let gain = self.score(left) + self.score(right) - parent;
-                if gain > p.min_gain && best.is_none_or(|s| gain > s.gain) {
+                if gain > min_gain && best.is_none_or(|s| gain > s.gain) {
                     best = Some(Split {
                         feature: f,
                         bin: b as u8,

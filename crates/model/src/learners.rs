@@ -213,7 +213,7 @@ pub fn fit_decision_tree(p: &DecisionTreeParams, data: &FitData<'_>) -> Ensemble
         min_samples_split: p.min_samples_split,
         min_child_weight: 0.0,
         lambda: 0.0,
-        min_gain: p.min_impurity_decrease.max(1e-10),
+        min_gain: p.min_impurity_decrease,
         max_features: p
             .max_features
             .as_ref()
@@ -243,7 +243,7 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
         min_samples_split: p.min_samples_split,
         min_child_weight: 0.0,
         lambda: 0.0,
-        min_gain: p.min_impurity_decrease.max(1e-10),
+        min_gain: p.min_impurity_decrease,
         max_features: p
             .max_features
             .as_ref()
@@ -306,7 +306,7 @@ pub fn fit_gradient_boosting(
         min_samples_split: p.min_samples_split,
         min_child_weight: p.min_child_weight,
         lambda: p.l2_regularization,
-        min_gain: p.min_impurity_decrease.max(1e-10),
+        min_gain: p.min_impurity_decrease,
         max_features: p
             .max_features
             .as_ref()

@@ -55,5 +55,8 @@ pub use tree::{Node, Tree};
 pub mod core {
     pub use crate::binning::{BinMapper, Binned};
     pub use crate::grow::{Criterion, GrowParams, Grower};
+    pub use crate::learners::{
+        FitData, fit_decision_tree, fit_gradient_boosting, fit_random_forest,
+    };
     pub use crate::preprocess::{Encoder, Matrix};
 }

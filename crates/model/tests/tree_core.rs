@@ -1,0 +1,157 @@
+//! Properties of the tree core that must hold for any data.
+
+use predict_buy_model::core::{
+    Binned, FitData, Matrix, fit_decision_tree, fit_gradient_boosting, fit_random_forest,
+};
+use predict_buy_model::{DecisionTreeParams, Ensemble, GradientBoostingParams, RandomForestParams};
+use proptest::prelude::*;
+
+fn matrix(rows: &[Vec<f32>]) -> Matrix {
+    let n_features = rows.first().map_or(0, Vec::len);
+    Matrix {
+        n_rows: rows.len(),
+        columns: (0..n_features)
+            .map(|f| rows.iter().map(|r| r[f]).collect())
+            .collect(),
+    }
+}
+
+fn predict_all(e: &Ensemble, rows: &[Vec<f32>]) -> Vec<f64> {
+    rows.iter().map(|r| e.predict_raw(r)).collect()
+}
+
+/// Rows with distinct feature vectors (few distinct values per feature, so every
+/// value gets its own bin) and arbitrary labels.
+fn labelled_rows() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<u8>)> {
+    (1usize..4, 3usize..120).prop_flat_map(|(dims, n)| {
+        let row = proptest::collection::vec((0u8..40).prop_map(f32::from), dims);
+        (
+            proptest::collection::hash_set(
+                row.prop_map(|r| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+                2..n,
+            ),
+            Just(dims),
+        )
+            .prop_flat_map(|(set, _)| {
+                let rows: Vec<Vec<f32>> = set
+                    .into_iter()
+                    .map(|r| r.into_iter().map(f32::from_bits).collect())
+                    .collect();
+                let n = rows.len();
+                (Just(rows), proptest::collection::vec(0u8..2, n))
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_deep_tree_fits_separable_data_exactly((rows, y) in labelled_rows()) {
+        let m = matrix(&rows);
+        let binned = Binned::new(&m, 255);
+        let tree = fit_decision_tree(&DecisionTreeParams::default(), &FitData { binned: &binned, y: &y });
+        let p = predict_all(&tree, &rows);
+        for (pi, yi) in p.iter().zip(&y) {
+            prop_assert_eq!(*pi, f64::from(*yi));
+        }
+    }
+
+    #[test]
+    fn probabilities_stay_in_the_unit_interval((rows, y) in labelled_rows(), probe in proptest::collection::vec(-1e6f32..1e6, 3)) {
+        prop_assume!(y.contains(&0) && y.contains(&1));
+        let m = matrix(&rows);
+        let binned = Binned::new(&m, 255);
+        let data = FitData { binned: &binned, y: &y };
+        let gb = GradientBoostingParams { n_estimators: 20, learning_rate: 0.5, max_depth: None, ..Default::default() };
+        let (boosted, _) = fit_gradient_boosting(&gb, &data, None, &|_, _| {});
+        let rf = RandomForestParams { n_estimators: 5, ..Default::default() };
+        let forest = fit_random_forest(&rf, &data, &|_, _| {});
+        let probe = &probe[..rows[0].len()];
+        for e in [&boosted, &forest] {
+            for p in predict_all(e, &rows).into_iter().chain([e.predict_raw(probe)]) {
+                prop_assert!((0.0..=1.0).contains(&p), "{}", p);
+            }
+        }
+    }
+
+    #[test]
+    fn predictions_do_not_depend_on_row_order((rows, y) in labelled_rows(), seed in any::<u64>()) {
+        prop_assume!(y.contains(&0) && y.contains(&1));
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        // A seeded permutation.
+        let mut s = seed | 1;
+        for i in (1..order.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            order.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let shuffled: Vec<Vec<f32>> = order.iter().map(|&i| rows[i].clone()).collect();
+        let y2: Vec<u8> = order.iter().map(|&i| y[i]).collect();
+        let fit = |rows: &[Vec<f32>], y: &[u8]| {
+            let m = matrix(rows);
+            let binned = Binned::new(&m, 255);
+            let data = FitData { binned: &binned, y };
+            let tree = fit_decision_tree(&DecisionTreeParams { max_depth: Some(4), ..Default::default() }, &data);
+            let gb = GradientBoostingParams { n_estimators: 10, random_state: Some(3), ..Default::default() };
+            (tree, fit_gradient_boosting(&gb, &data, None, &|_, _| {}).0)
+        };
+        let (t1, g1) = fit(&rows, &y);
+        let (t2, g2) = fit(&shuffled, &y2);
+        for r in &rows {
+            prop_assert_eq!(t1.predict_raw(r), t2.predict_raw(r));
+            prop_assert!((g1.predict_raw(r) - g2.predict_raw(r)).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn xor_is_fitted_although_no_single_split_helps() {
+    let rows = vec![
+        vec![0.0, 0.0],
+        vec![0.0, 1.0],
+        vec![1.0, 0.0],
+        vec![1.0, 1.0],
+    ];
+    let y = [0, 1, 1, 0];
+    let m = matrix(&rows);
+    let binned = Binned::new(&m, 255);
+    let tree = fit_decision_tree(
+        &DecisionTreeParams::default(),
+        &FitData {
+            binned: &binned,
+            y: &y,
+        },
+    );
+    assert_eq!(predict_all(&tree, &rows), [0.0, 1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn depth_and_leaf_limits_hold() {
+    let rows: Vec<Vec<f32>> = (0..2000)
+        .map(|i| vec![(i % 97) as f32, (i % 13) as f32])
+        .collect();
+    let y: Vec<u8> = (0..2000).map(|i| u8::from((i * 7919) % 3 == 0)).collect();
+    let m = matrix(&rows);
+    let binned = Binned::new(&m, 255);
+    let data = FitData {
+        binned: &binned,
+        y: &y,
+    };
+    let p = DecisionTreeParams {
+        max_depth: Some(3),
+        ..Default::default()
+    };
+    let t = &fit_decision_tree(&p, &data).trees[0];
+    assert!(t.depth() <= 3);
+    let p = DecisionTreeParams {
+        max_leaf_nodes: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(fit_decision_tree(&p, &data).trees[0].n_leaves(), 5);
+    let p = DecisionTreeParams {
+        min_samples_leaf: 300,
+        ..Default::default()
+    };
+    let t = &fit_decision_tree(&p, &data).trees[0];
+    assert!(t.n_leaves() <= 2000 / 300);
+}
