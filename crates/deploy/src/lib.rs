@@ -1,1 +1,49 @@
-//! predict-buy deploy
+//! Deploys for predict-buy: the project config (`predict-buy.yaml`), release
+//! validation (semver tag, git tag, registry release), environment policy, targets,
+//! verification against golden predictions, and automatic rollback — the state
+//! machine that replaces the original workflow's bash, `skaffold deploy` and
+//! `kubectl get pods`.
+//!
+//! **What it must never do:** serve predictions or depend on the server crate. It
+//! talks to running instances only over HTTP, and to the world's state only through
+//! the registry, which stays the single source of truth for what runs where.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use predict_buy_deploy::{Deployer, Identity, Kind, LoadedConfig, Verifier, target_for};
+//! use predict_buy_registry::{Registry, ReleaseTag};
+//!
+//! # async fn demo() -> Result<(), predict_buy_deploy::Error> {
+//! let config = LoadedConfig::discover(&std::env::current_dir().unwrap())?;
+//! let env = config.environment("nonprod")?;
+//! let registry = Arc::new(Registry::open(&config.registry_url()?.expect("configured"))?);
+//! let target = target_for(&env)?;
+//! let deployer = Deployer::new(registry, env, target, Verifier::new(predict_buy_deploy::verify::DEFAULT_TIMEOUT)?, Identity::current());
+//! let tag = ReleaseTag::parse("v1.2.0")?;
+//! let release = deployer.validate(&tag).await?;
+//! deployer.check_policy(&tag).await?;
+//! let plan = deployer.plan(release, Kind::Deploy).await?;
+//! let report = deployer.execute(&plan).await?;
+//! println!("{:?} in {:?} ms", report.outcome, report.verify_ms);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+mod engine;
+mod error;
+pub mod git;
+pub mod history;
+pub mod loadgen;
+mod status;
+pub mod target;
+pub mod verify;
+
+pub use config::{
+    CONFIG_FILE, Environment, EnvironmentConfig, LoadedConfig, ProjectConfig, TargetKind,
+};
+pub use engine::{DEFAULT_LEASE_TTL, Deployer, Identity, Kind, Plan, Report};
+pub use error::{Error, Result};
+pub use status::{Status, status};
+pub use target::{LocalTarget, Target, target_for};
+pub use verify::{Verified, Verifier, VerifyFailure};
