@@ -10,6 +10,7 @@ mod commands;
 mod error;
 mod progress;
 mod project;
+mod registry_url;
 
 pub use error::{CliError, Outcome};
 
