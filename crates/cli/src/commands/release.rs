@@ -1,15 +1,373 @@
-use clap::Subcommand;
+//! `predict-buy release create|list|show`: immutable releases in the registry.
 
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, Subcommand};
+use predict_buy_model::Model;
+use predict_buy_registry::{
+    ArtifactPointer, Digest, Error, GoldenPrediction, Registry, ReleaseRecord, ReleaseTag,
+};
+use serde::Serialize;
+
+use crate::commands::model::{load_artifact_file, looks_like_digest, push_artifact, short_time};
+use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
 
 #[derive(Subcommand)]
 pub enum ReleaseCommand {
-    /// Record an immutable release.
-    Create,
+    /// Record an immutable release: model, image, git commit, metrics, golden predictions.
+    Create(CreateArgs),
+    /// Every release, in semver order.
+    List(ListArgs),
+    /// One release in full.
+    Show(ShowArgs),
 }
 
-pub fn run(_c: ReleaseCommand) -> Outcome {
-    Err(CliError::failed(anyhow::anyhow!(
-        "release commands are not wired yet"
-    )))
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The release tag, vMAJOR.MINOR.PATCH.
+    pub tag: String,
+    /// An artifact file (pushed first), a pointer file, or a stored digest (or a unique
+    /// prefix of at least 8 hex digits).
+    #[arg(long, value_name = "PATH|DIGEST")]
+    pub model: String,
+    /// The container image that serves this release.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Free text stored with the release.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub notes: String,
+    /// Print the stored release as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// The release tag, vMAJOR.MINOR.PATCH.
+    pub tag: String,
+    /// Print the release as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+}
+
+pub fn run(c: ReleaseCommand) -> Outcome {
+    let rt = runtime()?;
+    match c {
+        ReleaseCommand::Create(a) => rt.block_on(create(&a)),
+        ReleaseCommand::List(a) => rt.block_on(list(&a)),
+        ReleaseCommand::Show(a) => rt.block_on(show(&a)),
+    }
+}
+
+fn parse_tag(input: &str) -> Result<ReleaseTag, CliError> {
+    ReleaseTag::parse(input).map_err(registry_error)
+}
+
+/// The artifact a release names: pushed from a file, or read back from the registry.
+async fn resolve_model(registry: &Registry, reference: &str) -> Result<(Digest, Model), CliError> {
+    let path = Path::new(reference);
+    if reference.ends_with(".ref.yaml") && path.is_file() {
+        let pointer = ArtifactPointer::read(path).map_err(registry_error)?;
+        return Ok((
+            pointer.digest.clone(),
+            pull_model(registry, &pointer.digest).await?,
+        ));
+    }
+    if path.is_file() {
+        let (bytes, model) = load_artifact_file(path)?;
+        let pushed = push_artifact(registry, path, bytes).await?;
+        return Ok((pushed.digest, model));
+    }
+    if !looks_like_digest(reference) {
+        return Err(CliError::input(anyhow!(
+            "--model `{reference}`: no such file, and not a digest (sha256:<hex> or at least 8 hex digits)"
+        ))
+        .with_hint("pass the artifact `predict-buy train` wrote, or a digest from `predict-buy model list`"));
+    }
+    let digest = registry
+        .resolve_digest(reference)
+        .await
+        .map_err(registry_error)?;
+    let model = pull_model(registry, &digest).await?;
+    Ok((digest, model))
+}
+
+async fn pull_model(registry: &Registry, digest: &Digest) -> Result<Model, CliError> {
+    let bytes = registry.pull(digest).await.map_err(registry_error)?;
+    Model::from_bytes(&bytes)
+        .with_context(|| format!("artifact {digest} is not a loadable model artifact"))
+        .map_err(CliError::input)
+}
+
+/// The model's answers on its own sample rows, which deploy verification compares
+/// live servers against.
+fn golden_predictions(model: &Model, digest: &Digest) -> Result<Vec<GoldenPrediction>, CliError> {
+    model
+        .golden()
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let p = model.predict_json(&row.input).map_err(|errors| {
+                let why: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect();
+                CliError::failed(anyhow!(
+                    "artifact {digest} cannot predict its own golden row {i}: {}",
+                    why.join("; ")
+                ))
+            })?;
+            Ok(GoldenPrediction {
+                input: serde_json::Value::Object(row.input.clone()),
+                predicted_class: p.predicted_class,
+                probability: p.probability,
+            })
+        })
+        .collect()
+}
+
+/// The commit HEAD points at, when run inside a git work tree.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    if commit.is_empty() {
+        return None;
+    }
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if dirty {
+        eprintln!(
+            "warning: the work tree has uncommitted changes; the release records commit {commit}"
+        );
+    }
+    Some(commit)
+}
+
+/// Who cut the release: the CI actor, else the local user.
+fn actor() -> String {
+    ["GITHUB_ACTOR", "USER", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+async fn create(a: &CreateArgs) -> Outcome {
+    let tag = parse_tag(&a.tag)?;
+    let registry = open_registry(a.registry.registry.as_deref())?;
+    let (digest, model) = resolve_model(&registry, &a.model).await?;
+    let record = ReleaseRecord {
+        tag: tag.clone(),
+        golden: golden_predictions(&model, &digest)?,
+        metrics: serde_json::to_value(&model.metadata().metrics)?,
+        model_digest: digest,
+        image: a.image.clone(),
+        git_commit: git_commit(),
+        notes: a.notes.clone(),
+        created_at: jiff::Timestamp::now(),
+        created_by: actor(),
+    };
+    let outcome = match registry.create_release(&record).await {
+        Ok(o) => o,
+        Err(e @ Error::ReleaseExists { .. }) => {
+            return Err(conflict(&registry, &record, e).await);
+        }
+        Err(e) => return Err(registry_error(e)),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.record)?);
+    }
+    let r = &outcome.record;
+    if outcome.created {
+        eprintln!(
+            "created release {} (model {}, {} golden predictions) in {}",
+            r.tag,
+            r.model_digest,
+            r.golden.len(),
+            registry.describe()
+        );
+    } else {
+        eprintln!(
+            "release {} unchanged: an identical release already exists (created {} by {})",
+            r.tag,
+            short_time(&r.created_at),
+            r.created_by
+        );
+    }
+    Ok(())
+}
+
+/// A refused re-creation, with the stored values of the fields that differ.
+async fn conflict(registry: &Registry, new: &ReleaseRecord, e: Error) -> CliError {
+    let tag = new.tag.clone();
+    let mut hint = format!(
+        "for new content cut a new tag (e.g. v{}.{}.{}); to see the stored release run `predict-buy release show {tag}`",
+        tag.version().major,
+        tag.version().minor,
+        tag.version().patch + 1
+    );
+    if let Ok(old) = registry.get_release(&tag).await {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_string());
+        let mut lines = Vec::new();
+        if old.model_digest != new.model_digest {
+            lines.push(format!(
+                "model_digest: stored {}, given {}",
+                old.model_digest, new.model_digest
+            ));
+        }
+        if old.image != new.image {
+            lines.push(format!(
+                "image: stored {}, given {}",
+                show(&old.image),
+                show(&new.image)
+            ));
+        }
+        if old.git_commit != new.git_commit {
+            lines.push(format!(
+                "git_commit: stored {}, given {}",
+                show(&old.git_commit),
+                show(&new.git_commit)
+            ));
+        }
+        if old.notes != new.notes {
+            lines.push(format!(
+                "notes: stored {:?}, given {:?}",
+                old.notes, new.notes
+            ));
+        }
+        if !lines.is_empty() {
+            hint = format!("{}\n      {hint}", lines.join("\n      "));
+        }
+    }
+    registry_error(e).with_hint(hint)
+}
+
+/// One line of `release list`; `--json` prints these rather than whole records, whose
+/// golden predictions would drown the list.
+#[derive(Serialize)]
+struct Listed<'a> {
+    tag: &'a ReleaseTag,
+    model_digest: &'a Digest,
+    image: Option<&'a str>,
+    git_commit: Option<&'a str>,
+    created_at: &'a jiff::Timestamp,
+    created_by: &'a str,
+    notes: &'a str,
+}
+
+async fn list(a: &ListArgs) -> Outcome {
+    let registry = open_registry(a.registry.registry.as_deref())?;
+    let releases = registry.list_releases().await.map_err(registry_error)?;
+    if a.json {
+        let listed: Vec<Listed<'_>> = releases
+            .iter()
+            .map(|r| Listed {
+                tag: &r.tag,
+                model_digest: &r.model_digest,
+                image: r.image.as_deref(),
+                git_commit: r.git_commit.as_deref(),
+                created_at: &r.created_at,
+                created_by: &r.created_by,
+                notes: &r.notes,
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(());
+    }
+    if releases.is_empty() {
+        eprintln!("no releases in {}", registry.describe());
+        return Ok(());
+    }
+    let width = releases
+        .iter()
+        .map(|r| r.tag.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("TAG".len());
+    println!(
+        "{:<width$}  {:<12}  {:<20}  IMAGE",
+        "TAG", "MODEL", "CREATED"
+    );
+    for r in &releases {
+        println!(
+            "{:<width$}  {:<12}  {:<20}  {}",
+            r.tag.to_string(),
+            r.model_digest.short(),
+            short_time(&r.created_at),
+            r.image.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+async fn show(a: &ShowArgs) -> Outcome {
+    let tag = parse_tag(&a.tag)?;
+    let registry = open_registry(a.registry.registry.as_deref())?;
+    let r = registry.get_release(&tag).await.map_err(registry_error)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("release    {}", r.tag);
+    println!("model      {}", r.model_digest);
+    println!("image      {}", r.image.as_deref().unwrap_or("-"));
+    println!("git commit {}", r.git_commit.as_deref().unwrap_or("-"));
+    println!(
+        "created    {} by {}",
+        short_time(&r.created_at),
+        r.created_by
+    );
+    if !r.notes.is_empty() {
+        println!("notes      {}", r.notes);
+    }
+    let metric = |k: &str| {
+        r.metrics
+            .get(k)
+            .and_then(serde_json::Value::as_f64)
+            .map_or("n/a".to_string(), |v| format!("{v:.4}"))
+    };
+    if r.metrics.is_null() {
+        println!("metrics    none recorded");
+    } else {
+        println!(
+            "metrics    accuracy {} · ROC AUC {} · PR AUC {} · log loss {} · F1 {}",
+            metric("accuracy"),
+            metric("roc_auc"),
+            metric("pr_auc"),
+            metric("log_loss"),
+            metric("f1")
+        );
+    }
+    println!("golden     {} predictions", r.golden.len());
+    for g in &r.golden {
+        println!(
+            "  class {} p={:.6}  {}",
+            g.predicted_class, g.probability, g.input
+        );
+    }
+    Ok(())
 }
