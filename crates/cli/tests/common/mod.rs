@@ -1,0 +1,225 @@
+//! Shared helpers for the CLI's integration tests: a scratch project folder per test,
+//! running the built `predict-buy` binary in it, and small trained models (trained once
+//! per test binary through the CLI itself).
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+/// The finished run of one command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the command exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\n{self}");
+        self
+    }
+
+    /// Panics with both streams unless the command exited with `code`.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}\n{self}");
+        self
+    }
+
+    /// Stdout parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A scratch folder outside any git repository that commands run in. Its default
+/// registry is `<dir>/.predict-buy/registry`; nothing from the caller's environment
+/// (`PREDICT_BUY_REGISTRY`, a `predict-buy.yaml` or git repository above) leaks in.
+pub struct TestContext {
+    dir: TempDir,
+    envs: Vec<(String, String)>,
+}
+
+impl TestContext {
+    pub fn new() -> Self {
+        TestContext {
+            dir: tempfile::Builder::new()
+                .prefix("predict-buy-test")
+                .tempdir()
+                .expect("temp dir"),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The default registry's folder.
+    pub fn registry_dir(&self) -> PathBuf {
+        self.path().join(".predict-buy/registry")
+    }
+
+    /// Where the default registry keeps the artifact with this `sha256:<hex>` digest.
+    pub fn object_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.registry_dir()
+            .join("registry-v1/objects/sha256")
+            .join(hex)
+    }
+
+    /// Sets an environment variable for every later command.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.envs.push((key.to_string(), value.to_string()));
+    }
+
+    /// The binary, set up to run in the scratch folder.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_predict-buy"));
+        cmd.current_dir(self.path())
+            .env_remove("PREDICT_BUY_REGISTRY")
+            .env_remove("PREDICT_BUY_LOG")
+            .env_remove("GITHUB_ACTOR")
+            .env("USER", "tester")
+            // git must not find a repository above the scratch folder.
+            .env(
+                "GIT_CEILING_DIRECTORIES",
+                self.path().parent().unwrap_or(self.path()),
+            );
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `predict-buy ARGS…` in the scratch folder.
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_in(self.path(), args)
+    }
+
+    /// Runs `predict-buy ARGS…` in `dir`.
+    pub fn run_in<I, S>(&self, dir: &Path, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self
+            .command()
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run predict-buy");
+        Run::from(out)
+    }
+
+    /// Pushes an artifact to the default registry and returns its digest.
+    #[track_caller]
+    pub fn push(&self, artifact: &Path) -> String {
+        let run = self
+            .run([
+                OsStr::new("model"),
+                OsStr::new("push"),
+                artifact.as_os_str(),
+            ])
+            .ok();
+        run.stdout.trim().to_string()
+    }
+}
+
+impl Default for TestContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Two small, different models trained once per test binary through the CLI.
+pub struct Models {
+    _dir: TempDir,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+/// The shared trained models (`a` and `b` differ in tree count, so in content).
+pub fn models() -> &'static Models {
+    static MODELS: OnceLock<Models> = OnceLock::new();
+    MODELS.get_or_init(train_models)
+}
+
+fn train_models() -> Models {
+    let ctx = TestContext::new();
+    ctx.run([
+        "data", "synth", "--rows", "3000", "--seed", "7", "--out", "data",
+    ])
+    .ok();
+    let mut paths = Vec::new();
+    for (name, trees) in [("a", 5), ("b", 8)] {
+        let config = ctx.path().join(format!("{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data:\n  train_path: data/train.csv\n  test_path: data/test.csv\n\
+                 train:\n  test_size: 0.2\n  random_state: 1\n\
+                 model:\n  name: GradientBoostingClassifier\n  \
+                 params: {{n_estimators: {trees}, max_depth: 3, random_state: 1}}\n  \
+                 store_path: models\n"
+            ),
+        )
+        .expect("write config");
+        let out = ctx.path().join(format!("models/{name}.pbm"));
+        ctx.run([
+            OsStr::new("train"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--out"),
+            out.as_os_str(),
+        ])
+        .ok();
+        paths.push(out);
+    }
+    let b = paths.pop().expect("two models");
+    let a = paths.pop().expect("two models");
+    Models {
+        _dir: ctx.dir,
+        a,
+        b,
+    }
+}
+
+/// `sha256:<hex>` of a file, computed independently of the registry.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).expect("read file");
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+}
