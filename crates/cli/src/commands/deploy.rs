@@ -1,35 +1,557 @@
-use clap::Args;
+//! `deploy`, `rollback`, `promote`, `status` and `history`: thin wrappers over the
+//! `predict-buy-deploy` state machine. They resolve the project config, environment
+//! and registry, ask for confirmation, and print what happened.
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use predict_buy_deploy::{
+    Deployer, Environment, Identity, Kind, LoadedConfig, LocalTarget, Plan, Report, Verifier,
+    history, target_for,
+};
+use predict_buy_registry::{Outcome as Step, Registry, RegistryUrl, ReleaseTag};
+
+use crate::project::env as vars;
+use crate::registry_url::{RegistryArg, registry_error};
 use crate::{CliError, Outcome};
 
-#[derive(Args)]
-pub struct DeployArgs {}
-#[derive(Args)]
-pub struct RollbackArgs {}
-#[derive(Args)]
-pub struct PromoteArgs {}
-#[derive(Args)]
-pub struct StatusArgs {}
-#[derive(Args)]
-pub struct HistoryArgs {}
+/// Flags shared by every command that changes what an environment runs.
+#[derive(Args, Clone)]
+pub struct TransitionArgs {
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long verification may take before an automatic rollback, e.g. 30s
+    /// (default: the environment's `verify_timeout`, else 30s).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// How long the environment's lease lasts without renewal; a crashed deploy
+    /// blocks others at most this long.
+    #[arg(long, default_value = "30s")]
+    pub lease_ttl: String,
+    /// Print the plan (with --dry-run) or the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
 
-fn todo() -> Outcome {
-    Err(CliError::failed(anyhow::anyhow!(
-        "deploy commands are not wired yet"
+/// Where the project config and registry are.
+#[derive(Args, Clone, Default)]
+pub struct ProjectArgs {
+    #[command(flatten)]
+    pub registry: RegistryArg,
+    /// Project config (default: predict-buy.yaml in this folder or above).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The release to deploy, e.g. v1.2.0.
+    pub tag: String,
+    /// Environment (default: the one following the current git branch).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Skip the environment's policy (`require_verified_in`).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub t: TransitionArgs,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// Environment (default: the one following the current git branch).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Release to return to (default: the last verified one that is not running now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Allow `--to` a release that is not verified in this environment.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub t: TransitionArgs,
+}
+
+#[derive(Args)]
+pub struct PromoteArgs {
+    /// The release to promote, e.g. v1.2.0.
+    pub tag: String,
+    /// The environment to promote to.
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub t: TransitionArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Environment (default: the one following the current git branch).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Environment (default: the one following the current git branch).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Print one JSON document (an array of entries, oldest first).
+    #[arg(long)]
+    pub json: bool,
+    /// Show only the newest N entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+pub(crate) fn deploy_error(e: predict_buy_deploy::Error) -> CliError {
+    let hint = e.hint();
+    let err = CliError {
+        code: e.exit_code(),
+        error: e.into(),
+        hint: None,
+    };
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// The project config, one of its environments and the registry.
+struct Project {
+    config: LoadedConfig,
+    env: Environment,
+    registry: Arc<Registry>,
+}
+
+fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project, CliError> {
+    let config = match &p.config {
+        Some(path) => LoadedConfig::load(path),
+        None => {
+            let here = std::env::current_dir().map_err(|e| {
+                CliError::failed(anyhow::anyhow!("cannot read current folder: {e}"))
+            })?;
+            LoadedConfig::discover(&here)
+        }
+    }
+    .map_err(deploy_error)?;
+    let env = config.resolve_environment(env).map_err(deploy_error)?;
+    let url = registry_url(p.registry.registry.as_deref(), &config, p.config.is_some())?;
+    let registry = Registry::open(&url).map_err(registry_error)?;
+    Ok(Project {
+        config,
+        env,
+        registry: Arc::new(registry),
+    })
+}
+
+/// The registry as `registry_url` resolves it (flag, environment, the config's
+/// `registry`, default); with an explicit `--config`, its `registry` key counts.
+fn registry_url(
+    flag: Option<&str>,
+    config: &LoadedConfig,
+    explicit: bool,
+) -> Result<RegistryUrl, CliError> {
+    let from_env = std::env::var(vars::REGISTRY)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    if explicit && flag.is_none() && from_env.is_none() {
+        if let Some(url) = config.registry_url().map_err(deploy_error)? {
+            return Ok(url);
+        }
+    }
+    crate::registry_url::registry_url(flag)
+}
+
+fn admin_token() -> Option<String> {
+    if let Ok(t) = std::env::var(vars::ADMIN_TOKEN) {
+        return Some(t);
+    }
+    let file = std::env::var(vars::ADMIN_TOKEN_FILE).ok()?;
+    std::fs::read_to_string(file)
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
+    predict_buy_deploy::config::parse_duration(value)
+        .map_err(|reason| CliError::input(anyhow::anyhow!("{flag} `{value}` {reason}")))
+}
+
+fn deployer(project: &Project, t: &TransitionArgs) -> Result<Deployer<LocalTarget>, CliError> {
+    let timeout = match &t.timeout {
+        Some(v) => duration("--timeout", v)?,
+        None => project
+            .env
+            .verify_timeout
+            .unwrap_or(predict_buy_deploy::verify::DEFAULT_TIMEOUT),
+    };
+    let lease_ttl = duration("--lease-ttl", &t.lease_ttl)?;
+    let target = target_for(&project.env).map_err(deploy_error)?;
+    let verifier = Verifier::new(timeout)
+        .map_err(deploy_error)?
+        .with_admin_token(admin_token());
+    let git_root = project
+        .config
+        .config
+        .require_git_tag
+        .then(|| project.config.root().to_path_buf());
+    Ok(Deployer::new(
+        Arc::clone(&project.registry),
+        project.env.clone(),
+        target,
+        verifier,
+        Identity::current(),
+    )
+    .require_git_tags_in(git_root)
+    .with_lease_ttl(lease_ttl))
+}
+
+fn parse_tag(input: &str) -> Result<ReleaseTag, CliError> {
+    ReleaseTag::parse(input).map_err(registry_error)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}
+
+pub fn run_deploy(a: DeployArgs) -> Outcome {
+    let tag = parse_tag(&a.tag)?;
+    let project = open_project(&a.t.project, a.env.as_deref())?;
+    let deployer = deployer(&project, &a.t)?;
+    runtime()?.block_on(async {
+        let release = deployer.validate(&tag).await.map_err(deploy_error)?;
+        if !a.force {
+            deployer.check_policy(&tag).await.map_err(deploy_error)?;
+        }
+        let plan = deployer
+            .plan(release, Kind::Deploy)
+            .await
+            .map_err(deploy_error)?;
+        carry_out(&deployer, &plan, &a.t).await
+    })
+}
+
+pub fn run_promote(a: PromoteArgs) -> Outcome {
+    let tag = parse_tag(&a.tag)?;
+    let project = open_project(&a.t.project, Some(&a.to))?;
+    let deployer = deployer(&project, &a.t)?;
+    runtime()?.block_on(async {
+        let release = deployer.validate(&tag).await.map_err(deploy_error)?;
+        let from = match &project.env.config.require_verified_in {
+            Some(required) => {
+                deployer.check_policy(&tag).await.map_err(deploy_error)?;
+                required.clone()
+            }
+            None => verified_elsewhere(&project, &tag).await?,
+        };
+        let plan = deployer
+            .plan(release, Kind::Promote { from })
+            .await
+            .map_err(deploy_error)?;
+        carry_out(&deployer, &plan, &a.t).await
+    })
+}
+
+/// Without `require_verified_in`, a promotion still needs the release verified in
+/// some other environment of the config: that is what "promote" means.
+async fn verified_elsewhere(project: &Project, tag: &ReleaseTag) -> Result<String, CliError> {
+    for name in project.config.config.environments.keys() {
+        if name == project.env.name.as_str() {
+            continue;
+        }
+        let env = predict_buy_registry::EnvName::parse(name).map_err(registry_error)?;
+        let entries = project
+            .registry
+            .history(&env)
+            .await
+            .map_err(registry_error)?;
+        if history::is_good(&entries, tag) {
+            return Ok(name.clone());
+        }
+    }
+    Err(CliError::input(anyhow::anyhow!(
+        "release `{tag}` is not verified in any environment other than `{}`, so there is nothing to promote",
+        project.env.name
+    ))
+    .with_hint(format!(
+        "deploy it to a lower environment first, or use `predict-buy deploy {tag} --env {}`",
+        project.env.name
     )))
 }
-pub fn run_deploy(_a: DeployArgs) -> Outcome {
-    todo()
+
+pub fn run_rollback(a: RollbackArgs) -> Outcome {
+    let project = open_project(&a.t.project, a.env.as_deref())?;
+    let deployer = deployer(&project, &a.t)?;
+    let to = a.to.as_deref().map(parse_tag).transpose()?;
+    runtime()?.block_on(async {
+        let tag = match to {
+            Some(tag) => {
+                if !a.force {
+                    deployer
+                        .check_rollback_target(&tag)
+                        .await
+                        .map_err(deploy_error)?;
+                }
+                tag
+            }
+            None => deployer.rollback_target().await.map_err(deploy_error)?,
+        };
+        let release = deployer.validate(&tag).await.map_err(deploy_error)?;
+        let plan = deployer
+            .plan(release, Kind::Rollback)
+            .await
+            .map_err(deploy_error)?;
+        carry_out(&deployer, &plan, &a.t).await
+    })
 }
-pub fn run_rollback(_a: RollbackArgs) -> Outcome {
-    todo()
+
+/// Dry run, confirmation, execution and the report: the part every transition shares.
+async fn carry_out(deployer: &Deployer<LocalTarget>, plan: &Plan, t: &TransitionArgs) -> Outcome {
+    if t.dry_run {
+        if t.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(plan).expect("plans serialise")
+            );
+        } else {
+            println!("{plan}");
+            println!("dry run: nothing was changed");
+        }
+        return Ok(());
+    }
+    if !t.yes {
+        confirm(plan)?;
+    }
+    let report = deployer.execute(plan).await.map_err(deploy_error)?;
+    if t.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("reports serialise")
+        );
+    } else {
+        print_report(&report);
+    }
+    if report.is_verified() {
+        Ok(())
+    } else {
+        Err(failure_error(&report))
+    }
 }
-pub fn run_promote(_a: PromoteArgs) -> Outcome {
-    todo()
+
+fn confirm(plan: &Plan) -> Outcome {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::input(anyhow::anyhow!(
+            "refusing to change `{}` without confirmation: stdin is not a terminal",
+            plan.env
+        ))
+        .with_hint("pass --yes to confirm non-interactively"));
+    }
+    eprintln!("{plan}");
+    eprint!("Proceed with {} on {}? [y/N] ", plan.release, plan.env);
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::input(anyhow::anyhow!(
+            "cancelled: nothing was changed"
+        )))
+    }
 }
-pub fn run_status(_a: StatusArgs) -> Outcome {
-    todo()
+
+fn print_report(r: &Report) {
+    match (&r.failure, r.verify_ms) {
+        (None, Some(ms)) => {
+            let per: Vec<String> = r
+                .endpoint_verify_ms
+                .iter()
+                .map(|(e, ms)| format!("{e} {ms:.0} ms"))
+                .collect();
+            println!(
+                "{} verified on {} in {ms:.0} ms ({})",
+                r.release,
+                r.env,
+                per.join(", ")
+            );
+        }
+        (Some(f), _) => {
+            println!("{} failed verification on {}: {f}", r.release, r.env);
+            match (&r.rolled_back_to, r.rollback_verify_ms, &r.rollback_failure) {
+                (Some(to), Some(ms), _) => {
+                    println!("rolled back to {to}, verified in {ms:.0} ms")
+                }
+                (Some(to), None, Some(f2)) => {
+                    println!("rolled back to {to}, but it did not verify either: {f2}")
+                }
+                (to, _, _) => println!(
+                    "no verified release to roll back to; desired release restored to {}",
+                    to.as_ref().map_or("nothing".into(), |t| t.to_string())
+                ),
+            }
+        }
+        (None, None) => println!("{}: {:?}", r.release, r.outcome),
+    }
 }
-pub fn run_history(_a: HistoryArgs) -> Outcome {
-    todo()
+
+fn failure_error(r: &Report) -> CliError {
+    let after = match (&r.rolled_back_to, r.outcome) {
+        (Some(to), Step::RolledBack) => format!("rolled back to {to}"),
+        (Some(to), _) => format!("rolled back to {to}, which did not verify either"),
+        (None, _) => "nothing verified to roll back to".to_string(),
+    };
+    CliError::failed(anyhow::anyhow!(
+        "{} on {} was not verified; {after}",
+        r.release,
+        r.env
+    ))
+    .with_hint(format!("see `predict-buy history --env {}`", r.env))
+}
+
+pub fn run_status(a: StatusArgs) -> Outcome {
+    let project = open_project(&a.project, a.env.as_deref())?;
+    let status = runtime()?
+        .block_on(predict_buy_deploy::status(
+            &project.registry,
+            &project.env.name,
+        ))
+        .map_err(deploy_error)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serialises")
+        );
+        return Ok(());
+    }
+    let env = &project.env;
+    let target = match target_for(env) {
+        Ok(t) => predict_buy_deploy::Target::describe(&t),
+        Err(e) => e.to_string(),
+    };
+    println!("environment  {} ({target})", env.name);
+    match &status.state {
+        Some(s) => println!(
+            "desired      {} (generation {}, set {} by {})",
+            s.desired
+                .as_ref()
+                .map_or("nothing".into(), |t| t.to_string()),
+            s.generation,
+            s.updated_at,
+            s.updated_by
+        ),
+        None => println!("desired      nothing (never deployed)"),
+    }
+    match &status.last {
+        Some(e) => println!(
+            "last         #{} {} {} at {} by {}{}",
+            e.seq,
+            outcome_name(e.outcome),
+            e.release.as_ref().map_or("-".into(), |t| t.to_string()),
+            e.time,
+            e.actor,
+            if e.message.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", e.message)
+            }
+        ),
+        None => println!("last         no history"),
+    }
+    match (&status.lease, status.lease_active) {
+        (Some(l), true) => println!(
+            "lease        held by {} for {} since {} (expires {})",
+            l.holder, l.operation, l.acquired_at, l.expires_at
+        ),
+        (Some(l), false) => println!(
+            "lease        expired: {} held it for {} since {}",
+            l.holder, l.operation, l.acquired_at
+        ),
+        (None, _) => println!("lease        free"),
+    }
+    if let Some(i) = &status.interrupted {
+        println!(
+            "state        interrupted: #{} ({} of {}) started at {} never finished",
+            i.seq,
+            i.message,
+            i.release.as_ref().map_or("-".into(), |t| t.to_string()),
+            i.time
+        );
+        println!(
+            "hint: check what runs with `predict-buy status`, then deploy again or `predict-buy rollback --env {}`",
+            env.name
+        );
+    }
+    Ok(())
+}
+
+fn outcome_name(o: Step) -> &'static str {
+    match o {
+        Step::Started => "started",
+        Step::Verified => "verified",
+        Step::Failed => "failed",
+        Step::RolledBack => "rolled_back",
+        Step::Interrupted => "interrupted",
+    }
+}
+
+pub fn run_history(a: HistoryArgs) -> Outcome {
+    let project = open_project(&a.project, a.env.as_deref())?;
+    let mut entries = runtime()?
+        .block_on(project.registry.history(&project.env.name))
+        .map_err(registry_error)?;
+    if let Some(n) = a.limit {
+        entries.drain(..entries.len().saturating_sub(n));
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("history serialises")
+        );
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no history for {}", project.env.name);
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<25}  {:<9}  {:<9}  {:<12}  {:<20}  MESSAGE",
+        "SEQ", "TIME", "RELEASE", "PREVIOUS", "OUTCOME", "ACTOR"
+    );
+    for e in &entries {
+        let time = e.time.round(jiff::Unit::Second).unwrap_or(e.time);
+        println!(
+            "{:>4}  {:<25}  {:<9}  {:<9}  {:<12}  {:<20}  {}",
+            e.seq,
+            time.to_string(),
+            e.release.as_ref().map_or("-".into(), |t| t.to_string()),
+            e.previous.as_ref().map_or("-".into(), |t| t.to_string()),
+            outcome_name(e.outcome),
+            e.actor,
+            e.message
+        );
+    }
+    Ok(())
 }
