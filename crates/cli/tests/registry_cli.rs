@@ -49,9 +49,26 @@ fn push_writes_a_pointer_file_that_pull_understands() {
     assert!(pointer.contains(&digest), "{pointer}");
     assert!(pointer.contains("model.pbm"), "{pointer}");
 
-    // The pointer names the artifact, so a fresh checkout gets it back from it.
+    // The pointer names the artifact, so a fresh checkout gets it back from it, from
+    // any folder.
     std::fs::remove_file(&local).unwrap();
     ctx.run(["model", "pull", "model.pbm.ref.yaml"]).ok();
+    assert_eq!(sha256_of(&local), digest);
+    std::fs::remove_file(&local).unwrap();
+    let sub = ctx.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let registry = ctx.registry_dir();
+    ctx.run_in(
+        &sub,
+        [
+            "model",
+            "pull",
+            "../model.pbm.ref.yaml",
+            "--registry",
+            s(&registry),
+        ],
+    )
+    .ok();
     assert_eq!(sha256_of(&local), digest);
 }
 

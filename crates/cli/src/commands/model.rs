@@ -167,6 +167,15 @@ async fn resolve_reference(
     Ok((digest, None))
 }
 
+/// A pointer sits beside its artifact (`model.pbm.ref.yaml` → `model.pbm`), wherever
+/// the command runs; the path recorded inside is the fallback for other names.
+fn artifact_beside_pointer(pointer_file: &str, pointer: &ArtifactPointer) -> PathBuf {
+    pointer_file
+        .strip_suffix(".ref.yaml")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(&pointer.path), PathBuf::from)
+}
+
 pub fn looks_like_digest(s: &str) -> bool {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
     hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit())
@@ -178,7 +187,7 @@ async fn pull(a: &PullArgs) -> Outcome {
     let out = a
         .out
         .clone()
-        .or_else(|| pointer.map(|p| PathBuf::from(p.path)))
+        .or_else(|| pointer.map(|p| artifact_beside_pointer(&a.digest, &p)))
         .unwrap_or_else(|| PathBuf::from(format!("model-{}.pbm", digest.short())));
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

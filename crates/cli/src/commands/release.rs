@@ -6,7 +6,8 @@ use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
 use predict_buy_model::Model;
 use predict_buy_registry::{
-    ArtifactPointer, Digest, Error, GoldenPrediction, Registry, ReleaseRecord, ReleaseTag,
+    ArtifactPointer, CreateOutcome, Digest, Error, GoldenPrediction, Registry, ReleaseRecord,
+    ReleaseTag,
 };
 use serde::Serialize;
 
@@ -176,28 +177,53 @@ fn actor() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-async fn create(a: &CreateArgs) -> Outcome {
-    let tag = parse_tag(&a.tag)?;
-    let registry = open_registry(a.registry.registry.as_deref())?;
-    let (digest, model) = resolve_model(&registry, &a.model).await?;
+/// What `release create` is asked to record.
+pub struct NewRelease<'a> {
+    pub tag: ReleaseTag,
+    /// An artifact file (pushed first), a pointer file, or a stored digest or prefix.
+    pub model: &'a str,
+    pub image: Option<String>,
+    pub notes: String,
+}
+
+/// Records a release the way `release create` does (pushing the model file if need
+/// be, with git commit, metrics and golden predictions); other commands reuse it.
+pub async fn create_release(
+    registry: &Registry,
+    new: NewRelease<'_>,
+) -> Result<CreateOutcome, CliError> {
+    let (digest, model) = resolve_model(registry, new.model).await?;
     let record = ReleaseRecord {
-        tag: tag.clone(),
+        tag: new.tag,
         golden: golden_predictions(&model, &digest)?,
         metrics: serde_json::to_value(&model.metadata().metrics)?,
         model_digest: digest,
-        image: a.image.clone(),
+        image: new.image,
         git_commit: git_commit(),
-        notes: a.notes.clone(),
+        notes: new.notes,
         created_at: jiff::Timestamp::now(),
         created_by: actor(),
     };
-    let outcome = match registry.create_release(&record).await {
-        Ok(o) => o,
-        Err(e @ Error::ReleaseExists { .. }) => {
-            return Err(conflict(&registry, &record, e).await);
-        }
-        Err(e) => return Err(registry_error(e)),
-    };
+    match registry.create_release(&record).await {
+        Ok(o) => Ok(o),
+        Err(e @ Error::ReleaseExists { .. }) => Err(conflict(registry, &record, e).await),
+        Err(e) => Err(registry_error(e)),
+    }
+}
+
+async fn create(a: &CreateArgs) -> Outcome {
+    let tag = parse_tag(&a.tag)?;
+    let registry = open_registry(a.registry.registry.as_deref())?;
+    let outcome = create_release(
+        &registry,
+        NewRelease {
+            tag,
+            model: &a.model,
+            image: a.image.clone(),
+            notes: a.notes.clone(),
+        },
+    )
+    .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome.record)?);
     }
