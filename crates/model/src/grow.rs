@@ -285,39 +285,65 @@ impl<'a> Grower<'a> {
     }
 
     fn histogram(&self, rows: &[u32], features: &[usize]) -> Vec<Bin> {
-        let mut hist = vec![Bin::default(); self.data.n_features() * STRIDE];
-        // Gathering the gradients once in row order makes the per-feature loops read
-        // them sequentially.
-        let gh: Vec<(i64, i64)> = rows
-            .iter()
-            .map(|&r| (self.g[r as usize], self.h[r as usize]))
-            .collect();
-        let fill = |f: usize, out: &mut [Bin]| {
-            let col = &self.data.columns[f];
-            for (&r, &(g, h)) in rows.iter().zip(&gh) {
-                let b = &mut out[col[r as usize] as usize];
-                b.g += g;
-                b.h += h;
-                b.n += 1;
-            }
-        };
-        let parallel = self.params.parallel && rows.len() * features.len() >= PARALLEL_WORK;
-        if features.len() == self.data.n_features() {
-            if parallel {
-                hist.par_chunks_mut(STRIDE)
-                    .enumerate()
-                    .for_each(|(f, out)| fill(f, out));
-            } else {
-                hist.chunks_mut(STRIDE)
-                    .enumerate()
-                    .for_each(|(f, out)| fill(f, out));
-            }
-        } else {
+        let nf = self.data.n_features();
+        if features.len() < nf {
+            // Feature subsampling (forests): only the chosen columns.
+            let mut hist = vec![Bin::default(); nf * STRIDE];
             for &f in features {
-                fill(f, &mut hist[f * STRIDE..(f + 1) * STRIDE]);
+                let col = &self.data.columns[f];
+                let out = &mut hist[f * STRIDE..(f + 1) * STRIDE];
+                for &r in rows {
+                    let b = &mut out[col[r as usize] as usize];
+                    b.g += self.g[r as usize];
+                    b.h += self.h[r as usize];
+                    b.n += 1;
+                }
+            }
+            return hist;
+        }
+        let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
+        if !parallel {
+            let mut hist = vec![Bin::default(); nf * STRIDE];
+            self.fill_rows(rows, &mut hist);
+            return hist;
+        }
+        // Each thread counts its share of rows into its own histogram; integer sums
+        // make the merged result independent of how rows were shared out.
+        let chunk = rows
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(4096);
+        rows.par_chunks(chunk)
+            .map(|part| {
+                let mut hist = vec![Bin::default(); nf * STRIDE];
+                self.fill_rows(part, &mut hist);
+                hist
+            })
+            .reduce_with(|mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    x.g += y.g;
+                    x.h += y.h;
+                    x.n += y.n;
+                }
+                a
+            })
+            .unwrap_or_else(|| vec![Bin::default(); nf * STRIDE])
+    }
+
+    /// Adds `rows` into a histogram over every feature, reading each row once.
+    fn fill_rows(&self, rows: &[u32], hist: &mut [Bin]) {
+        let nf = self.data.n_features();
+        let bins = &self.data.rows;
+        for &r in rows {
+            let r = r as usize;
+            let (g, h) = (self.g[r], self.h[r]);
+            for (f, &b) in bins[r * nf..(r + 1) * nf].iter().enumerate() {
+                let bin = &mut hist[f * STRIDE + b as usize];
+                bin.g += g;
+                bin.h += h;
+                bin.n += 1;
             }
         }
-        hist
     }
 
     fn best_split(
