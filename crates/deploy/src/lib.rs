@@ -44,6 +44,8 @@ pub use config::{
 };
 pub use engine::{DEFAULT_LEASE_TTL, Deployer, Identity, Kind, Plan, Report};
 pub use error::{Error, Result};
+/// Endpoint URLs, as the config and [`loadgen`] take them.
+pub use reqwest::Url;
 pub use status::{Status, status};
 pub use target::{LocalTarget, Target, target_for};
 pub use verify::{Verified, Verifier, VerifyFailure};

@@ -1,0 +1,615 @@
+//! Deploy, rollback, promote, status and history through the real binary, against a
+//! file:// registry and real `predict-buy serve` processes following `nonprod`.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestContext, models};
+use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseTag};
+
+const TOKEN: &str = "deploy-test-token";
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// A `predict-buy serve --registry … --env nonprod` process, killed on drop.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch project: a config with `nonprod` (the given endpoints) and `prod`
+/// (requiring nonprod), releases v0.1.0 and v0.2.0 of two different models.
+struct Project {
+    ctx: TestContext,
+}
+
+impl Project {
+    fn new(endpoints: &[String]) -> Self {
+        let mut ctx = TestContext::new();
+        ctx.env("PREDICT_BUY_ADMIN_TOKEN", TOKEN);
+        let list = endpoints.join(", ");
+        std::fs::write(
+            ctx.path().join("predict-buy.yaml"),
+            format!(
+                "registry: file://.predict-buy/registry\n\
+                 require_git_tag: false\n\
+                 environments:\n  \
+                   nonprod:\n    branch: develop\n    target: local\n    endpoints: [{list}]\n  \
+                   prod:\n    branch: main\n    target: local\n    endpoints: [{list}]\n    require_verified_in: nonprod\n"
+            ),
+        )
+        .expect("write config");
+        let m = models();
+        for (tag, model) in [("v0.1.0", &m.a), ("v0.2.0", &m.b)] {
+            ctx.run([
+                OsStr::new("release"),
+                OsStr::new("create"),
+                OsStr::new(tag),
+                OsStr::new("--model"),
+                model.as_os_str(),
+            ])
+            .ok();
+        }
+        Project { ctx }
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::open(&RegistryUrl::File {
+            root: self.ctx.registry_dir(),
+        })
+        .expect("open registry")
+    }
+
+    fn serve(&self, port: u16) -> Server {
+        let child = self
+            .ctx
+            .command()
+            .args(["serve", "--registry"])
+            .arg(self.ctx.registry_dir())
+            .args(["--env", "nonprod", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--poll-interval", "200ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start predict-buy serve");
+        Server { child }
+    }
+
+    fn history(&self, env: &str) -> Vec<serde_json::Value> {
+        let run = self.ctx.run(["history", "--env", env, "--json"]).ok();
+        run.json().as_array().expect("an array").clone()
+    }
+
+    fn outcomes(&self, env: &str) -> Vec<(String, String)> {
+        self.history(env)
+            .iter()
+            .map(|e| {
+                (
+                    e["outcome"].as_str().unwrap_or("").to_string(),
+                    e["release"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+#[test]
+fn bad_input_names_the_problem_and_exits_2() {
+    // No config anywhere.
+    let bare = TestContext::new();
+    let run = bare
+        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes"])
+        .code(2);
+    assert!(run.stderr.contains("no predict-buy.yaml"), "{run}");
+
+    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let ctx = &p.ctx;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["deploy", "1.2.3", "--env", "nonprod", "--yes"],
+            "missing leading `v`",
+        ),
+        (
+            &["deploy", "v1.2", "--env", "nonprod", "--yes"],
+            "three numbers",
+        ),
+        (
+            &["deploy", "v9.9.9", "--env", "nonprod", "--yes"],
+            "unknown release `v9.9.9`",
+        ),
+        (
+            &["deploy", "v0.1.0", "--env", "staging", "--yes"],
+            "unknown environment `staging`",
+        ),
+        // Not a git repository, so the branch cannot pick the environment.
+        (&["deploy", "v0.1.0", "--yes"], "git branch"),
+        // prod only takes releases verified in nonprod.
+        (
+            &["deploy", "v0.1.0", "--env", "prod", "--yes"],
+            "never verified in `nonprod`",
+        ),
+        (
+            &["promote", "v0.1.0", "--to", "prod", "--yes"],
+            "never verified in `nonprod`",
+        ),
+        // stdin is not a terminal here.
+        (
+            &["deploy", "v0.1.0", "--env", "nonprod"],
+            "without confirmation",
+        ),
+        (
+            &["rollback", "--env", "nonprod", "--yes"],
+            "no verified release",
+        ),
+        (
+            &[
+                "deploy",
+                "v0.1.0",
+                "--env",
+                "nonprod",
+                "--timeout",
+                "soon",
+                "--yes",
+            ],
+            "--timeout",
+        ),
+    ];
+    for (args, needle) in cases {
+        let run = ctx.run(*args).code(2);
+        assert!(
+            run.stderr.contains(needle),
+            "{args:?} should say {needle:?}\n{run}"
+        );
+    }
+    // Nothing above changed the environment.
+    assert!(p.history("nonprod").is_empty());
+
+    // A config with an unknown key names the key and the file.
+    std::fs::write(
+        ctx.path().join("predict-buy.yaml"),
+        "environments:\n  nonprod:\n    target: local\n    endpionts: []\n",
+    )
+    .unwrap();
+    let run = ctx.run(["status", "--env", "nonprod"]).code(2);
+    assert!(
+        run.stderr.contains("endpionts") && run.stderr.contains("predict-buy.yaml"),
+        "{run}"
+    );
+
+    // Kubernetes targets are not supported yet, and say so.
+    std::fs::write(
+        ctx.path().join("predict-buy.yaml"),
+        "require_git_tag: false\nenvironments:\n  prod: {target: kubernetes, namespace: prod}\n",
+    )
+    .unwrap();
+    let run = ctx
+        .run(["deploy", "v0.1.0", "--env", "prod", "--yes"])
+        .code(2);
+    assert!(run.stderr.contains("not supported yet"), "{run}");
+}
+
+#[test]
+fn git_tags_are_required_unless_the_config_says_otherwise() {
+    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let ctx = &p.ctx;
+    let config = ctx.path().join("predict-buy.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("require_git_tag: false\n", "")).unwrap();
+    let run = ctx
+        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes"])
+        .code(2);
+    assert!(run.stderr.contains("not in a git repository"), "{run}");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(ctx.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q", "-b", "develop"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "x"]);
+    let run = ctx
+        .run(["deploy", "v0.1.0", "--env", "nonprod", "--dry-run"])
+        .code(2);
+    assert!(
+        run.stderr.contains("git tag `v0.1.0` does not exist"),
+        "{run}"
+    );
+    git(&["tag", "v0.1.0"]);
+    // On branch develop the environment is nonprod without --env.
+    let run = ctx.run(["deploy", "v0.1.0", "--dry-run"]).ok();
+    assert!(run.stdout.contains("deploy v0.1.0 to nonprod"), "{run}");
+    assert!(p.history("nonprod").is_empty(), "a dry run changes nothing");
+}
+
+#[test]
+fn a_held_lease_refuses_a_second_deploy_naming_holder_and_time() {
+    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let registry = p.registry();
+    let env = EnvName::parse("nonprod").unwrap();
+    let lease = rt()
+        .block_on(registry.acquire_lease(
+            &env,
+            "alice@ci (pid 42)",
+            "deploy v0.2.0",
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let run = p
+        .ctx
+        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes"])
+        .code(1);
+    assert!(run.stderr.contains("alice@ci (pid 42)"), "{run}");
+    assert!(
+        run.stderr.contains(&format!("since {}", lease.acquired_at)),
+        "{run}"
+    );
+    let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
+    assert!(
+        status.stdout.contains("held by alice@ci (pid 42)"),
+        "{status}"
+    );
+    assert!(
+        p.history("nonprod").is_empty(),
+        "a refused deploy records nothing"
+    );
+}
+
+#[test]
+fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
+    // Nothing listens on the endpoint, so verification would wait for its timeout.
+    let p = Project::new(&[format!("http://127.0.0.1:{}", free_port())]);
+    let mut deploy = p
+        .ctx
+        .command()
+        .args(["deploy", "v0.1.0", "--env", "nonprod", "--yes"])
+        .args(["--timeout", "60s", "--lease-ttl", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !p.outcomes("nonprod").iter().any(|(o, _)| o == "started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "deploy never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    deploy.kill().unwrap(); // SIGKILL: no cleanup runs.
+    deploy.wait().unwrap();
+    let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
+    assert!(
+        !status.stdout.contains("interrupted"),
+        "lease still active\n{status}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
+    assert!(
+        status.stdout.contains("state        interrupted"),
+        "{status}"
+    );
+    let json = p
+        .ctx
+        .run(["status", "--env", "nonprod", "--json"])
+        .ok()
+        .json();
+    assert_eq!(json["interrupted"]["release"], "v0.1.0");
+    assert_eq!(json["lease_active"], false);
+
+    // The next deploy takes the expired lease and closes the dangling entry.
+    let run = p
+        .ctx
+        .run([
+            "deploy",
+            "v0.1.0",
+            "--env",
+            "nonprod",
+            "--yes",
+            "--timeout",
+            "500ms",
+        ])
+        .code(1);
+    assert!(run.stderr.contains("was not verified"), "{run}");
+    assert_eq!(
+        p.outcomes("nonprod"),
+        pairs(&[
+            ("started", "v0.1.0"),
+            ("interrupted", "v0.1.0"),
+            ("started", "v0.1.0"),
+            ("failed", "v0.1.0"),
+            // Nothing verified to return to: the desired release stays as it was.
+            ("failed", "v0.1.0"),
+        ])
+    );
+    let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
+    assert!(status.stdout.contains("lease        free"), "{status}");
+}
+
+#[test]
+fn wrong_golden_predictions_or_a_server_that_never_gets_there_roll_back() {
+    let port = free_port();
+    let p = Project::new(&[format!("http://127.0.0.1:{port}")]);
+    let _server = p.serve(port);
+    let run = p
+        .ctx
+        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"])
+        .ok();
+    assert_eq!(run.json()["outcome"], "verified");
+
+    let registry = p.registry();
+    let rt = rt();
+    // v0.3.0: model a, but golden predictions that model does not make.
+    let mut bad = rt
+        .block_on(registry.get_release(&ReleaseTag::parse("v0.1.0").unwrap()))
+        .unwrap();
+    bad.tag = ReleaseTag::parse("v0.3.0").unwrap();
+    bad.golden[0].probability = (bad.golden[0].probability + 0.125).min(1.0) / 2.0;
+    rt.block_on(registry.create_release(&bad)).unwrap();
+    // v0.4.0: bytes no server can load, so no server ever reports it.
+    let junk = rt
+        .block_on(registry.push_bytes(b"not a model".to_vec().into()))
+        .unwrap();
+    let mut unloadable = bad.clone();
+    unloadable.tag = ReleaseTag::parse("v0.4.0").unwrap();
+    unloadable.model_digest = junk.digest;
+    rt.block_on(registry.create_release(&unloadable)).unwrap();
+
+    let started = Instant::now();
+    let run = p
+        .ctx
+        .run(["deploy", "v0.3.0", "--env", "nonprod", "--yes", "--json"])
+        .code(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "rolled_back", "{run}");
+    assert_eq!(report["rolled_back_to"], "v0.1.0");
+    assert_eq!(report["failure"]["wrong_answer"], true, "{run}");
+    assert!(
+        report["failure"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("golden input 0"),
+        "{run}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a wrong answer fails fast"
+    );
+
+    let run = p
+        .ctx
+        .run([
+            "deploy",
+            "v0.4.0",
+            "--env",
+            "nonprod",
+            "--yes",
+            "--timeout",
+            "2s",
+            "--json",
+        ])
+        .code(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "rolled_back", "{run}");
+    assert_eq!(report["failure"]["wrong_answer"], false, "{run}");
+    assert!(
+        report["failure"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not verified within"),
+        "{run}"
+    );
+
+    assert_eq!(
+        p.outcomes("nonprod"),
+        pairs(&[
+            ("started", "v0.1.0"),
+            ("verified", "v0.1.0"),
+            ("started", "v0.3.0"),
+            ("failed", "v0.3.0"),
+            ("rolled_back", "v0.1.0"),
+            ("started", "v0.4.0"),
+            ("failed", "v0.4.0"),
+            ("rolled_back", "v0.1.0"),
+        ])
+    );
+    let state = p
+        .ctx
+        .run(["status", "--env", "nonprod", "--json"])
+        .ok()
+        .json();
+    assert_eq!(state["state"]["desired"], "v0.1.0");
+    // A failed release is never a rollback target.
+    let run = p
+        .ctx
+        .run(["rollback", "--env", "nonprod", "--to", "v0.3.0", "--yes"])
+        .code(2);
+    assert!(
+        run.stderr.contains("only returns to a verified release"),
+        "{run}"
+    );
+    // And a failed release cannot be promoted.
+    let run = p
+        .ctx
+        .run(["promote", "v0.3.0", "--to", "prod", "--yes"])
+        .code(2);
+    assert!(run.stderr.contains("never verified in `nonprod`"), "{run}");
+}
+
+/// Journey 4 under load: two real servers follow nonprod while a load generator hits
+/// both; v0.1.0 → v0.2.0 → rollback to v0.1.0, each verified in under 2 s, and not one
+/// request fails.
+#[test]
+fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
+    use predict_buy_deploy::loadgen::LoadGenerator;
+
+    let ports = [free_port(), free_port()];
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let p = Project::new(&endpoints);
+    let _servers: Vec<Server> = ports.iter().map(|port| p.serve(*port)).collect();
+
+    let deploy = |args: &[&str]| -> serde_json::Value {
+        let run = p.ctx.run(args).ok();
+        let report = run.json();
+        assert_eq!(report["outcome"], "verified", "{run}");
+        report
+    };
+    let first = deploy(&["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"]);
+
+    let rt = rt();
+    let golden = rt
+        .block_on(
+            p.registry()
+                .get_release(&ReleaseTag::parse("v0.1.0").unwrap()),
+        )
+        .unwrap()
+        .golden[0]
+        .input
+        .clone();
+    let urls: Vec<predict_buy_deploy::Url> = endpoints
+        .iter()
+        .map(|e| predict_buy_deploy::Url::parse(&format!("{e}/")).unwrap())
+        .collect();
+    let load = {
+        let _guard = rt.enter();
+        LoadGenerator::start(&urls, golden, 2, Duration::from_millis(2))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let up = deploy(&["deploy", "v0.2.0", "--env", "nonprod", "--yes", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let down = deploy(&["rollback", "--env", "nonprod", "--yes", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = rt.block_on(load.stop());
+
+    assert_eq!(
+        down["release"], "v0.1.0",
+        "rollback returns to the last verified release"
+    );
+    let mut times = Vec::new();
+    for (name, r) in [
+        ("deploy v0.1.0", &first),
+        ("deploy v0.2.0", &up),
+        ("rollback v0.1.0", &down),
+    ] {
+        let ms = r["verify_ms"].as_f64().expect("verify time");
+        println!(
+            "{name}: verified in {ms:.0} ms ({})",
+            r["endpoint_verify_ms"]
+        );
+        times.push(ms);
+        assert!(ms < 2000.0, "{name} took {ms} ms");
+    }
+    println!(
+        "load: {} ok, {} failed, by version {:?}",
+        stats.ok, stats.failed, stats.by_version
+    );
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.failures);
+    assert!(stats.ok > 100, "the load generator ran: {stats:?}");
+    assert!(
+        stats.by_version.get("v0.2.0").copied().unwrap_or(0) > 0
+            && stats.by_version.get("v0.1.0").copied().unwrap_or(0) > 0,
+        "load saw both releases: {:?}",
+        stats.by_version
+    );
+    assert_eq!(
+        p.outcomes("nonprod"),
+        pairs(&[
+            ("started", "v0.1.0"),
+            ("verified", "v0.1.0"),
+            ("started", "v0.2.0"),
+            ("verified", "v0.2.0"),
+            ("started", "v0.1.0"),
+            ("verified", "v0.1.0"),
+        ])
+    );
+    // prod takes v0.2.0 now that nonprod verified it (the dry run changes nothing).
+    let run = p
+        .ctx
+        .run(["promote", "v0.2.0", "--to", "prod", "--dry-run"])
+        .ok();
+    assert!(
+        run.stdout
+            .contains("promote (verified in nonprod) v0.2.0 to prod"),
+        "{run}"
+    );
+    let table = p.ctx.run(["history", "--env", "nonprod"]).ok();
+    assert!(
+        table.stdout.contains("OUTCOME") && table.stdout.contains("rollback from v0.2.0"),
+        "{table}"
+    );
+}
+
+/// Journey 6: from an empty folder to a verified local deploy, then the commands it
+/// points to work there.
+#[test]
+fn quickstart_from_nothing_to_a_verified_deploy() {
+    let ctx = TestContext::new();
+    let port = free_port();
+    let dir = ctx.path().join("fresh");
+    let run = ctx
+        .run([
+            OsStr::new("quickstart"),
+            OsStr::new("--dir"),
+            dir.as_os_str(),
+            OsStr::new("--port"),
+            OsStr::new(&port.to_string()),
+            OsStr::new("--rows"),
+            OsStr::new("5000"),
+            OsStr::new("--no-serve"),
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("v0.1.0 is verified on nonprod"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("curl -s http://127.0.0.1:{port}/predict")),
+        "{run}"
+    );
+    let config = std::fs::read_to_string(dir.join("predict-buy.yaml")).unwrap();
+    assert!(config.contains("require_git_tag: false"), "{config}");
+    let status = ctx
+        .run_in(&dir, ["status", "--env", "nonprod", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["state"]["desired"], "v0.1.0");
+    assert_eq!(status["last"]["outcome"], "verified");
+    // The server stopped with quickstart: the port is free again.
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
