@@ -170,7 +170,8 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     let test_report = evaluate(&test_frame.target, &predict(&x_test), threshold.value);
 
     let features = encoder.feature_names();
-    let payload = Payload {
+    let n_trees = ensemble.trees.len();
+    let mut payload = Payload {
         format_version: FORMAT_VERSION,
         cleaner,
         encoder,
@@ -184,15 +185,13 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             data_digest: req.data_digest.clone(),
             train_rows: x_fit.n_rows,
             features: features.clone(),
-            n_trees: 0,
+            n_trees,
             metrics: Some(test_report.clone()),
             tool_version: req.tool_version.clone(),
             trained_at: req.trained_at.clone(),
         },
         golden: Vec::new(),
     };
-    let mut payload = payload;
-    payload.metadata.n_trees = payload.ensemble.trees.len();
     let model = Model::new(payload.clone())?;
     // Golden rows come from the raw test data, exactly as a client would send them.
     let golden_source = req.test.unwrap_or(req.train);

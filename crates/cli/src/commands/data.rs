@@ -61,6 +61,10 @@ pub fn synth(a: &SynthArgs) -> Outcome {
         sw.into_inner().map_err(|e| e.into_error())?;
         counts
     };
+    // Temp files are private; data files are not.
+    for f in [&train, &test] {
+        crate::project::set_readable(f.as_file())?;
+    }
     train
         .persist(&train_path)
         .with_context(|| format!("cannot write {}", train_path.display()))?;
