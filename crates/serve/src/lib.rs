@@ -1,1 +1,218 @@
-//! predict-buy serve
+//! The predict-buy prediction service: the original FastAPI contract (`GET /`,
+//! `POST /predict`) and more — batch predictions, health and readiness, model metadata,
+//! an OpenAPI document, Prometheus metrics, and a model that can be swapped while
+//! requests keep flowing.
+//!
+//! The model sits behind an atomic pointer ([`arc_swap`]): a request takes the pointer
+//! once and finishes with that model even if a reload swaps in another meanwhile. A
+//! model that does not load or fails its self-check is refused and the old one keeps
+//! serving. Models come from a file or follow an environment of the registry
+//! ([`ModelSource`]).
+//!
+//! **What it must never do:** answer a client mistake with a 5xx, queue without bound
+//! (over [`Limits::concurrency`] prediction requests are shed with 503), or train and
+//! write anything: it reads artifacts and the registry, nothing else.
+//!
+//! ```no_run
+//! use predict_buy_serve::{AppState, Limits, ModelSource};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let state = AppState::new(ModelSource::File("models/model.pbm".into()), Limits::default(), None);
+//! state.reload(true).await.expect("the model loads");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! predict_buy_serve::serve(listener, state, std::time::Duration::from_secs(1), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod error;
+mod metrics;
+mod routes;
+mod state;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{BoxError, Router, middleware};
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody};
+pub use routes::ApiDoc;
+pub use state::{AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome};
+
+/// The whole HTTP service. Prediction routes are behind the concurrency limit; health,
+/// metrics and metadata are not, so probes and scrapes still answer under overload.
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits().clone();
+    let shed_state = state.clone();
+    let predict_routes = Router::new()
+        .route("/predict", post(routes::predict))
+        .route("/predict/batch", post(routes::predict_batch))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |err: BoxError| {
+                    let state = shed_state.clone();
+                    async move {
+                        if err.is::<tower::load_shed::error::Overloaded>() {
+                            state.metrics().shed();
+                            ApiError::Overloaded
+                        } else {
+                            ApiError::Internal(err.to_string())
+                        }
+                    }
+                }))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.concurrency,
+                )),
+        );
+    let mut router = Router::new()
+        .route("/", get(routes::root))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/model", get(routes::model_info))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .merge(predict_routes);
+    if state.admin_token().is_some() {
+        router = router.route("/admin/reload", post(routes::reload));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|err: BoxError| async move {
+                    if err.is::<tower::timeout::error::Elapsed>() {
+                        ApiError::Timeout
+                    } else {
+                        ApiError::Internal(err.to_string())
+                    }
+                }))
+                .timeout(limits.request_timeout),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a handler panicked".into()).into_response()
+            },
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Request ids `<process prefix>-<counter>`: unique per process start, and cheaper
+/// than a random UUID per request. A client's own `x-request-id` is kept.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
+        Self {
+            prefix: format!("{seed:016x}").into(),
+            next: std::sync::Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then stops accepting and
+/// drains the requests in flight. Meanwhile it follows a registry source every
+/// `poll_interval`, reloads on SIGHUP, and keeps the metrics histograms drained.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    poll_interval: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut background = tokio::task::JoinSet::new();
+    let upkeep_state = state.clone();
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep_state.metrics().upkeep();
+        }
+    });
+    if matches!(state.source(), ModelSource::Registry { .. }) {
+        let follow = state.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(poll_interval.max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Errors are logged and recorded by `reload`; polling goes on.
+                let _ = follow.reload(false).await;
+            }
+        });
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let on_hup = state.clone();
+            background.spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the model");
+                    let _ = on_hup.reload(true).await;
+                }
+            });
+        }
+    }
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    background.abort_all();
+    result
+}

@@ -1,0 +1,247 @@
+//! One error type for every HTTP answer that is not a success, and the JSON extractor
+//! whose rejections map onto it.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+/// One bad part of a request: a field name (`Age`, `instances[3].Age`, `body`,
+/// `content-type`, …) and why it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldProblem {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldProblem {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The body of every error answer: a machine-readable kind and the problems found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `malformed_json`, `unsupported_media_type`, `payload_too_large`, `invalid_input`,
+    /// `not_ready`, `unauthorized`, `overloaded`, `timeout`, `model_refused`,
+    /// `source_unavailable`, `not_found`, `method_not_allowed` or `internal`.
+    pub error: &'static str,
+    pub detail: Vec<FieldProblem>,
+}
+
+/// Everything an endpoint can answer besides success. Client mistakes carry
+/// field-level detail; server faults are logged in full and answered vaguely.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("expected `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("the request body is over the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("the batch has {got} instances, over the limit of {limit}")]
+    BatchTooLarge { got: usize, limit: usize },
+    #[error("invalid input")]
+    Invalid(Vec<FieldProblem>),
+    #[error("no model is loaded yet")]
+    NotReady,
+    #[error("a valid `Authorization: Bearer` token is required")]
+    Unauthorized,
+    #[error("the server is at capacity; retry later")]
+    Overloaded,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("{0}")]
+    ModelRefused(String),
+    #[error("{0}")]
+    SourceUnavailable(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldProblem::new(field, reason)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Invalid(_) | ApiError::ModelRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotReady | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::SourceUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BodyRead(_) => "malformed_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                "payload_too_large"
+            }
+            ApiError::Invalid(_) => "invalid_input",
+            ApiError::NotReady => "not_ready",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
+            ApiError::ModelRefused(_) => "model_refused",
+            ApiError::SourceUnavailable(_) => "source_unavailable",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn detail(self) -> Vec<FieldProblem> {
+        let field = match &self {
+            ApiError::Invalid(_) => "",
+            ApiError::UnsupportedMediaType => "content-type",
+            ApiError::Unauthorized => "authorization",
+            ApiError::NotReady | ApiError::ModelRefused(_) | ApiError::SourceUnavailable(_) => {
+                "model"
+            }
+            ApiError::BatchTooLarge { .. } => "instances",
+            ApiError::Overloaded
+            | ApiError::Timeout
+            | ApiError::Internal(_)
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed => "request",
+            ApiError::MalformedJson(_)
+            | ApiError::BodyRead(_)
+            | ApiError::PayloadTooLarge { .. } => "body",
+        };
+        match self {
+            ApiError::Invalid(problems) => problems,
+            ApiError::Internal(cause) => {
+                // Logged in full here, never sent to the client.
+                tracing::error!(%cause, "internal error");
+                vec![FieldProblem::new(field, "internal error")]
+            }
+            other => vec![FieldProblem::new(field, other.to_string())],
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.kind(),
+            detail: self.detail(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON request body, refused with an [`ApiError`]: wrong content type → 415, over
+/// the body limit → 413, not JSON → 400. What the JSON must contain is the handler's
+/// business (422).
+pub struct JsonBody(pub serde_json::Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.limits().body_bytes,
+                }
+            } else {
+                ApiError::BodyRead(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::MalformedJson(e.to_string()))
+    }
+}
+
+/// `application/json`, with or without parameters, or any `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some(subtype) = essence
+        .split_once('/')
+        .filter(|(t, _)| t.eq_ignore_ascii_case("application"))
+        .map(|(_, s)| s)
+    else {
+        return false;
+    };
+    subtype.eq_ignore_ascii_case("json")
+        || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        h
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(&headers("application/json")));
+        assert!(is_json(&headers("Application/JSON; charset=utf-8")));
+        assert!(is_json(&headers("application/problem+json")));
+        assert!(!is_json(&headers("text/plain")));
+        assert!(!is_json(&headers("application/x-www-form-urlencoded")));
+        assert!(!is_json(&headers("application/+json")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_error_names_a_field() {
+        let e = ApiError::BatchTooLarge { got: 5, limit: 2 };
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let d = e.detail();
+        assert_eq!(d[0].field, "instances");
+        assert!(d[0].reason.contains("5 instances"));
+    }
+}

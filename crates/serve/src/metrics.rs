@@ -1,0 +1,197 @@
+//! The four golden signals in Prometheus text: traffic and errors
+//! (`http_requests_total{route,status}`), latency (`http_request_duration_seconds`),
+//! saturation (`http_requests_in_flight`, `http_concurrency_limit`,
+//! `http_requests_shed_total`), plus `predictions_total{class}`, `model_reloads_total`
+//! and `model_info{version,release,digest}`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::{Limits, LoadedModel};
+
+const LATENCY: &str = "http_request_duration_seconds";
+const BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// The process-wide Prometheus recorder. The `metrics` facade has one global recorder,
+/// so every app in a process shares it (tests start several).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route and status"
+    );
+    describe_histogram!(LATENCY, metrics::Unit::Seconds, "Time to answer, by route");
+    describe_gauge!("http_requests_in_flight", "Requests being answered now");
+    describe_gauge!(
+        "http_concurrency_limit",
+        "Most prediction requests in flight before shedding"
+    );
+    describe_counter!(
+        "http_requests_shed_total",
+        "Prediction requests refused with 503 because the server was at capacity"
+    );
+    describe_counter!("predictions_total", "Predictions made, by predicted class");
+    describe_counter!("model_reloads_total", "Model reloads, by outcome");
+    describe_gauge!(
+        "model_info",
+        "1 for the model serving now, labelled with its version, release and digest"
+    );
+}
+
+/// Handles to the series that have no per-request labels.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    handle: PrometheusHandle,
+    in_flight: Gauge,
+    shed: Counter,
+    class: [Counter; 2],
+}
+
+impl Metrics {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let handle = handle().clone();
+        metrics::gauge!("http_concurrency_limit").set(limits.concurrency as f64);
+        Self {
+            handle,
+            in_flight: metrics::gauge!("http_requests_in_flight"),
+            shed: metrics::counter!("http_requests_shed_total"),
+            class: [
+                metrics::counter!("predictions_total", "class" => "0"),
+                metrics::counter!("predictions_total", "class" => "1"),
+            ],
+        }
+    }
+
+    pub(crate) fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples; without it they pile up between scrapes.
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    pub(crate) fn predicted(&self, class: u8) {
+        self.class[usize::from(class.min(1))].increment(1);
+    }
+
+    pub(crate) fn shed(&self) {
+        self.shed.increment(1);
+    }
+
+    pub(crate) fn reload(&self, outcome: &'static str) {
+        metrics::counter!("model_reloads_total", "outcome" => outcome).increment(1);
+    }
+
+    pub(crate) fn model_changed(&self, before: Option<&LoadedModel>, now: Option<&LoadedModel>) {
+        if let Some(m) = before {
+            info_gauge(m).set(0.0);
+        }
+        if let Some(m) = now {
+            info_gauge(m).set(1.0);
+        }
+    }
+}
+
+fn info_gauge(m: &LoadedModel) -> Gauge {
+    let release = m
+        .release
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    metrics::gauge!(
+        "model_info",
+        "version" => m.version.clone(),
+        "release" => release,
+        "digest" => m.digest.clone()
+    )
+}
+
+/// Counts every request by route and status and times it.
+pub(crate) async fn track(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let in_flight = state.metrics().in_flight.clone();
+    in_flight.increment(1.0);
+    // Decrement even if the client goes away and the future is dropped.
+    let _guard = Decrement(in_flight);
+    let response = next.run(req).await;
+    let status = status_label(response.status());
+    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
+    metrics::histogram!(LATENCY, "route" => route).record(start.elapsed().as_secs_f64());
+    response
+}
+
+struct Decrement(Gauge);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Route templates are a fixed set; anything else is one label, so clients cannot
+/// blow up the number of series.
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    match path.map(MatchedPath::as_str) {
+        Some("/") => "/",
+        Some("/predict") => "/predict",
+        Some("/predict/batch") => "/predict/batch",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/model") => "/model",
+        Some("/metrics") => "/metrics",
+        Some("/openapi.json") => "/openapi.json",
+        Some("/admin/reload") => "/admin/reload",
+        _ => "unmatched",
+    }
+}
+
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    let s: &'static str = match status.as_u16() {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        other => return other.to_string().into(),
+    };
+    s.into()
+}

@@ -1,0 +1,508 @@
+//! The handlers and the OpenAPI document generated from their types.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use predict_buy_model::{InputField, Prediction};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::{ApiError, ErrorBody, FieldProblem, JsonBody};
+use crate::state::{AppState, LoadedModel, ReloadOutcome};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "predict-buy",
+        description = "Predicts whether an insurance customer buys. Compatible with the original FastAPI service."
+    ),
+    paths(
+        root,
+        predict,
+        predict_batch,
+        healthz,
+        readyz,
+        model_info,
+        metrics,
+        reload
+    ),
+    components(schemas(
+        PredictRequest,
+        PredictResponse,
+        BatchRequest,
+        BatchResponse,
+        BatchPrediction,
+        RootResponse,
+        ModelInfo,
+        InputFieldDoc,
+        ReloadResponse,
+        ErrorBody,
+        FieldProblem
+    ))
+)]
+pub struct ApiDoc;
+
+/// `GET /`: the original health answer, plus what serves.
+#[derive(Serialize, ToSchema)]
+pub struct RootResponse<'a> {
+    /// Always `OK`.
+    health_check: &'static str,
+    /// The release tag when served from a registry, else the short digest; `null`
+    /// before a model is loaded.
+    model_version: Option<&'a str>,
+    release: Option<String>,
+    model_digest: Option<&'a str>,
+}
+
+#[utoipa::path(get, path = "/", responses((status = 200, body = RootResponse)))]
+pub(crate) async fn root(State(state): State<AppState>) -> Response {
+    state.with_current(|m| {
+        json(
+            StatusCode::OK,
+            &RootResponse {
+                health_check: "OK",
+                model_version: m.map(|m| m.version.as_str()),
+                release: m.and_then(|m| m.release.as_ref().map(|t| t.to_string())),
+                model_digest: m.map(|m| m.digest.as_str()),
+            },
+        )
+    })
+}
+
+/// One record, as the original API took it. Numbers may also be sent as strings
+/// (`"2305.40"`, `"£2,305.40"`); `null` means missing and is imputed; unknown category
+/// values are allowed. The exact fields are those of the loaded model (`GET /model`).
+#[derive(ToSchema)]
+#[schema(example = json!({"Gender": "Female", "Age": 46, "HasDrivingLicense": 1,
+    "RegionID": 21.0, "Switch": 0, "PastAccident": "Yes", "AnnualPremium": 2305.4}))]
+#[allow(dead_code, non_snake_case)]
+pub struct PredictRequest {
+    #[schema(example = "Female")]
+    Gender: Option<String>,
+    /// 0–120.
+    #[schema(value_type = Option<f64>)]
+    Age: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    HasDrivingLicense: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    RegionID: Option<Value>,
+    /// Previously insured: 1, 0, or -1 for unknown.
+    #[schema(value_type = Option<f64>)]
+    Switch: Option<Value>,
+    #[schema(example = "Yes")]
+    PastAccident: Option<String>,
+    /// Pounds, at least 0; `2305.4`, `"2305.40"` or `"£2,305.40"`.
+    #[schema(value_type = Option<f64>)]
+    AnnualPremium: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PredictResponse<'a> {
+    /// 1 when `probability` reaches the model's threshold.
+    predicted_class: u8,
+    /// Probability of buying, calibrated to the real class balance.
+    probability: f64,
+    model_version: &'a str,
+}
+
+#[utoipa::path(
+    post,
+    path = "/predict",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, body = PredictResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Bad fields, each named", body = ErrorBody),
+        (status = 503, description = "No model yet, or at capacity", body = ErrorBody),
+    )
+)]
+pub(crate) async fn predict(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(record) = &body else {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "expected a JSON object of input fields, found {}",
+                kind_of(&body)
+            ),
+        ));
+    };
+    state.with_current(|m| {
+        let m = m.ok_or(ApiError::NotReady)?;
+        let p = m.model.predict_json(record).map_err(|errors| {
+            ApiError::Invalid(
+                errors
+                    .into_iter()
+                    .map(|e| FieldProblem::new(e.field, e.reason))
+                    .collect(),
+            )
+        })?;
+        state.metrics().predicted(p.predicted_class);
+        Ok(json(
+            StatusCode::OK,
+            &PredictResponse {
+                predicted_class: p.predicted_class,
+                probability: p.probability,
+                model_version: &m.version,
+            },
+        ))
+    })
+}
+
+/// Either `{"instances": [record, …]}` or a bare array of records.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchRequest {
+    instances: Vec<PredictRequest>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchPrediction {
+    predicted_class: u8,
+    probability: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchResponse<'a> {
+    /// In the order of the instances.
+    predictions: Vec<BatchPrediction>,
+    model_version: &'a str,
+}
+
+#[utoipa::path(
+    post,
+    path = "/predict/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, body = BatchResponse),
+        (status = 400, body = ErrorBody),
+        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "Bad fields, named `instances[i].Field`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub(crate) async fn predict_batch(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let instances = match &body {
+        Value::Array(items) => items,
+        Value::Object(o) => match o.get("instances") {
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "instances",
+                    format!("expected an array, found {}", kind_of(other)),
+                ));
+            }
+            None => return Err(ApiError::invalid("instances", "field required")),
+        },
+        other => {
+            return Err(ApiError::invalid(
+                "body",
+                format!(
+                    "expected {{\"instances\": [...]}} or an array, found {}",
+                    kind_of(other)
+                ),
+            ));
+        }
+    };
+    let limit = state.limits().batch_instances;
+    if instances.len() > limit {
+        return Err(ApiError::BatchTooLarge {
+            got: instances.len(),
+            limit,
+        });
+    }
+    state.with_current(|m| {
+        let m = m.ok_or(ApiError::NotReady)?;
+        let mut problems = Vec::new();
+        let mut predictions = Vec::with_capacity(instances.len());
+        for (i, item) in instances.iter().enumerate() {
+            let Value::Object(record) = item else {
+                problems.push(FieldProblem::new(
+                    format!("instances[{i}]"),
+                    format!("expected a JSON object, found {}", kind_of(item)),
+                ));
+                continue;
+            };
+            match m.model.predict_json(record) {
+                Ok(p) => predictions.push(p),
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|e| {
+                        FieldProblem::new(format!("instances[{i}].{}", e.field), e.reason)
+                    }))
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::Invalid(problems));
+        }
+        for p in &predictions {
+            state.metrics().predicted(p.predicted_class);
+        }
+        Ok(json(
+            StatusCode::OK,
+            &BatchResponse {
+                predictions: predictions.iter().map(BatchPrediction::from).collect(),
+                model_version: &m.version,
+            },
+        ))
+    })
+}
+
+impl From<&Prediction> for BatchPrediction {
+    fn from(p: &Prediction) -> Self {
+        Self {
+            predicted_class: p.predicted_class,
+            probability: p.probability,
+        }
+    }
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+pub(crate) async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: a model is loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses((status = 200, description = "A model serves"), (status = 503, body = ErrorBody))
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.with_current(|m| {
+        let m = m.ok_or(ApiError::NotReady)?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready", "model_version": m.version}),
+        ))
+    })
+}
+
+/// One input field of the loaded model.
+#[derive(Serialize, ToSchema)]
+pub struct InputFieldDoc {
+    name: String,
+    /// `number` or `category`.
+    kind: String,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// Known categories; others are accepted and ignored.
+    categories: Option<Vec<String>>,
+}
+
+/// What serves: release, digest, input schema, metrics, threshold.
+#[derive(Serialize, ToSchema)]
+pub struct ModelInfo {
+    model_version: String,
+    /// The release tag when served from a registry.
+    release: Option<String>,
+    digest: String,
+    source: String,
+    loaded_at: String,
+    #[schema(value_type = Vec<InputFieldDoc>)]
+    input_schema: Vec<InputField>,
+    /// Evaluation metrics recorded at training time.
+    #[schema(value_type = Option<Object>)]
+    metrics: Option<Value>,
+    #[schema(value_type = Object)]
+    threshold: Value,
+    /// Learner, parameters, features, training time and tool version.
+    #[schema(value_type = Object)]
+    training: Value,
+    /// The last reload that was refused, if the one after it did not succeed.
+    last_reload_error: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/model",
+    responses((status = 200, body = ModelInfo), (status = 503, body = ErrorBody))
+)]
+pub(crate) async fn model_info(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = state.current().ok_or(ApiError::NotReady)?;
+    let info = describe_model(&state, &m);
+    Ok(json(StatusCode::OK, &info))
+}
+
+fn describe_model(state: &AppState, m: &LoadedModel) -> ModelInfo {
+    let meta = m.model.metadata();
+    let to_value = |v: &dyn erased::Ser| v.value();
+    ModelInfo {
+        model_version: m.version.clone(),
+        release: m.release.as_ref().map(|t| t.to_string()),
+        digest: m.digest.clone(),
+        source: state.source().describe(),
+        loaded_at: m.loaded_at.clone(),
+        input_schema: m.model.input_fields(),
+        metrics: meta.metrics.as_ref().map(|r| to_value(r)),
+        threshold: to_value(m.model.threshold()),
+        training: serde_json::json!({
+            "model": meta.model,
+            "params": meta.params,
+            "features": meta.features,
+            "n_trees": meta.n_trees,
+            "train_rows": meta.train_rows,
+            "data_digest": meta.data_digest,
+            "trained_at": meta.trained_at,
+            "tool_version": meta.tool_version,
+        }),
+        last_reload_error: state.last_error().map(|e| e.to_string()),
+    }
+}
+
+mod erased {
+    /// Lets one closure turn differently typed metadata parts into JSON values.
+    pub trait Ser {
+        fn value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut r = state.metrics().render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+pub(crate) async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes());
+    let mut r = doc.clone().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReloadResponse {
+    /// `swapped`, `unchanged`, `no_release` or `refused_before`.
+    status: &'static str,
+    model_version: Option<String>,
+    digest: Option<String>,
+}
+
+/// Reloads from the configured source; needs `Authorization: Bearer <token>`. Present
+/// only when a token is configured.
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    responses(
+        (status = 200, body = ReloadResponse),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "The new model was refused; the old one serves", body = ErrorBody),
+        (status = 502, description = "The source could not be read", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let expected = state.admin_token().ok_or(ApiError::Unauthorized)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return Err(ApiError::Unauthorized);
+    }
+    let outcome = state.reload(true).await.map_err(|e| {
+        if e.is_refusal() {
+            ApiError::ModelRefused(e.chain())
+        } else {
+            ApiError::SourceUnavailable(e.chain())
+        }
+    })?;
+    let current = state.current();
+    let status = match outcome {
+        ReloadOutcome::Swapped { .. } => "swapped",
+        ReloadOutcome::Unchanged { .. } => "unchanged",
+        ReloadOutcome::NoRelease => "no_release",
+        ReloadOutcome::RefusedBefore { .. } => "refused_before",
+    };
+    Ok(json(
+        StatusCode::OK,
+        &ReloadResponse {
+            status,
+            model_version: current.as_ref().map(|m| m.version.clone()),
+            digest: current.as_ref().map(|m| m.digest.clone()),
+        },
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => ApiError::Internal(format!("cannot encode the answer: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn openapi_names_every_route() {
+        let doc = ApiDoc::openapi().to_json().unwrap();
+        for path in [
+            "\"/predict\"",
+            "\"/predict/batch\"",
+            "\"/model\"",
+            "\"/readyz\"",
+        ] {
+            assert!(doc.contains(path), "{path} missing");
+        }
+        assert!(doc.contains("PredictResponse"));
+    }
+}

@@ -1,0 +1,390 @@
+//! The shared state: the model in use behind an atomic pointer, where models come from,
+//! and the reload that swaps one for another without a request noticing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use predict_buy_model::{ArtifactError, Model};
+use predict_buy_registry::{EnvName, Registry, ReleaseTag};
+
+use crate::metrics::Metrics;
+
+/// Where models come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// An artifact file, re-read on every reload.
+    File(PathBuf),
+    /// The desired release of an environment in a registry, followed by polling.
+    Registry {
+        registry: Arc<Registry>,
+        env: EnvName,
+    },
+}
+
+impl ModelSource {
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::File(p) => format!("file {}", p.display()),
+            ModelSource::Registry { registry, env } => {
+                format!("environment `{env}` of registry {}", registry.describe())
+            }
+        }
+    }
+}
+
+/// Limits that protect the server from its clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond).
+    pub body_bytes: usize,
+    /// Most instances in one `/predict/batch` request (413 beyond).
+    pub batch_instances: usize,
+    /// Most prediction requests in flight; more are shed with 503.
+    pub concurrency: usize,
+    /// Longest a request may take, reading its body included (408 beyond).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1 << 20,
+            batch_instances: 1_000,
+            concurrency: 1_024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A model ready to serve, with what clients are told about it.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Arc<Model>,
+    /// The release tag when served from a registry, else the short digest.
+    pub version: String,
+    pub release: Option<ReleaseTag>,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub loaded_at: String,
+}
+
+impl LoadedModel {
+    fn new(model: Arc<Model>, release: Option<ReleaseTag>) -> Self {
+        let digest = model.digest().to_string();
+        let version = match &release {
+            Some(tag) => tag.to_string(),
+            None => short_digest(&digest).to_string(),
+        };
+        Self {
+            model,
+            version,
+            release,
+            digest,
+            loaded_at: jiff::Timestamp::now().to_string(),
+        }
+    }
+}
+
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A different model (or release) now serves.
+    Swapped { version: String, digest: String },
+    /// The source still names the model that serves.
+    Unchanged { version: String },
+    /// The environment has no release yet; nothing serves.
+    NoRelease,
+    /// The desired release was refused before and polling does not retry it.
+    RefusedBefore { what: String },
+}
+
+/// Why a reload was refused; the model that served before keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read model file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refused model {what}: it does not load")]
+    Load {
+        what: String,
+        #[source]
+        source: ArtifactError,
+    },
+    #[error("refused model {what}: its self-check failed")]
+    SelfCheck {
+        what: String,
+        #[source]
+        source: ArtifactError,
+    },
+    #[error("cannot follow {what}")]
+    Registry {
+        what: String,
+        #[source]
+        source: Box<predict_buy_registry::Error>,
+    },
+}
+
+impl ReloadError {
+    /// The message with its causes, for logs and HTTP answers.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    /// A refused artifact, as opposed to a source that could not be reached.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ReloadError::Load { .. } | ReloadError::SelfCheck { .. }
+        )
+    }
+}
+
+/// The state every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwapOption<LoadedModel>,
+    source: ModelSource,
+    limits: Limits,
+    admin_token: Option<String>,
+    metrics: Metrics,
+    /// Serialises reloads; remembers the last refused release so polling does not
+    /// download it again every interval.
+    reload: tokio::sync::Mutex<Option<String>>,
+    last_error: ArcSwapOption<String>,
+}
+
+impl AppState {
+    /// State with nothing loaded yet; call [`AppState::reload`] to load from `source`.
+    pub fn new(source: ModelSource, limits: Limits, admin_token: Option<String>) -> Self {
+        let admin_token = admin_token.filter(|t| !t.trim().is_empty());
+        Self {
+            inner: Arc::new(Shared {
+                current: ArcSwapOption::empty(),
+                metrics: Metrics::new(&limits),
+                source,
+                limits,
+                admin_token,
+                reload: tokio::sync::Mutex::new(None),
+                last_error: ArcSwapOption::empty(),
+            }),
+        }
+    }
+
+    /// The model serving now, if any.
+    pub fn current(&self) -> Option<Arc<LoadedModel>> {
+        self.inner.current.load_full()
+    }
+
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(Option<&LoadedModel>) -> R) -> R {
+        let guard = self.inner.current.load();
+        f(guard.as_deref())
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn source(&self) -> &ModelSource {
+        &self.inner.source
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<&str> {
+        self.inner.admin_token.as_deref()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The last reload failure, cleared by the next success.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.inner.last_error.load_full()
+    }
+
+    /// Loads from the source and swaps the new model in if it loads and passes its
+    /// self-check; otherwise the serving model stays. `force` retries a release that was
+    /// refused before (polling passes `false`; SIGHUP and `/admin/reload` pass `true`).
+    pub async fn reload(&self, force: bool) -> Result<ReloadOutcome, ReloadError> {
+        let mut refused = self.inner.reload.lock().await;
+        let result = match &self.inner.source {
+            ModelSource::File(path) => self.reload_file(path).await,
+            ModelSource::Registry { registry, env } => {
+                self.reload_registry(registry, env, force, &mut refused)
+                    .await
+            }
+        };
+        match &result {
+            Ok(ReloadOutcome::Swapped { version, digest }) => {
+                tracing::info!(%version, %digest, "serving a new model");
+                self.inner.last_error.store(None);
+                self.inner.metrics.reload("swapped");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e.chain(), "reload refused; the previous model keeps serving");
+                self.inner.last_error.store(Some(Arc::new(e.chain())));
+                self.inner.metrics.reload("refused");
+            }
+        }
+        result
+    }
+
+    async fn reload_file(&self, path: &std::path::Path) -> Result<ReloadOutcome, ReloadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| ReloadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let what = path.display().to_string();
+        let model = load_checked(bytes, what).await?;
+        if let Some(cur) = self.current()
+            && cur.digest == model.digest()
+        {
+            return Ok(ReloadOutcome::Unchanged {
+                version: cur.version.clone(),
+            });
+        }
+        Ok(self.swap(LoadedModel::new(Arc::new(model), None)))
+    }
+
+    async fn reload_registry(
+        &self,
+        registry: &Registry,
+        env: &EnvName,
+        force: bool,
+        refused: &mut Option<String>,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        let what = format!("environment `{env}` of registry {}", registry.describe());
+        let registry_error = |source| ReloadError::Registry {
+            what: what.clone(),
+            source: Box::new(source),
+        };
+        let state = registry.env_state(env).await.map_err(registry_error)?;
+        let Some(tag) = state.and_then(|s| s.desired) else {
+            if let Some(cur) = self.current() {
+                // A cleared environment keeps its last model: stopping would fail
+                // every request, and clearing is not a deploy.
+                return Ok(ReloadOutcome::Unchanged {
+                    version: cur.version.clone(),
+                });
+            }
+            return Ok(ReloadOutcome::NoRelease);
+        };
+        let current = self.current();
+        if let Some(cur) = &current
+            && cur.release.as_ref() == Some(&tag)
+        {
+            return Ok(ReloadOutcome::Unchanged {
+                version: cur.version.clone(),
+            });
+        }
+        let tag_text = tag.to_string();
+        if !force && refused.as_deref() == Some(tag_text.as_str()) {
+            return Ok(ReloadOutcome::RefusedBefore { what: tag_text });
+        }
+        let record = registry.get_release(&tag).await.map_err(registry_error)?;
+        let digest = record.model_digest.to_string();
+        // A release of the model already serving swaps only the tag.
+        if let Some(cur) = &current
+            && cur.digest == digest
+        {
+            *refused = None;
+            return Ok(self.swap(LoadedModel::new(cur.model.clone(), Some(tag))));
+        }
+        let result = async {
+            let bytes = registry
+                .pull(&record.model_digest)
+                .await
+                .map_err(registry_error)?;
+            load_checked(bytes.to_vec(), format!("{digest} of release {tag}")).await
+        }
+        .await;
+        match result {
+            Ok(model) => {
+                *refused = None;
+                Ok(self.swap(LoadedModel::new(Arc::new(model), Some(tag))))
+            }
+            Err(e) => {
+                if e.is_refusal()
+                    || matches!(&e, ReloadError::Registry { source, .. } if is_corrupt(source))
+                {
+                    *refused = Some(tag_text);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn swap(&self, loaded: LoadedModel) -> ReloadOutcome {
+        let outcome = ReloadOutcome::Swapped {
+            version: loaded.version.clone(),
+            digest: loaded.digest.clone(),
+        };
+        let previous = self.inner.current.swap(Some(Arc::new(loaded)));
+        let now = self.inner.current.load();
+        self.inner
+            .metrics
+            .model_changed(previous.as_deref(), now.as_deref());
+        outcome
+    }
+}
+
+fn is_corrupt(e: &predict_buy_registry::Error) -> bool {
+    matches!(
+        e,
+        predict_buy_registry::Error::Corrupt { .. }
+            | predict_buy_registry::Error::UnknownDigest { .. }
+    )
+}
+
+/// Parses and self-checks an artifact off the async threads.
+async fn load_checked(bytes: Vec<u8>, what: String) -> Result<Model, ReloadError> {
+    tokio::task::spawn_blocking(move || {
+        let model = Model::from_bytes(&bytes).map_err(|source| ReloadError::Load {
+            what: what.clone(),
+            source,
+        })?;
+        model
+            .self_check()
+            .map_err(|source| ReloadError::SelfCheck { what, source })?;
+        Ok(model)
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_digest_is_twelve_hex_digits() {
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef0123456789abcdef"),
+            "0123456789ab"
+        );
+        assert_eq!(short_digest("abc"), "abc");
+    }
+}

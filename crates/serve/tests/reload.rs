@@ -1,0 +1,259 @@
+//! Hot swap: authorisation, refusal of bad models, zero failed requests while
+//! swapping, and following a registry environment.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{TOKEN, TestServer, artifacts, sample_row, write_model};
+use predict_buy_model::Model;
+use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseRecord, ReleaseTag};
+use predict_buy_serve::{AppState, Limits, ModelSource};
+use serde_json::Value;
+
+#[tokio::test]
+async fn reload_needs_the_token() {
+    let s = TestServer::start().await;
+    assert_eq!(s.reload(None).await.0, 401);
+    assert_eq!(s.reload(Some("wrong")).await.0, 401);
+    let r = s
+        .client
+        .post(s.url("/admin/reload"))
+        .header("authorization", format!("Basic {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "unchanged");
+    s.stop().await;
+
+    // No token configured: the admin routes do not exist.
+    let s = TestServer::with(common::Options {
+        token: None,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(s.reload(Some(TOKEN)).await.0, 404);
+    assert_eq!(s.reload(None).await.0, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refused_models_leave_the_old_one_serving() {
+    let s = TestServer::start().await;
+    let before = s.state.current().unwrap().digest.clone();
+    let (_, expected) = s.post_json("/predict", &sample_row()).await;
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("garbage", b"not a model at all".to_vec(), "does not load"),
+        (
+            "truncated",
+            artifacts().1[..artifacts().1.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "self-check",
+            common::self_check_failing_artifact(),
+            "self-check failed",
+        ),
+        ("empty", Vec::new(), "does not load"),
+    ];
+    for (name, bytes, why) in cases {
+        write_model(&s.model_path, &bytes);
+        let (status, body) = s.reload(Some(TOKEN)).await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["error"], "model_refused");
+        let reason = body["detail"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{name}: {reason}");
+        assert!(
+            reason.contains("model.pbm"),
+            "{name}: names the file: {reason}"
+        );
+        assert_eq!(s.state.current().unwrap().digest, before, "{name}");
+        let (status, answer) = s.post_json("/predict", &sample_row()).await;
+        assert_eq!((status, &answer), (200, &expected), "{name}");
+        let (_, info) = s.get("/model").await;
+        assert!(
+            info["last_reload_error"].as_str().unwrap().contains(why),
+            "{info}"
+        );
+    }
+    std::fs::remove_file(&s.model_path).unwrap();
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(status, 502, "a missing file is a source problem: {body}");
+    assert_eq!(s.state.current().unwrap().digest, before);
+
+    // A good model is taken again.
+    write_model(&s.model_path, &artifacts().1);
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "swapped");
+    assert_ne!(s.state.current().unwrap().digest, before);
+    assert_eq!(s.get("/model").await.1["last_reload_error"], Value::Null);
+    s.stop().await;
+}
+
+/// Hammers /predict from many tasks while the model is swapped back and forth; every
+/// answer must be a 200 from one of the two models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_request_fails_during_swaps() {
+    let s = Arc::new(TestServer::start().await);
+    let versions: Vec<String> = [&artifacts().0, &artifacts().1]
+        .iter()
+        .map(|b| Model::from_bytes(b).unwrap().digest()[7..19].to_string())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (s, stop, ok, versions) = (s.clone(), stop.clone(), ok.clone(), versions.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = s.post_json("/predict", &sample_row()).await;
+                if status != 200 || !versions.iter().any(|v| body["model_version"] == v.as_str()) {
+                    failures.push((status, body));
+                } else {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            failures
+        }));
+    }
+    let mut swaps = 0;
+    for i in 0..40 {
+        let bytes = if i % 2 == 0 {
+            &artifacts().1
+        } else {
+            &artifacts().0
+        };
+        write_model(&s.model_path, bytes);
+        let (status, body) = s.reload(Some(TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "swapped");
+        swaps += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    assert_eq!(swaps, 40);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 200,
+        "load was too light to mean anything"
+    );
+}
+
+async fn release(registry: &Registry, tag: &str, bytes: &[u8]) -> ReleaseTag {
+    let pushed = registry.push_bytes(bytes.to_vec().into()).await.unwrap();
+    let tag = ReleaseTag::parse(tag).unwrap();
+    registry
+        .create_release(&ReleaseRecord {
+            tag: tag.clone(),
+            model_digest: pushed.digest,
+            image: None,
+            git_commit: None,
+            notes: String::new(),
+            created_at: jiff::Timestamp::now(),
+            created_by: "test".into(),
+            metrics: Value::Null,
+            golden: Vec::new(),
+        })
+        .await
+        .unwrap();
+    tag
+}
+
+async fn wait_for(s: &TestServer, version: &str) -> Value {
+    for _ in 0..200 {
+        let (status, body) = s.get("/").await;
+        if status == 200 && body["model_version"] == version {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the server never reported {version}: {:?}",
+        s.get("/").await
+    );
+}
+
+#[tokio::test]
+async fn follows_a_registry_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = RegistryUrl::parse(&format!("file://{}", dir.path().join("reg").display())).unwrap();
+    let registry = Arc::new(Registry::open(&url).unwrap());
+    let env = EnvName::parse("nonprod").unwrap();
+    let state = AppState::new(
+        ModelSource::Registry {
+            registry: registry.clone(),
+            env: env.clone(),
+        },
+        Limits::default(),
+        Some(TOKEN.into()),
+    );
+    state.reload(true).await.unwrap();
+    let s = TestServer::serve(state, dir, Default::default()).await;
+    assert_eq!(s.get("/readyz").await.0, 503);
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 503);
+
+    let v1 = release(&registry, "v1.0.0", &artifacts().0).await;
+    registry
+        .set_desired(&env, Some(&v1), "test", None)
+        .await
+        .unwrap();
+    let root = wait_for(&s, "v1.0.0").await;
+    assert_eq!(root["release"], "v1.0.0");
+    assert_eq!(s.get("/readyz").await.0, 200);
+    let (status, body) = s.post_json("/predict", &sample_row()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["model_version"], "v1.0.0");
+    let (_, info) = s.get("/model").await;
+    assert_eq!(info["release"], "v1.0.0");
+
+    let v2 = release(&registry, "v1.1.0", &artifacts().1).await;
+    registry
+        .set_desired(&env, Some(&v2), "test", None)
+        .await
+        .unwrap();
+    wait_for(&s, "v1.1.0").await;
+
+    // A bad release is refused; v1.1.0 keeps serving and the reload says why.
+    let bad = release(&registry, "v1.2.0", &common::self_check_failing_artifact()).await;
+    registry
+        .set_desired(&env, Some(&bad), "test", None)
+        .await
+        .unwrap();
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("v1.2.0"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.get("/").await.1["model_version"], "v1.1.0");
+
+    // Rolling back to a release of a model already seen swaps promptly.
+    registry
+        .set_desired(&env, Some(&v1), "test", None)
+        .await
+        .unwrap();
+    wait_for(&s, "v1.0.0").await;
+    s.stop().await;
+}
