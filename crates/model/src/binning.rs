@@ -121,6 +121,26 @@ impl Binned {
     }
 }
 
+impl Binned {
+    /// Bins another matrix with these bounds (validation rows must share the training
+    /// rows' bins).
+    pub fn apply(&self, m: &Matrix) -> Binned {
+        let columns: Vec<Vec<u8>> = m
+            .columns
+            .par_iter()
+            .zip(&self.mappers)
+            .map(|(col, mapper)| col.iter().map(|&x| mapper.bin(x)).collect())
+            .collect();
+        let rows = row_major(&columns, m.n_rows);
+        Binned {
+            n_rows: m.n_rows,
+            columns,
+            rows,
+            mappers: self.mappers.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,26 +169,6 @@ mod tests {
             if b > 0 {
                 assert!(x > m.uppers[b - 1]);
             }
-        }
-    }
-}
-
-impl Binned {
-    /// Bins another matrix with these bounds (validation rows must share the training
-    /// rows' bins).
-    pub fn apply(&self, m: &Matrix) -> Binned {
-        let columns: Vec<Vec<u8>> = m
-            .columns
-            .par_iter()
-            .zip(&self.mappers)
-            .map(|(col, mapper)| col.iter().map(|&x| mapper.bin(x)).collect())
-            .collect();
-        let rows = row_major(&columns, m.n_rows);
-        Binned {
-            n_rows: m.n_rows,
-            columns,
-            rows,
-            mappers: self.mappers.clone(),
         }
     }
 }

@@ -327,7 +327,7 @@ fn choose_threshold(
                 ),
             }
         }
-        ThresholdRule::Named(ThresholdName::F1) if y_val.iter().any(|&v| v == 1) => {
+        ThresholdRule::Named(ThresholdName::F1) if y_val.contains(&1) => {
             let value = best_f1_threshold(y_val, p_val);
             Threshold {
                 value,
@@ -467,7 +467,7 @@ fn fit(
                     reason: "must be at least 1".into(),
                 });
             }
-            if !(p.learning_rate > 0.0) {
+            if p.learning_rate.is_nan() || p.learning_rate <= 0.0 {
                 return Err(TrainError::Config {
                     key: "model.params.learning_rate".into(),
                     reason: "must be positive".into(),
