@@ -86,6 +86,8 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     check_fraction("train.test_size", cfg.train.test_size)?;
     check_fraction("train.validation_fraction", cfg.train.validation_fraction)?;
     let seed = cfg.train.random_state.unwrap_or(0);
+    let params = cfg.model.params.clone().unwrap_or(serde_json::Value::Null);
+    let learner = Learner::parse(cfg.model.name, &params)?;
 
     progress.stage("cleaning");
     let cleaner = predict_buy_data::Cleaner::fit(req.train, &cfg.data)?;
@@ -145,17 +147,8 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     let calibration = calibration(prior_before, positive_rate(&y_fit), smote_summary.is_some());
 
     progress.stage("binning");
-    let params_json = cfg.model.params.clone().unwrap_or(serde_json::Value::Null);
     let start = Instant::now();
-    let (ensemble, boost_log, params_used) = fit(
-        cfg.model.name,
-        &params_json,
-        &x_fit,
-        &y_fit,
-        &x_val,
-        &y_val,
-        progress,
-    )?;
+    let (ensemble, boost_log, params_used) = learner.fit(&x_fit, &y_fit, &x_val, &y_val, progress);
     let fit_seconds = start.elapsed().as_secs_f64();
 
     progress.stage("evaluating");
@@ -409,108 +402,113 @@ fn holdout(y: &[u8], share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
 
 type Fitted = (Ensemble, Option<BoostLog>, serde_json::Value);
 
-fn fit(
-    name: ModelName,
-    params: &serde_json::Value,
-    x: &Matrix,
-    y: &[u8],
-    x_val: &Matrix,
-    y_val: &[u8],
-    progress: &dyn Progress,
-) -> Result<Fitted, TrainError> {
-    fn parse<T: serde::de::DeserializeOwned + Default>(
-        v: &serde_json::Value,
-    ) -> Result<T, TrainError> {
-        if v.is_null() {
-            return Ok(T::default());
-        }
-        serde_json::from_value(v.clone()).map_err(|e| TrainError::Config {
-            key: "model.params".into(),
-            reason: e.to_string(),
-        })
+/// A learner's parameters, parsed and checked before any data is read.
+enum Learner {
+    Tree(DecisionTreeParams),
+    Forest(RandomForestParams),
+    Boosting(GradientBoostingParams),
+}
+
+fn config_error(key: &str, reason: &str) -> TrainError {
+    TrainError::Config {
+        key: key.into(),
+        reason: reason.into(),
     }
-    let binned = Binned::new(x, max_bins(params));
-    let data = FitData { binned: &binned, y };
-    let tick = |done: usize, total: usize| progress.tick(done, total);
-    progress.stage("fitting");
-    Ok(match name {
-        ModelName::DecisionTreeClassifier => {
-            let p: DecisionTreeParams = parse(params)?;
-            validate_common(p.min_samples_leaf, p.max_depth)?;
-            (
-                fit_decision_tree(&p, &data),
-                None,
-                serde_json::to_value(&p).unwrap_or_default(),
-            )
-        }
-        ModelName::RandomForestClassifier => {
-            let p: RandomForestParams = parse(params)?;
-            validate_common(p.min_samples_leaf, p.max_depth)?;
-            if p.n_estimators == 0 {
-                return Err(TrainError::Config {
-                    key: "model.params.n_estimators".into(),
-                    reason: "must be at least 1".into(),
-                });
+}
+
+impl Learner {
+    fn parse(name: ModelName, params: &serde_json::Value) -> Result<Self, TrainError> {
+        fn parse<T: serde::de::DeserializeOwned + Default>(
+            v: &serde_json::Value,
+        ) -> Result<T, TrainError> {
+            if v.is_null() {
+                return Ok(T::default());
             }
-            (
-                fit_random_forest(&p, &data, &tick),
-                None,
-                serde_json::to_value(&p).unwrap_or_default(),
-            )
+            serde_json::from_value(v.clone())
+                .map_err(|e| config_error("model.params", &e.to_string()))
         }
-        ModelName::GradientBoostingClassifier => {
-            let p: GradientBoostingParams = parse(params)?;
-            validate_common(p.min_samples_leaf, p.max_depth)?;
-            if p.n_estimators == 0 {
-                return Err(TrainError::Config {
-                    key: "model.params.n_estimators".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
+        let learner = match name {
+            ModelName::DecisionTreeClassifier => Learner::Tree(parse(params)?),
+            ModelName::RandomForestClassifier => Learner::Forest(parse(params)?),
+            ModelName::GradientBoostingClassifier => Learner::Boosting(parse(params)?),
+        };
+        let (min_samples_leaf, max_depth, n_estimators) = match &learner {
+            Learner::Tree(p) => (p.min_samples_leaf, p.max_depth, 1),
+            Learner::Forest(p) => (p.min_samples_leaf, p.max_depth, p.n_estimators),
+            Learner::Boosting(p) => (p.min_samples_leaf, p.max_depth, p.n_estimators),
+        };
+        if min_samples_leaf == 0 {
+            return Err(config_error(
+                "model.params.min_samples_leaf",
+                "must be at least 1",
+            ));
+        }
+        if max_depth == Some(0) {
+            return Err(config_error(
+                "model.params.max_depth",
+                "must be at least 1 (or null)",
+            ));
+        }
+        if n_estimators == 0 {
+            return Err(config_error(
+                "model.params.n_estimators",
+                "must be at least 1",
+            ));
+        }
+        if let Learner::Boosting(p) = &learner {
             if p.learning_rate.is_nan() || p.learning_rate <= 0.0 {
-                return Err(TrainError::Config {
-                    key: "model.params.learning_rate".into(),
-                    reason: "must be positive".into(),
-                });
+                return Err(config_error(
+                    "model.params.learning_rate",
+                    "must be positive",
+                ));
             }
-            if !(p.subsample > 0.0 && p.subsample <= 1.0) {
-                return Err(TrainError::Config {
-                    key: "model.params.subsample".into(),
-                    reason: "must be in (0, 1]".into(),
-                });
+            if p.subsample.is_nan() || p.subsample <= 0.0 || p.subsample > 1.0 {
+                return Err(config_error("model.params.subsample", "must be in (0, 1]"));
             }
-            let val_binned = (!y_val.is_empty()).then(|| binned.apply(x_val));
-            let validation = val_binned.as_ref().map(|b| Validation {
-                binned: b,
-                y: y_val,
-            });
-            let (e, log) = fit_gradient_boosting(&p, &data, validation.as_ref(), &tick);
-            (e, Some(log), serde_json::to_value(&p).unwrap_or_default())
         }
-    })
+        Ok(learner)
+    }
+
+    fn max_bins(&self) -> usize {
+        match self {
+            Learner::Tree(p) => p.max_bins,
+            Learner::Forest(p) => p.max_bins,
+            Learner::Boosting(p) => p.max_bins,
+        }
+        .clamp(2, 255)
+    }
+
+    fn fit(
+        &self,
+        x: &Matrix,
+        y: &[u8],
+        x_val: &Matrix,
+        y_val: &[u8],
+        progress: &dyn Progress,
+    ) -> Fitted {
+        let binned = Binned::new(x, self.max_bins());
+        let data = FitData { binned: &binned, y };
+        let tick = |done: usize, total: usize| progress.tick(done, total);
+        progress.stage("fitting");
+        match self {
+            Learner::Tree(p) => (fit_decision_tree(p, &data), None, used(p)),
+            Learner::Forest(p) => (fit_random_forest(p, &data, &tick), None, used(p)),
+            Learner::Boosting(p) => {
+                let val_binned = (!y_val.is_empty()).then(|| binned.apply(x_val));
+                let validation = val_binned.as_ref().map(|b| Validation {
+                    binned: b,
+                    y: y_val,
+                });
+                let (e, log) = fit_gradient_boosting(p, &data, validation.as_ref(), &tick);
+                (e, Some(log), used(p))
+            }
+        }
+    }
 }
 
-fn max_bins(params: &serde_json::Value) -> usize {
-    params
-        .get("max_bins")
-        .and_then(|v| v.as_u64())
-        .map_or(255, |v| v.clamp(2, 255) as usize)
-}
-
-fn validate_common(min_samples_leaf: usize, max_depth: Option<usize>) -> Result<(), TrainError> {
-    if min_samples_leaf == 0 {
-        return Err(TrainError::Config {
-            key: "model.params.min_samples_leaf".into(),
-            reason: "must be at least 1".into(),
-        });
-    }
-    if max_depth == Some(0) {
-        return Err(TrainError::Config {
-            key: "model.params.max_depth".into(),
-            reason: "must be at least 1 (or null)".into(),
-        });
-    }
-    Ok(())
+/// The parameters actually used, defaults filled in, for the artifact's metadata.
+fn used<T: serde::Serialize>(params: &T) -> serde_json::Value {
+    serde_json::to_value(params).unwrap_or_default()
 }
 
 /// One raw table row as the JSON object a client would send for it.
