@@ -168,30 +168,51 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON request body, refused with an [`ApiError`]: wrong content type → 415, over
-/// the body limit → 413, not JSON → 400. What the JSON must contain is the handler's
-/// business (422).
-pub struct JsonBody(pub serde_json::Value);
+/// The raw bytes of a JSON request body, refused with an [`ApiError`]: wrong content
+/// type → 415, over the body limit → 413. Parsing is the handler's business.
+pub struct JsonBytes(pub Bytes);
 
-impl FromRequest<AppState> for JsonBody {
+impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.limits().body_bytes,
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBytes)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge {
+                        limit: state.limits().body_bytes,
+                    }
+                } else {
+                    ApiError::BodyRead(rejection.body_text())
                 }
-            } else {
-                ApiError::BodyRead(rejection.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes)
+            })
+    }
+}
+
+/// A JSON request body, refused with an [`ApiError`]: wrong content type → 415, over
+/// the body limit → 413, not JSON → 400. What the JSON must contain is the handler's
+/// business (422).
+pub struct JsonBody(pub serde_json::Value);
+
+impl JsonBody {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::MalformedJson(e.to_string()))
+    }
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        Self::parse(&bytes)
     }
 }
 

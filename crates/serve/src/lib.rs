@@ -28,6 +28,7 @@
 //! ```
 
 mod error;
+mod fast;
 mod metrics;
 mod routes;
 mod state;
@@ -47,7 +48,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody};
+pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
 pub use routes::ApiDoc;
 pub use state::{AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome};
 

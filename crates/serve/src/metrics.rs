@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::{Limits, LoadedModel};
@@ -71,6 +71,9 @@ pub(crate) struct Metrics {
     in_flight: Gauge,
     shed: Counter,
     class: [Counter; 2],
+    /// Per route: its latency histogram and its 200 counter, looked up once rather than
+    /// per request.
+    routes: std::sync::Arc<[(Histogram, Counter)]>,
 }
 
 impl Metrics {
@@ -85,6 +88,15 @@ impl Metrics {
                 metrics::counter!("predictions_total", "class" => "0"),
                 metrics::counter!("predictions_total", "class" => "1"),
             ],
+            routes: ROUTES
+                .iter()
+                .map(|&route| {
+                    (
+                        metrics::histogram!(LATENCY, "route" => route),
+                        metrics::counter!("http_requests_total", "route" => route, "status" => "200"),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -140,15 +152,21 @@ pub(crate) async fn track(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let route = route_label(req.extensions().get::<MatchedPath>());
-    let in_flight = state.metrics().in_flight.clone();
-    in_flight.increment(1.0);
+    let route = route_index(req.extensions().get::<MatchedPath>());
+    let m = state.metrics();
+    m.in_flight.increment(1.0);
     // Decrement even if the client goes away and the future is dropped.
-    let _guard = Decrement(in_flight);
+    let _guard = Decrement(m.in_flight.clone());
     let response = next.run(req).await;
-    let status = status_label(response.status());
-    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
-    metrics::histogram!(LATENCY, "route" => route).record(start.elapsed().as_secs_f64());
+    let (latency, ok) = &m.routes[route];
+    if response.status() == StatusCode::OK {
+        ok.increment(1);
+    } else {
+        let status = status_label(response.status());
+        metrics::counter!("http_requests_total", "route" => ROUTES[route], "status" => status)
+            .increment(1);
+    }
+    latency.record(start.elapsed().as_secs_f64());
     response
 }
 
@@ -162,19 +180,23 @@ impl Drop for Decrement {
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot
 /// blow up the number of series.
-fn route_label(path: Option<&MatchedPath>) -> &'static str {
-    match path.map(MatchedPath::as_str) {
-        Some("/") => "/",
-        Some("/predict") => "/predict",
-        Some("/predict/batch") => "/predict/batch",
-        Some("/healthz") => "/healthz",
-        Some("/readyz") => "/readyz",
-        Some("/model") => "/model",
-        Some("/metrics") => "/metrics",
-        Some("/openapi.json") => "/openapi.json",
-        Some("/admin/reload") => "/admin/reload",
-        _ => "unmatched",
-    }
+const ROUTES: [&str; 10] = [
+    "/",
+    "/predict",
+    "/predict/batch",
+    "/healthz",
+    "/readyz",
+    "/model",
+    "/metrics",
+    "/openapi.json",
+    "/admin/reload",
+    "unmatched",
+];
+
+fn route_index(path: Option<&MatchedPath>) -> usize {
+    let unmatched = ROUTES.len() - 1;
+    path.and_then(|p| ROUTES[..unmatched].iter().position(|r| *r == p.as_str()))
+        .unwrap_or(unmatched)
 }
 
 fn status_label(status: StatusCode) -> metrics::SharedString {

@@ -68,6 +68,8 @@ pub struct LoadedModel {
     /// `sha256:<hex>`.
     pub digest: String,
     pub loaded_at: String,
+    /// The model's input field names, in schema order.
+    pub fields: Vec<String>,
 }
 
 impl LoadedModel {
@@ -78,6 +80,7 @@ impl LoadedModel {
             None => short_digest(&digest).to_string(),
         };
         Self {
+            fields: model.input_fields().into_iter().map(|f| f.name).collect(),
             model,
             version,
             release,

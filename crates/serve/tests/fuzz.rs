@@ -175,5 +175,10 @@ proptest! {
         let (bstatus, banswer) = send("POST", "/predict/batch", Some("application/json"), serde_json::to_vec(&batch).unwrap());
         check(bstatus, &banswer, "batch")?;
         prop_assert_eq!(bstatus, status, "batch and single agree");
+        if status == StatusCode::OK {
+            // /predict's fast path and the batch's general path give the same answer.
+            prop_assert_eq!(&banswer["predictions"][0]["probability"], &answer["probability"]);
+            prop_assert_eq!(&banswer["predictions"][0]["predicted_class"], &answer["predicted_class"]);
+        }
     }
 }

@@ -29,6 +29,11 @@ async fn original_sample_requests_are_answered() {
         // Missing values (null) are imputed; unknown categories are allowed.
         json!({"Gender":null,"Age":null,"HasDrivingLicense":null,"RegionID":null,
                "Switch":null,"PastAccident":"Maybe","AnnualPremium":null}),
+        // A raw-data row as the original clients sent them: extra columns, an empty
+        // category, a null, a padded currency string.
+        json!({"id":163611,"Gender":"","Age":69,"HasDrivingLicense":1,"RegionID":31,
+               "Switch":null,"VehicleAge":"1-2 Year","PastAccident":"Yes",
+               "AnnualPremium":"£131.50 ","SalesChannelID":154,"DaysSinceCreated":199,"Result":0}),
         json!({"Gender":"Nonbinary","Age":85,"HasDrivingLicense":0,"RegionID":52,
                "Switch":1,"PastAccident":"No","AnnualPremium":"£131.50 ", "extra": "ignored"}),
     ];
