@@ -285,6 +285,16 @@ fn a_held_lease_refuses_a_second_deploy_naming_holder_and_time() {
         p.history("nonprod").is_empty(),
         "a refused deploy records nothing"
     );
+    // Recovering without waiting for expiry.
+    let run = p
+        .ctx
+        .run(["status", "--env", "nonprod", "--break-lease"])
+        .ok();
+    assert!(
+        run.stderr.contains("broke the lease of alice@ci (pid 42)"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("lease        free"), "{run}");
 }
 
 #[test]

@@ -97,6 +97,10 @@ pub struct StatusArgs {
     /// Environment (default: the one following the current git branch).
     #[arg(long)]
     pub env: Option<String>,
+    /// Remove the environment's lease, whoever holds it: for recovering from a
+    /// crashed deploy without waiting for the lease to expire (docs/operations.md).
+    #[arg(long)]
+    pub break_lease: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -433,6 +437,18 @@ fn failure_error(r: &Report) -> CliError {
 
 pub fn run_status(a: StatusArgs) -> Outcome {
     let project = open_project(&a.project, a.env.as_deref())?;
+    if a.break_lease {
+        let broken = runtime()?
+            .block_on(project.registry.break_lease(&project.env.name))
+            .map_err(registry_error)?;
+        match broken {
+            Some(l) => eprintln!(
+                "broke the lease of {} for {} (held since {})",
+                l.holder, l.operation, l.acquired_at
+            ),
+            None => eprintln!("no lease to break on {}", project.env.name),
+        }
+    }
     let status = runtime()?
         .block_on(predict_buy_deploy::status(
             &project.registry,
