@@ -623,3 +623,33 @@ fn quickstart_from_nothing_to_a_verified_deploy() {
     // The server stopped with quickstart: the port is free again.
     assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+/// An unreachable registry fails the deploy within seconds, naming the endpoint, and
+/// leaves nothing behind (there is nowhere to leave it).
+#[test]
+fn an_unreachable_registry_fails_cleanly() {
+    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = p.ctx.command();
+    cmd.args([
+        "deploy",
+        "v0.1.0",
+        "--env",
+        "nonprod",
+        "--yes",
+        "--registry",
+        "s3://predict-buy-test/reg",
+    ])
+    .env("AWS_ENDPOINT_URL", &endpoint)
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_REGION", "us-east-1");
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The file registry of the project was not touched either.
+    assert!(p.history("nonprod").is_empty());
+}

@@ -120,11 +120,17 @@ impl Verifier {
         };
         self.nudge(base).await;
         loop {
-            match self.check(base, &tag, &release.golden).await {
+            // A hung request must not stretch verification past its deadline.
+            let checked =
+                tokio::time::timeout_at(deadline.into(), self.check(base, &tag, &release.golden))
+                    .await
+                    .unwrap_or_else(|_| Err(Check::NotYet("a request was still pending".into())));
+            match checked {
                 Ok(()) => return Ok(start.elapsed()),
                 Err(Check::Wrong(problem)) => return Err(fail(problem, true)),
                 Err(Check::NotYet(problem)) => {
                     if Instant::now() + self.poll_interval >= deadline {
+                        // Report the last thing that was wrong, not just "timed out".
                         return Err(fail(
                             format!(
                                 "not verified within {:.1}s: {problem}",
