@@ -346,6 +346,19 @@ async fn carry_out(deployer: &Deployer<LocalTarget>, plan: &Plan, t: &Transition
     if !t.yes {
         confirm(plan)?;
     }
+    if !t.json {
+        eprintln!(
+            "{} {} on {}: applying, then verifying {} endpoint(s) (timeout {:.0}s)…",
+            match plan.kind {
+                Kind::Rollback => "rolling back to",
+                _ => "deploying",
+            },
+            plan.release,
+            plan.env,
+            plan.endpoints.len(),
+            plan.verify_timeout_ms as f64 / 1000.0
+        );
+    }
     let report = deployer.execute(plan).await.map_err(deploy_error)?;
     if t.json {
         println!(
