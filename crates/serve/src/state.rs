@@ -245,7 +245,7 @@ impl AppState {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e.chain(), "reload refused; the previous model keeps serving");
+                tracing::error!(error = %e.chain(), "reload refused; the model serving before, if any, keeps serving");
                 self.inner.last_error.store(Some(Arc::new(e.chain())));
                 self.inner.metrics.reload("refused");
             }
