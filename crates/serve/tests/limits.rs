@@ -123,3 +123,27 @@ async fn shutdown_drains_requests_in_flight() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn clients_trickling_headers_are_cut_off() {
+    let s = TestServer::with(Options {
+        limits: Limits {
+            request_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+    s.stop().await;
+}
