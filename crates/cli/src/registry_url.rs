@@ -106,11 +106,11 @@ fn resolve(
     if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
         return parse(value, env::REGISTRY);
     }
-    if let Some(config) = find_project_file(cwd) {
-        if let Some(text) = read_registry_key(&config)? {
-            let url = parse(&text, &config.display().to_string())?;
-            return Ok(anchor(url, config.parent().unwrap_or(cwd)));
-        }
+    if let Some(config) = find_project_file(cwd)
+        && let Some(text) = read_registry_key(&config)?
+    {
+        let url = parse(&text, &config.display().to_string())?;
+        return Ok(anchor(url, config.parent().unwrap_or(cwd)));
     }
     Ok(RegistryUrl::parse(DEFAULT_REGISTRY_URL).expect("the default registry URL parses"))
 }

@@ -174,10 +174,12 @@ fn registry_url(
     let from_env = std::env::var(vars::REGISTRY)
         .ok()
         .filter(|v| !v.trim().is_empty());
-    if explicit && flag.is_none() && from_env.is_none() {
-        if let Some(url) = config.registry_url().map_err(deploy_error)? {
-            return Ok(url);
-        }
+    if explicit
+        && flag.is_none()
+        && from_env.is_none()
+        && let Some(url) = config.registry_url().map_err(deploy_error)?
+    {
+        return Ok(url);
     }
     crate::registry_url::registry_url(flag)
 }
