@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::Args;
-use predict_buy_registry::{DEFAULT_REGISTRY_URL, EnvName, Registry, RegistryUrl};
+use predict_buy_registry::{EnvName, Registry};
 use predict_buy_serve::{AppState, Limits, ModelSource, ReloadOutcome};
 
 use crate::project::env;
@@ -103,19 +103,10 @@ fn source(a: &ServeArgs) -> Result<ModelSource, CliError> {
         )));
     };
     let env_name = EnvName::parse(env_name).map_err(CliError::input)?;
-    let url_text = a
-        .registry
-        .clone()
-        .or_else(|| {
-            std::env::var(env::REGISTRY)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_REGISTRY_URL.to_string());
-    let url = RegistryUrl::parse(&url_text)
-        .map_err(|e| CliError::input(e).context(format!("registry URL `{url_text}`")))?;
+    // The same resolution as every other command: flag, environment, predict-buy.yaml.
+    let url = crate::registry_url::registry_url(a.registry.as_deref())?;
     let registry = Registry::open(&url)
-        .map_err(|e| CliError::input(e).context(format!("cannot open the registry {url_text}")))?;
+        .map_err(|e| CliError::input(e).context(format!("cannot open the registry {url}")))?;
     Ok(ModelSource::Registry {
         registry: Arc::new(registry),
         env: env_name,
