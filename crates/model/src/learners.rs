@@ -202,31 +202,24 @@ fn rng(seed: Option<u64>, salt: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.unwrap_or(0).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt)
 }
 
+/// A decision tree is a forest of one tree grown on every row.
 pub fn fit_decision_tree(p: &DecisionTreeParams, data: &FitData<'_>) -> Ensemble {
-    let g: Vec<f64> = data.y.iter().map(|&y| f64::from(y)).collect();
-    let h = vec![1.0; data.y.len()];
-    let gp = GrowParams {
-        criterion: criterion(p.criterion),
+    let one_tree = RandomForestParams {
+        n_estimators: 1,
+        criterion: p.criterion,
         max_depth: p.max_depth,
-        max_leaf_nodes: p.max_leaf_nodes,
-        min_samples_leaf: p.min_samples_leaf,
         min_samples_split: p.min_samples_split,
-        min_child_weight: 0.0,
-        lambda: 0.0,
-        min_gain: p.min_impurity_decrease,
-        max_features: p
-            .max_features
-            .as_ref()
-            .map(|m| m.resolve(data.binned.n_features())),
-        parallel: true,
+        min_samples_leaf: p.min_samples_leaf,
+        max_features: p.max_features.clone(),
+        max_leaf_nodes: p.max_leaf_nodes,
+        min_impurity_decrease: p.min_impurity_decrease,
+        bootstrap: false,
+        max_samples: None,
+        random_state: p.random_state,
+        n_jobs: None,
+        max_bins: p.max_bins,
     };
-    let rows: Vec<u32> = (0..data.y.len() as u32).collect();
-    let grown = Grower::new(data.binned, &gp, &g, &h).grow(rows, &mut rng(p.random_state, 1));
-    Ensemble {
-        link: Link::Average,
-        base_score: 0.0,
-        trees: vec![grown.tree],
-    }
+    fit_random_forest(&one_tree, data, &|_, _| {})
 }
 
 pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<'_>) -> Ensemble {
@@ -248,7 +241,8 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
             .max_features
             .as_ref()
             .map(|m| m.resolve(data.binned.n_features())),
-        parallel: false,
+        // Many trees run in parallel; a lone tree parallelises its histograms instead.
+        parallel: p.n_estimators == 1,
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let trees = (0..p.n_estimators)
