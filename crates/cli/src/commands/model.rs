@@ -49,6 +49,7 @@ pub struct PullArgs {
     pub registry: RegistryArg,
 }
 
+/// `model list` and `release list` take the same flags.
 #[derive(Args)]
 pub struct ListArgs {
     /// Print one JSON document on stdout.

@@ -11,6 +11,7 @@ use predict_buy_registry::{
 };
 use serde::Serialize;
 
+use crate::commands::model::ListArgs;
 use crate::commands::model::{load_artifact_file, looks_like_digest, push_artifact, short_time};
 use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
@@ -40,15 +41,6 @@ pub struct CreateArgs {
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub notes: String,
     /// Print the stored release as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub registry: RegistryArg,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
