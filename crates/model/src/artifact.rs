@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use predict_buy_data::{Cleaner, DataError, FieldError, RawValue, RuleKind, Table};
 
-use crate::ensemble::Ensemble;
+use crate::ensemble::{Compiled, Ensemble};
 use crate::learners::sigmoid;
 use crate::metrics::EvalReport;
 use crate::preprocess::{EncodedColumn, Encoder, RecordEncoder};
@@ -115,6 +115,7 @@ pub struct InputField {
 pub struct Model {
     payload: Payload,
     encoder: RecordEncoder,
+    compiled: Compiled,
     digest: String,
 }
 
@@ -122,9 +123,11 @@ impl Model {
     pub(crate) fn new(payload: Payload) -> Result<Self, ArtifactError> {
         validate(&payload)?;
         let encoder = RecordEncoder::new(&payload.encoder);
+        let compiled = Compiled::new(&payload.ensemble);
         let mut model = Self {
             payload,
             encoder,
+            compiled,
             digest: String::new(),
         };
         model.digest = digest_of(&model.to_bytes());
@@ -173,9 +176,11 @@ impl Model {
         }
         validate(&payload)?;
         let encoder = RecordEncoder::new(&payload.encoder);
+        let compiled = Compiled::new(&payload.ensemble);
         Ok(Self {
             payload,
             encoder,
+            compiled,
             digest: digest_of(bytes),
         })
     }
@@ -275,7 +280,7 @@ impl Model {
         let clean = self.payload.cleaner.clean_record(values)?;
         let mut x = vec![0f32; self.encoder.n_features];
         self.encoder.encode(&clean, &mut x);
-        Ok(self.finish(self.payload.ensemble.predict_raw(&x)))
+        Ok(self.finish(self.compiled.predict(&x)))
     }
 
     /// Predicts one JSON object keyed by field name. Absent fields are errors; `null`
@@ -333,9 +338,7 @@ impl Model {
         let columns = self.payload.cleaner.clean_features(table)?;
         let m = self.payload.encoder.transform(&columns);
         let mut raw = Vec::new();
-        self.payload
-            .ensemble
-            .predict_raw_batch(&m.columns, m.n_rows, &mut raw);
+        self.compiled.predict_batch(&m.columns, m.n_rows, &mut raw);
         Ok(raw.into_iter().map(|p| self.finish(p)).collect())
     }
 
@@ -344,9 +347,7 @@ impl Model {
         let frame = self.payload.cleaner.clean_evaluation(table)?;
         let m = self.payload.encoder.transform(&frame.features);
         let mut raw = Vec::new();
-        self.payload
-            .ensemble
-            .predict_raw_batch(&m.columns, m.n_rows, &mut raw);
+        self.compiled.predict_batch(&m.columns, m.n_rows, &mut raw);
         let p: Vec<f64> = raw.into_iter().map(|r| self.calibrate(r)).collect();
         Ok(crate::metrics::evaluate(
             &frame.target,
@@ -374,6 +375,11 @@ impl Model {
     /// The raw-probability ensemble, for benchmarks.
     pub fn ensemble(&self) -> &Ensemble {
         &self.payload.ensemble
+    }
+
+    /// The ensemble laid out for scoring, for benchmarks.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
     }
 }
 

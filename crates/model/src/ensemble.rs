@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tree::{LEAF, Node, Tree};
+use crate::tree::{LEAF, Tree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,105 +24,215 @@ impl Ensemble {
     /// The raw probability for one feature row, before any prior correction.
     #[inline]
     pub fn predict_raw(&self, x: &[f32]) -> f64 {
-        self.finish(self.trees.iter().map(|t| t.predict(x)).sum())
+        finish(
+            self.link,
+            self.base_score,
+            self.trees.len(),
+            sum_trees(&self.trees, x),
+        )
     }
 
     /// Probabilities for many rows given column-major features; see [`Compiled`].
     pub fn predict_raw_batch(&self, columns: &[Vec<f32>], n_rows: usize, out: &mut Vec<f64>) {
         Compiled::new(self).predict_batch(columns, n_rows, out);
     }
+}
 
-    fn finish(&self, sum: f32) -> f64 {
-        match self.link {
-            Link::Average => f64::from(sum) / self.trees.len().max(1) as f64,
-            Link::Logit => crate::learners::sigmoid(self.base_score + f64::from(sum)),
+/// The ensemble rearranged for fast scoring, built once when a model loads.
+///
+/// For batches, trees no deeper than [`DENSE_MAX_DEPTH`] are laid out as complete
+/// binary trees in heap order (node `i`'s children are `2i + 1` and `2i + 2`): a leaf
+/// above the bottom level becomes a subtree whose leaves all hold its value. A walk is
+/// then exactly `depth` steps with no branch on the data and no child index to load,
+/// and `LANES` rows walk each tree in lockstep so the processor overlaps their
+/// independent walks. Every path sums leaf values in tree order in `f32` (see
+/// `sum_trees`), so batch, single-row and reference answers agree bit for bit.
+///
+/// Deeper trees (unlimited-depth forests) are walked row by row in their node form: a
+/// complete layout would walk every row to the deepest leaf.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    link: Link,
+    base_score: f64,
+    trees: Vec<Tree>,
+    /// The complete-tree form, when every tree is shallow enough.
+    dense: Option<Vec<DenseTree>>,
+}
+
+/// Complete trees deeper than this would cost more memory (2^depth leaves) and walk
+/// more steps than the node form; it also keeps every split index below 256.
+pub const DENSE_MAX_DEPTH: usize = 8;
+/// Rows scored together: each tree stays in L1 while the block walks it, and the
+/// block's features do too.
+const BLOCK: usize = 128;
+/// Rows whose walks are interleaved. Measured on the 2-core bench machine (100 trees,
+/// depth 6): 4 lanes 1.6 M rows/s, 8 lanes 1.8 M, 16 lanes 2.4 M, 32 lanes 1.3 M
+/// (register spills).
+const LANES: usize = 16;
+/// A block holds up to 256 features, so a `u16` offset `f * BLOCK` plus a lane is
+/// provably in bounds and the walk needs no bounds check.
+const BLOCK_LEN: usize = u16::MAX as usize + 1 + BLOCK;
+
+#[derive(Debug, Clone)]
+struct DenseTree {
+    depth: usize,
+    /// `feature * BLOCK` of each internal node in heap order, padded to 256 entries so
+    /// that `i & 255` needs no bounds check.
+    offsets: Box<[u16; 256]>,
+    thresholds: Box<[f32; 256]>,
+    /// The `2^depth` leaves, left to right.
+    leaves: Vec<f32>,
+}
+
+impl DenseTree {
+    fn new(tree: &Tree) -> Self {
+        let depth = tree.depth();
+        let mut dense = Self {
+            depth,
+            offsets: Box::new([0; 256]),
+            thresholds: Box::new([f32::INFINITY; 256]),
+            leaves: vec![0.0; 1 << depth],
+        };
+        dense.fill(tree, 0, 0, 0);
+        dense
+    }
+
+    fn fill(&mut self, tree: &Tree, src: usize, pos: usize, level: usize) {
+        let n = &tree.nodes[src];
+        if level == self.depth {
+            self.leaves[pos + 1 - (1 << self.depth)] = n.value;
+            return;
+        }
+        if n.feature == LEAF {
+            // Both sides end in this leaf's value, so the padding split's outcome
+            // does not matter.
+            self.fill(tree, src, 2 * pos + 1, level + 1);
+            self.fill(tree, src, 2 * pos + 2, level + 1);
+        } else {
+            self.offsets[pos] = (n.feature as usize * BLOCK) as u16;
+            self.thresholds[pos] = n.threshold;
+            self.fill(tree, n.left as usize, 2 * pos + 1, level + 1);
+            self.fill(tree, n.left as usize + 1, 2 * pos + 2, level + 1);
+        }
+    }
+
+    /// Adds this tree's leaf value to `sums` for the first `len` rows of a
+    /// feature-major block (`block[f * BLOCK + row]`).
+    fn add_block(&self, block: &[f32; BLOCK_LEN], len: usize, sums: &mut [f32; BLOCK]) {
+        // One copy per depth, so the level loop unrolls and the optimiser sees each
+        // node index's range.
+        match self.depth {
+            0 => self.add_block_at::<0>(block, len, sums),
+            1 => self.add_block_at::<1>(block, len, sums),
+            2 => self.add_block_at::<2>(block, len, sums),
+            3 => self.add_block_at::<3>(block, len, sums),
+            4 => self.add_block_at::<4>(block, len, sums),
+            5 => self.add_block_at::<5>(block, len, sums),
+            6 => self.add_block_at::<6>(block, len, sums),
+            7 => self.add_block_at::<7>(block, len, sums),
+            _ => self.add_block_at::<8>(block, len, sums),
+        }
+    }
+
+    #[inline]
+    fn add_block_at<const D: usize>(
+        &self,
+        block: &[f32; BLOCK_LEN],
+        len: usize,
+        sums: &mut [f32; BLOCK],
+    ) {
+        let first_leaf = (1 << D) - 1;
+        for lane0 in (0..len).step_by(LANES) {
+            let lane0 = lane0 & (BLOCK - LANES);
+            let mut idx = [0usize; LANES];
+            for _ in 0..D {
+                for (l, i) in idx.iter_mut().enumerate() {
+                    let x = block[usize::from(self.offsets[*i & 255]) + lane0 + l];
+                    *i = 2 * *i + 1 + usize::from(x > self.thresholds[*i & 255]);
+                }
+            }
+            for (l, i) in idx.into_iter().enumerate() {
+                sums[lane0 + l] += self.leaves[i - first_leaf];
+            }
         }
     }
 }
 
-/// The ensemble rearranged for batch scoring. Every leaf becomes a node that loops to
-/// itself (`x > +inf` is never true), so a block of rows walks a tree in lockstep for
-/// exactly `depth` steps with no data-dependent branch: the rows' walks are independent
-/// and the processor overlaps them.
-#[derive(Debug, Clone)]
-pub struct Compiled<'a> {
-    ensemble: &'a Ensemble,
-    trees: Vec<(Vec<Node>, usize)>,
-}
-
-/// Deeper trees are walked row by row: lockstep would walk every row to the deepest leaf.
-const LOCKSTEP_MAX_DEPTH: usize = 16;
-const LANES: usize = 64;
-
-impl<'a> Compiled<'a> {
-    pub fn new(ensemble: &'a Ensemble) -> Self {
-        let trees = ensemble
-            .trees
-            .iter()
-            .map(|t| {
-                let nodes = t
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| {
-                        if n.feature == LEAF {
-                            Node {
-                                feature: 0,
-                                threshold: f32::INFINITY,
-                                left: i as u32,
-                                value: n.value,
-                            }
-                        } else {
-                            *n
-                        }
-                    })
-                    .collect();
-                (nodes, t.depth())
-            })
-            .collect();
-        Self { ensemble, trees }
+impl Compiled {
+    pub fn new(ensemble: &Ensemble) -> Self {
+        let dense = ensemble.trees.iter().all(|t| {
+            t.depth() <= DENSE_MAX_DEPTH
+                && t.nodes.iter().all(|n| n.feature == LEAF || n.feature < 256)
+        });
+        Self {
+            link: ensemble.link,
+            base_score: ensemble.base_score,
+            trees: ensemble.trees.clone(),
+            dense: dense.then(|| ensemble.trees.iter().map(DenseTree::new).collect()),
+        }
     }
 
+    /// The raw probability for one feature row. One row walks the node form: a lone
+    /// walk is bound by latency, and stopping at shallow leaves beats the complete
+    /// form's fixed depth (measured 0.97 vs 1.07 µs for 100 trees of depth 6).
+    #[inline]
+    pub fn predict(&self, x: &[f32]) -> f64 {
+        finish(
+            self.link,
+            self.base_score,
+            self.trees.len(),
+            sum_trees(&self.trees, x),
+        )
+    }
+
+    /// Raw probabilities for `n_rows` rows of column-major features.
     pub fn predict_batch(&self, columns: &[Vec<f32>], n_rows: usize, out: &mut Vec<f64>) {
         out.clear();
-        out.resize(n_rows, 0.0);
-        let n_features = columns.len().max(1);
-        let lockstep = self.trees.iter().all(|(_, d)| *d <= LOCKSTEP_MAX_DEPTH);
-        let mut block = vec![0f32; LANES * n_features];
-        let mut sums = [0f32; LANES];
-        let mut idx = [0u32; LANES];
-        for start in (0..n_rows).step_by(LANES) {
-            let len = LANES.min(n_rows - start);
-            for (f, col) in columns.iter().enumerate() {
-                for (i, v) in col[start..start + len].iter().enumerate() {
-                    block[i * n_features + f] = *v;
+        out.reserve(n_rows);
+        let finish = |s: f32| finish(self.link, self.base_score, self.trees.len(), s);
+        let Some(trees) = &self.dense else {
+            let mut row = vec![0f32; columns.len()];
+            for r in 0..n_rows {
+                for (v, col) in row.iter_mut().zip(columns) {
+                    *v = col[r];
                 }
+                out.push(finish(sum_trees(&self.trees, &row)));
+            }
+            return;
+        };
+        let mut block: Box<[f32; BLOCK_LEN]> = vec![0f32; BLOCK_LEN]
+            .into_boxed_slice()
+            .try_into()
+            .expect("BLOCK_LEN floats");
+        let mut sums = [0f32; BLOCK];
+        for start in (0..n_rows).step_by(BLOCK) {
+            let len = BLOCK.min(n_rows - start);
+            // Feature-major, so a lane's feature is one add away; the block's tail
+            // (past `len`) holds stale rows whose sums are never read. Trees split on
+            // features below 256 only, so later columns are not needed.
+            for (f, col) in columns.iter().take(256).enumerate() {
+                block[f * BLOCK..f * BLOCK + len].copy_from_slice(&col[start..start + len]);
             }
             sums.fill(0.0);
-            if lockstep {
-                for (nodes, depth) in &self.trees {
-                    idx.fill(0);
-                    for _ in 0..*depth {
-                        for (lane, i) in idx.iter_mut().enumerate() {
-                            let n = &nodes[*i as usize];
-                            let x = block[lane * n_features + n.feature as usize];
-                            *i = n.left + u32::from(x > n.threshold);
-                        }
-                    }
-                    for (s, i) in sums.iter_mut().zip(&idx) {
-                        *s += nodes[*i as usize].value;
-                    }
-                }
-            } else {
-                for t in &self.ensemble.trees {
-                    for (i, s) in sums[..len].iter_mut().enumerate() {
-                        *s += t.predict(&block[i * n_features..(i + 1) * n_features]);
-                    }
-                }
+            for t in trees {
+                t.add_block(&block, len, &mut sums);
             }
-            for (o, s) in out[start..start + len].iter_mut().zip(&sums) {
-                *o = self.ensemble.finish(*s);
-            }
+            out.extend(sums[..len].iter().map(|s| finish(*s)));
         }
+    }
+}
+
+/// Leaf values summed in tree order from `+0.0`: every path (one row, a block, the
+/// node or the complete form) adds the same numbers in the same order, so they agree
+/// bit for bit.
+#[inline]
+fn sum_trees(trees: &[Tree], x: &[f32]) -> f32 {
+    trees.iter().fold(0.0, |s, t| s + t.predict(x))
+}
+
+fn finish(link: Link, base_score: f64, n_trees: usize, sum: f32) -> f64 {
+    match link {
+        Link::Average => f64::from(sum) / n_trees.max(1) as f64,
+        Link::Logit => crate::learners::sigmoid(base_score + f64::from(sum)),
     }
 }

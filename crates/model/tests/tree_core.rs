@@ -155,3 +155,112 @@ fn depth_and_leaf_limits_hold() {
     let t = &fit_decision_tree(&p, &data).trees[0];
     assert!(t.n_leaves() <= 2000 / 300);
 }
+
+/// A random ensemble (its own small generator, so proptest shrinks the seed and the
+/// shape): split values and feature values share a small grid, so ties `x ==
+/// threshold` are common, and rows carry NaN and infinities.
+fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32) -> Ensemble {
+    use predict_buy_model::{LEAF, Link, Node, Tree};
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    fn grow(
+        nodes: &mut Vec<Node>,
+        at: usize,
+        depth: usize,
+        next: &mut dyn FnMut() -> u64,
+        max_depth: usize,
+        n_features: u32,
+    ) {
+        if depth == max_depth || next() % 4 == 0 {
+            nodes[at] = Node {
+                feature: LEAF,
+                threshold: 0.0,
+                left: 0,
+                value: (next() % 1000) as f32 / 77.0 - 6.0,
+            };
+            return;
+        }
+        let left = nodes.len();
+        nodes.push(Node {
+            feature: LEAF,
+            threshold: 0.0,
+            left: 0,
+            value: 0.0,
+        });
+        nodes.push(Node {
+            feature: LEAF,
+            threshold: 0.0,
+            left: 0,
+            value: 0.0,
+        });
+        nodes[at] = Node {
+            feature: (next() % u64::from(n_features)) as u32,
+            threshold: (next() % 20) as f32 * 0.5,
+            left: left as u32,
+            value: 0.0,
+        };
+        grow(nodes, left, depth + 1, next, max_depth, n_features);
+        grow(nodes, left + 1, depth + 1, next, max_depth, n_features);
+    }
+    let trees = (0..n_trees)
+        .map(|_| {
+            let mut nodes = vec![Node {
+                feature: LEAF,
+                threshold: 0.0,
+                left: 0,
+                value: 0.0,
+            }];
+            grow(&mut nodes, 0, 0, &mut next, max_depth, n_features);
+            Tree { nodes }
+        })
+        .collect();
+    let link = if seed % 2 == 0 {
+        Link::Logit
+    } else {
+        Link::Average
+    };
+    Ensemble {
+        link,
+        base_score: -1.5,
+        trees,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Batch scoring (complete trees in lockstep up to depth 8, the node form beyond)
+    /// and one-row scoring give the reference walk's answer bit for bit.
+    #[test]
+    fn every_scoring_path_agrees_bit_for_bit(
+        seed in any::<u64>(),
+        n_trees in 1usize..12,
+        max_depth in 0usize..12,
+        n_features in 1u32..6,
+        cells in proptest::collection::vec(prop_oneof![
+            8 => (0u8..22).prop_map(|v| f32::from(v) * 0.5),
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+        ], 1..1500),
+    ) {
+        let e = random_ensemble(seed, n_trees, max_depth, n_features);
+        let nf = n_features as usize;
+        let rows: Vec<Vec<f32>> = cells.chunks_exact(nf).map(<[f32]>::to_vec).collect();
+        let m = matrix(&rows);
+        let compiled = predict_buy_model::Compiled::new(&e);
+        let mut batch = Vec::new();
+        compiled.predict_batch(&m.columns, m.n_rows, &mut batch);
+        prop_assert_eq!(batch.len(), rows.len());
+        for (r, b) in rows.iter().zip(&batch) {
+            let want = e.predict_raw(r);
+            prop_assert_eq!(b.to_bits(), want.to_bits());
+            prop_assert_eq!(compiled.predict(r).to_bits(), want.to_bits());
+        }
+    }
+}
