@@ -176,7 +176,7 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
         max_depth: usize,
         n_features: u32,
     ) {
-        if depth == max_depth || next() % 4 == 0 {
+        if depth == max_depth || next().is_multiple_of(4) {
             nodes[at] = Node {
                 feature: LEAF,
                 threshold: 0.0,
@@ -219,7 +219,7 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
             Tree { nodes }
         })
         .collect();
-    let link = if seed % 2 == 0 {
+    let link = if seed.is_multiple_of(2) {
         Link::Logit
     } else {
         Link::Average
