@@ -30,102 +30,51 @@
 mod error;
 mod fast;
 mod metrics;
+mod observe;
 mod routes;
 mod state;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Request};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{BoxError, Router, middleware};
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
 pub use routes::ApiDoc;
 pub use state::{AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome};
 
-/// The whole HTTP service. Prediction routes are behind the concurrency limit; health,
-/// metrics and metadata are not, so probes and scrapes still answer under overload.
+/// The whole HTTP service. Prediction routes are behind the concurrency limit (their
+/// [`state::Slot`] extractor); health, metrics and metadata are not, so probes and
+/// scrapes still answer under overload.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits().clone();
-    let shed_state = state.clone();
-    let predict_routes = Router::new()
-        .route("/predict", post(routes::predict))
-        .route("/predict/batch", post(routes::predict_batch))
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |err: BoxError| {
-                    let state = shed_state.clone();
-                    async move {
-                        if err.is::<tower::load_shed::error::Overloaded>() {
-                            state.metrics().shed();
-                            ApiError::Overloaded
-                        } else {
-                            ApiError::Internal(err.to_string())
-                        }
-                    }
-                }))
-                .load_shed()
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    limits.concurrency,
-                )),
-        );
     let mut router = Router::new()
         .route("/", get(routes::root))
+        .route("/predict", post(routes::predict))
+        .route("/predict/batch", post(routes::predict_batch))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
-        .merge(predict_routes);
+        .route("/openapi.json", get(routes::openapi));
     if state.admin_token().is_some() {
         router = router.route("/admin/reload", post(routes::reload));
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        // One `layer` call: axum boxes once per call, per request.
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|err: BoxError| async move {
-                    if err.is::<tower::timeout::error::Elapsed>() {
-                        ApiError::Timeout
-                    } else {
-                        ApiError::Internal(err.to_string())
-                    }
-                }))
-                .timeout(limits.request_timeout),
+                .layer(observe::ObserveLayer::new(
+                    state.metrics().clone(),
+                    limits.request_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(limits.body_bytes)),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                ApiError::Internal("a handler panicked".into()).into_response()
-            },
-        ))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                })
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
-                ),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
         .with_state(state)
 }
 
@@ -135,37 +84,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Request ids `<process prefix>-<counter>`: unique per process start, and cheaper
-/// than a random UUID per request. A client's own `x-request-id` is kept.
-#[derive(Clone)]
-struct RequestIds {
-    prefix: std::sync::Arc<str>,
-    next: std::sync::Arc<AtomicU64>,
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let seed = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
-        Self {
-            prefix: format!("{seed:016x}").into(),
-            next: std::sync::Arc::new(AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
-            .ok()
-            .map(RequestId::new)
-    }
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting and

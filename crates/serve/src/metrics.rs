@@ -5,12 +5,10 @@
 //! and `model_info{version,release,digest}`.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::MatchedPath;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -68,12 +66,37 @@ fn describe() {
 #[derive(Clone)]
 pub(crate) struct Metrics {
     handle: PrometheusHandle,
-    in_flight: Gauge,
     shed: Counter,
     class: [Counter; 2],
-    /// Per route: its latency histogram and its 200 counter, looked up once rather than
-    /// per request.
-    routes: std::sync::Arc<[(Histogram, Counter)]>,
+}
+
+/// The series every request touches, looked up once per process rather than per
+/// request (the recorder is process-wide, so these are too).
+struct Hot {
+    in_flight: Gauge,
+    /// Per route of [`ROUTES`]: its latency histogram and its 200 counter.
+    routes: [RouteEntry; ROUTES.len()],
+}
+
+struct RouteEntry {
+    route: &'static str,
+    latency: Histogram,
+    ok: Counter,
+}
+
+fn hot() -> &'static Hot {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HOT.get_or_init(|| {
+        handle();
+        Hot {
+            in_flight: metrics::gauge!("http_requests_in_flight"),
+            routes: ROUTES.map(|route| RouteEntry {
+                route,
+                latency: metrics::histogram!(LATENCY, "route" => route),
+                ok: metrics::counter!("http_requests_total", "route" => route, "status" => "200"),
+            }),
+        }
+    })
 }
 
 impl Metrics {
@@ -82,21 +105,11 @@ impl Metrics {
         metrics::gauge!("http_concurrency_limit").set(limits.concurrency as f64);
         Self {
             handle,
-            in_flight: metrics::gauge!("http_requests_in_flight"),
             shed: metrics::counter!("http_requests_shed_total"),
             class: [
                 metrics::counter!("predictions_total", "class" => "0"),
                 metrics::counter!("predictions_total", "class" => "1"),
             ],
-            routes: ROUTES
-                .iter()
-                .map(|&route| {
-                    (
-                        metrics::histogram!(LATENCY, "route" => route),
-                        metrics::counter!("http_requests_total", "route" => route, "status" => "200"),
-                    )
-                })
-                .collect(),
         }
     }
 
@@ -129,6 +142,45 @@ impl Metrics {
             info_gauge(m).set(1.0);
         }
     }
+
+    /// Counts a request in flight until the guard drops.
+    pub(crate) fn enter(&self) -> InFlight {
+        let gauge = &hot().in_flight;
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+
+    /// The series of the route a request matched.
+    pub(crate) fn route(&self, path: Option<&MatchedPath>) -> RouteMetrics {
+        RouteMetrics(&hot().routes[route_index(path)])
+    }
+}
+
+/// Leaves `http_requests_in_flight` on drop, so a request whose client went away is
+/// not counted forever.
+pub(crate) struct InFlight(&'static Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct RouteMetrics(&'static RouteEntry);
+
+impl RouteMetrics {
+    /// Counts one answer by status and times it.
+    pub(crate) fn record(self, status: StatusCode, latency: Duration) {
+        let entry = self.0;
+        if status == StatusCode::OK {
+            entry.ok.increment(1);
+        } else {
+            metrics::counter!("http_requests_total", "route" => entry.route, "status" => status_label(status))
+                .increment(1);
+        }
+        entry.latency.record(latency.as_secs_f64());
+    }
 }
 
 fn info_gauge(m: &LoadedModel) -> Gauge {
@@ -143,39 +195,6 @@ fn info_gauge(m: &LoadedModel) -> Gauge {
         "release" => release,
         "digest" => m.digest.clone()
     )
-}
-
-/// Counts every request by route and status and times it.
-pub(crate) async fn track(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let route = route_index(req.extensions().get::<MatchedPath>());
-    let m = state.metrics();
-    m.in_flight.increment(1.0);
-    // Decrement even if the client goes away and the future is dropped.
-    let _guard = Decrement(m.in_flight.clone());
-    let response = next.run(req).await;
-    let (latency, ok) = &m.routes[route];
-    if response.status() == StatusCode::OK {
-        ok.increment(1);
-    } else {
-        let status = status_label(response.status());
-        metrics::counter!("http_requests_total", "route" => ROUTES[route], "status" => status)
-            .increment(1);
-    }
-    latency.record(start.elapsed().as_secs_f64());
-    response
-}
-
-struct Decrement(Gauge);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot

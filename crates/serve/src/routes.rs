@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
-use crate::state::{AppState, LoadedModel, ReloadOutcome};
+use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -119,10 +119,8 @@ pub struct PredictResponse<'a> {
         (status = 503, description = "No model yet, or at capacity", body = ErrorBody),
     )
 )]
-pub(crate) async fn predict(
-    State(state): State<AppState>,
-    JsonBytes(bytes): JsonBytes,
-) -> Result<Response, ApiError> {
+pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<Response, ApiError> {
+    let state = slot.state();
     let fast = state.with_current(|m| {
         let m = m?;
         let p = crate::fast::predict(&m.model, &m.fields, &bytes)?;
@@ -206,9 +204,10 @@ pub struct BatchResponse<'a> {
     )
 )]
 pub(crate) async fn predict_batch(
-    State(state): State<AppState>,
+    slot: Slot,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let state = slot.state();
     let instances = match &body {
         Value::Array(items) => items,
         Value::Object(o) => match o.get("instances") {

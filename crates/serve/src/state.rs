@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use predict_buy_model::{ArtifactError, Model};
 use predict_buy_registry::{EnvName, Registry, ReleaseTag};
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Where models come from.
@@ -167,6 +171,8 @@ pub struct AppState {
 
 struct Shared {
     current: ArcSwapOption<LoadedModel>,
+    /// Prediction requests in flight, at most `limits.concurrency`.
+    slots_taken: AtomicUsize,
     source: ModelSource,
     limits: Limits,
     admin_token: Option<String>,
@@ -184,6 +190,7 @@ impl AppState {
         Self {
             inner: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
+                slots_taken: AtomicUsize::new(0),
                 metrics: Metrics::new(&limits),
                 source,
                 limits,
@@ -218,6 +225,18 @@ impl AppState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// A place among the prediction requests in flight, if one is free.
+    fn try_slot(&self) -> Option<Slot> {
+        let limit = self.inner.limits.concurrency;
+        self.inner
+            .slots_taken
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
     }
 
     /// The last reload failure, cleared by the next success.
@@ -351,6 +370,34 @@ impl AppState {
             .metrics
             .model_changed(previous.as_deref(), now.as_deref());
         outcome
+    }
+}
+
+/// A place among the prediction requests in flight ([`Limits::concurrency`]), held
+/// until the handler finishes. Without one the request is shed with 503 before its
+/// body is read: queueing would only make every waiting client slower.
+pub(crate) struct Slot(AppState);
+
+impl Slot {
+    pub(crate) fn state(&self) -> &AppState {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.inner.slots_taken.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl FromRequestParts<AppState> for Slot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.try_slot().ok_or_else(|| {
+            state.metrics().shed();
+            ApiError::Overloaded
+        })
     }
 }
 
