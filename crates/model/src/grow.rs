@@ -16,8 +16,6 @@ use rayon::prelude::*;
 use crate::binning::Binned;
 use crate::tree::{LEAF, Node, Tree};
 
-const STRIDE: usize = 256;
-
 /// Nodes with fewer rows × features than this build their histogram on one thread.
 const PARALLEL_WORK: usize = 64 * 1024;
 
@@ -101,8 +99,10 @@ struct Pending {
 /// booster updates its scores from these without walking the tree again.
 pub struct Grown {
     pub tree: Tree,
-    /// `(rows, value)` per leaf, with rows as indices into the data.
-    pub leaves: Vec<(Vec<u32>, f32)>,
+    /// The rows the tree was grown on, reordered so each leaf's rows are contiguous.
+    pub rows: Vec<u32>,
+    /// `(range of rows, value)` per leaf.
+    pub leaves: Vec<(std::ops::Range<usize>, f32)>,
     /// For each node, the bin of its split (so rows outside the sample can be routed).
     pub split_bins: Vec<u8>,
 }
@@ -112,27 +112,79 @@ pub struct Grower<'a> {
     params: &'a GrowParams,
     g: Vec<i64>,
     h: Vec<i64>,
+    /// Where each feature's bins start in a histogram: features take only the bins
+    /// they have (a one-hot column two, not 256), so a histogram stays small enough
+    /// for L1 and is cheap to clear, subtract and merge.
+    offsets: Vec<usize>,
+    hist_len: usize,
+    /// Partition space, kept between trees (like `g` and `h`): buffers of this size
+    /// are fresh pages each time they are allocated.
+    scratch: Vec<u32>,
+}
+
+/// Histogram buffers of one tree, reused from node to node: fresh allocations of this
+/// size are fresh pages, and the kernel zeroing them cost more than the counting.
+#[derive(Default)]
+struct Pool(Vec<Vec<Bin>>);
+
+impl Pool {
+    fn take(&mut self, len: usize) -> Vec<Bin> {
+        match self.0.pop() {
+            Some(mut h) => {
+                h.clear();
+                h.resize(len, Bin::default());
+                h
+            }
+            None => vec![Bin::default(); len],
+        }
+    }
+
+    fn give(&mut self, h: Vec<Bin>) {
+        self.0.push(h);
+    }
 }
 
 impl<'a> Grower<'a> {
-    pub fn new(data: &'a Binned, params: &'a GrowParams, g: &[f64], h: &[f64]) -> Self {
-        let q = |v: &[f64]| -> Vec<i64> {
-            if params.parallel {
-                v.par_iter().map(|&x| quantize(x)).collect()
-            } else {
-                v.iter().map(|&x| quantize(x)).collect()
-            }
-        };
+    /// A grower for `data`; set the rows' gradients before growing.
+    pub fn new(data: &'a Binned, params: &'a GrowParams) -> Self {
+        let mut offsets = Vec::with_capacity(data.n_features());
+        let mut hist_len = 0;
+        for m in &data.mappers {
+            offsets.push(hist_len);
+            hist_len += m.n_bins();
+        }
         Self {
             data,
             params,
-            g: q(g),
-            h: q(h),
+            g: vec![0; data.n_rows],
+            h: vec![0; data.n_rows],
+            offsets,
+            hist_len,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Sets each row's `(g, h)`: gradient and hessian for boosting, `(w·y, w)` for
+    /// classification trees.
+    pub fn set_gradients(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
+        let set = |(i, (g, h)): (usize, (&mut i64, &mut i64))| {
+            let (a, b) = f(i);
+            *g = quantize(a);
+            *h = quantize(b);
+        };
+        if self.params.parallel {
+            self.g
+                .par_iter_mut()
+                .zip(&mut self.h)
+                .enumerate()
+                .for_each(set);
+        } else {
+            self.g.iter_mut().zip(&mut self.h).enumerate().for_each(set);
         }
     }
 
     /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
-    pub fn grow(&self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
+    pub fn grow(&mut self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
         let p = self.params;
         let mut nodes: Vec<Node> = vec![Node {
             feature: LEAF,
@@ -142,11 +194,13 @@ impl<'a> Grower<'a> {
         }];
         let mut split_bins = vec![0u8];
         let mut leaves = Vec::new();
-        let mut scratch = vec![0u32; rows.len()];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(rows.len(), 0);
+        let mut pool = Pool::default();
 
         let root_features = self.features(rng);
-        let root_hist = self.histogram(&rows, &root_features);
-        let root_sums = totals(&root_hist, root_features[0]);
+        let root_hist = self.histogram(&rows, &root_features, &mut pool);
+        let root_sums = self.totals(&root_hist, root_features[0]);
         let root_split = self.best_split(&root_hist, &root_features, root_sums, 0);
         let root = Pending {
             node: 0,
@@ -178,6 +232,9 @@ impl<'a> Grower<'a> {
             let split = match item.split {
                 Some(s) if can_grow => s,
                 _ => {
+                    if let Some(h) = item.hist.take() {
+                        pool.give(h);
+                    }
                     let value = self.leaf_value(item.sums);
                     nodes[item.node] = Node {
                         feature: LEAF,
@@ -185,7 +242,7 @@ impl<'a> Grower<'a> {
                         left: 0,
                         value,
                     };
-                    leaves.push((rows[item.start..item.end].to_vec(), value));
+                    leaves.push((item.start..item.end, value));
                     continue;
                 }
             };
@@ -228,7 +285,7 @@ impl<'a> Grower<'a> {
             };
             let parent_hist = item.hist.take();
             let features = self.features(rng);
-            let small_hist = self.histogram(&rows[small.0..small.1], &features);
+            let small_hist = self.histogram(&rows[small.0..small.1], &features, &mut pool);
             // Subtraction needs the parent's histogram over the same features.
             let large_hist = match parent_hist {
                 Some(mut ph) if p.max_features.is_none() => {
@@ -239,7 +296,12 @@ impl<'a> Grower<'a> {
                     }
                     ph
                 }
-                _ => self.histogram(&rows[large.0..large.1], &features),
+                other => {
+                    if let Some(h) = other {
+                        pool.give(h);
+                    }
+                    self.histogram(&rows[large.0..large.1], &features, &mut pool)
+                }
             };
             let (l_hist, r_hist) = if left_small {
                 (small_hist, large_hist)
@@ -248,16 +310,22 @@ impl<'a> Grower<'a> {
             };
             for (node, (start, end), hist) in [(left, l_range, l_hist), (left + 1, r_range, r_hist)]
             {
-                let sums = totals(&hist, features[0]);
+                let sums = self.totals(&hist, features[0]);
                 let split = self.best_split(&hist, &features, sums, depth);
                 let keep_hist = p.max_features.is_none() && split.is_some();
+                let hist = if keep_hist {
+                    Some(hist)
+                } else {
+                    pool.give(hist);
+                    None
+                };
                 let pending = Pending {
                     node,
                     start,
                     end,
                     depth,
                     sums,
-                    hist: keep_hist.then_some(hist),
+                    hist,
                     split,
                 };
                 if best_first {
@@ -267,8 +335,10 @@ impl<'a> Grower<'a> {
                 }
             }
         }
+        self.scratch = scratch;
         Grown {
             tree: Tree { nodes },
+            rows,
             leaves,
             split_bins,
         }
@@ -286,14 +356,15 @@ impl<'a> Grower<'a> {
         }
     }
 
-    fn histogram(&self, rows: &[u32], features: &[usize]) -> Vec<Bin> {
+    fn histogram(&self, rows: &[u32], features: &[usize], pool: &mut Pool) -> Vec<Bin> {
         let nf = self.data.n_features();
         if features.len() < nf {
             // Feature subsampling (forests): only the chosen columns.
-            let mut hist = vec![Bin::default(); nf * STRIDE];
+            let mut hist = pool.take(self.hist_len);
             for &f in features {
                 let col = &self.data.columns[f];
-                let out = &mut hist[f * STRIDE..(f + 1) * STRIDE];
+                let start = self.offsets[f];
+                let out = &mut hist[start..start + self.data.mappers[f].n_bins()];
                 for &r in rows {
                     let b = &mut out[col[r as usize] as usize];
                     b.g += self.g[r as usize];
@@ -305,50 +376,59 @@ impl<'a> Grower<'a> {
         }
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
-            let mut hist = vec![Bin::default(); nf * STRIDE];
+            let mut hist = pool.take(self.hist_len);
             self.fill_rows(rows, &mut hist);
             return hist;
         }
         // Each thread counts its share of rows into its own histogram; integer sums
         // make the merged result independent of how rows were shared out.
-        let chunk = rows
-            .len()
-            .div_ceil(rayon::current_num_threads().max(1))
-            .max(4096);
-        rows.par_chunks(chunk)
-            .map(|part| {
-                let mut hist = vec![Bin::default(); nf * STRIDE];
-                self.fill_rows(part, &mut hist);
-                hist
-            })
-            .reduce_with(|mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    x.g += y.g;
-                    x.h += y.h;
-                    x.n += y.n;
-                }
-                a
-            })
-            .unwrap_or_else(|| vec![Bin::default(); nf * STRIDE])
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = rows.len().div_ceil(threads).max(4096);
+        let mut parts: Vec<Vec<Bin>> = (0..rows.len().div_ceil(chunk))
+            .map(|_| pool.take(self.hist_len))
+            .collect();
+        parts
+            .par_iter_mut()
+            .zip(rows.par_chunks(chunk))
+            .for_each(|(hist, part)| self.fill_rows(part, hist));
+        let mut parts = parts.into_iter();
+        let mut hist = parts.next().unwrap_or_else(|| pool.take(self.hist_len));
+        for other in parts {
+            for (x, y) in hist.iter_mut().zip(&other) {
+                x.g += y.g;
+                x.h += y.h;
+                x.n += y.n;
+            }
+            pool.give(other);
+        }
+        hist
     }
 
     /// Adds `rows` into a histogram over every feature, reading each row once.
     fn fill_rows(&self, rows: &[u32], hist: &mut [Bin]) {
         let nf = self.data.n_features();
-        // Fixed 256-bin chunks, so indexing by a `u8` bin needs no bounds check.
-        let (per_feature, _) = hist.as_chunks_mut::<STRIDE>();
-        let per_feature = &mut per_feature[..nf];
         for &r in rows {
             let r = r as usize;
             let (g, h) = (self.g[r], self.h[r]);
             let bins = &self.data.rows[r * nf..(r + 1) * nf];
-            for (feature_hist, &b) in per_feature.iter_mut().zip(bins) {
-                let bin = &mut feature_hist[b as usize];
+            for (&offset, &b) in self.offsets.iter().zip(bins) {
+                let bin = &mut hist[offset + usize::from(b)];
                 bin.g += g;
                 bin.h += h;
                 bin.n += 1;
             }
         }
+    }
+
+    fn totals(&self, hist: &[Bin], any_feature: usize) -> Sums {
+        let start = self.offsets[any_feature];
+        hist[start..start + self.data.mappers[any_feature].n_bins()]
+            .iter()
+            .fold(Sums::default(), |s, b| Sums {
+                g: s.g + b.g,
+                h: s.h + b.h,
+                n: s.n + b.n,
+            })
     }
 
     fn best_split(
@@ -380,7 +460,7 @@ impl<'a> Grower<'a> {
         };
         let mut best: Option<Split> = None;
         for &f in features {
-            let bins = &hist[f * STRIDE..f * STRIDE + self.data.mappers[f].n_bins()];
+            let bins = &hist[self.offsets[f]..self.offsets[f] + self.data.mappers[f].n_bins()];
             let mut left = Sums::default();
             for (b, bin) in bins.iter().enumerate().take(bins.len().saturating_sub(1)) {
                 left.g += bin.g;
@@ -439,16 +519,6 @@ impl<'a> Grower<'a> {
             Criterion::Gini | Criterion::Entropy => 0.0,
         }
     }
-}
-
-fn totals(hist: &[Bin], any_feature: usize) -> Sums {
-    hist[any_feature * STRIDE..(any_feature + 1) * STRIDE]
-        .iter()
-        .fold(Sums::default(), |s, b| Sums {
-            g: s.g + b.g,
-            h: s.h + b.h,
-            n: s.n + b.n,
-        })
 }
 
 /// Stable partition of `rows` into bin <= `bin` then the rest; returns the left count.

@@ -247,29 +247,31 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
     let done = std::sync::atomic::AtomicUsize::new(0);
     let trees = (0..p.n_estimators)
         .into_par_iter()
-        .map(|t| {
-            // Each tree has its own stream, so the forest does not depend on scheduling.
-            let mut r = rng(p.random_state, 1000 + t as u64);
-            let (weights, rows): (Vec<f64>, Vec<u32>) = if p.bootstrap {
-                let counts = bootstrap(&mut r, n, draws);
-                let rows = (0..n as u32).filter(|&i| counts[i as usize] > 0).collect();
-                (counts.iter().map(|&c| f64::from(c)).collect(), rows)
-            } else {
-                (vec![1.0; n], subsample(&mut r, n, draws))
-            };
-            let g: Vec<f64> = data
-                .y
-                .iter()
-                .zip(&weights)
-                .map(|(&y, w)| f64::from(y) * w)
-                .collect();
-            let grown = Grower::new(data.binned, &gp, &g, &weights).grow(rows, &mut r);
-            tick(
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-                p.n_estimators,
-            );
-            grown.tree
-        })
+        .map_init(
+            || Grower::new(data.binned, &gp),
+            |grower, t| {
+                // Each tree has its own stream, so the forest does not depend on scheduling.
+                let mut r = rng(p.random_state, 1000 + t as u64);
+                // A row drawn k times weighs k; without bootstrap every row weighs 1.
+                let (counts, rows) = if p.bootstrap {
+                    let counts = bootstrap(&mut r, n, draws);
+                    let rows = (0..n as u32).filter(|&i| counts[i as usize] > 0).collect();
+                    (Some(counts), rows)
+                } else {
+                    (None, subsample(&mut r, n, draws))
+                };
+                grower.set_gradients(|i| {
+                    let w = counts.as_ref().map_or(1.0, |c| f64::from(c[i]));
+                    (f64::from(data.y[i]) * w, w)
+                });
+                let grown = grower.grow(rows, &mut r);
+                tick(
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                    p.n_estimators,
+                );
+                grown.tree
+            },
+        )
         .collect();
     Ensemble {
         link: Link::Average,
@@ -290,8 +292,6 @@ pub fn fit_gradient_boosting(
     let base = (prior / (1.0 - prior)).ln();
     let mut scores = vec![base; n];
     let mut val_scores = validation.map(|v| vec![base; v.y.len()]);
-    let mut g = vec![0.0; n];
-    let mut h = vec![0.0; n];
     let gp = GrowParams {
         criterion: Criterion::Newton,
         max_depth: p.max_depth,
@@ -311,27 +311,30 @@ pub fn fit_gradient_boosting(
     let mut trees = Vec::with_capacity(p.n_estimators);
     let mut log = BoostLog::default();
     let lr = p.learning_rate as f32;
+    let mut grower = Grower::new(data.binned, &gp);
+    let mut rows: Vec<u32> = Vec::with_capacity(n);
     for round in 0..p.n_estimators {
-        g.par_iter_mut()
-            .zip(h.par_iter_mut())
-            .zip(scores.par_iter())
-            .zip(data.y.par_iter())
-            .for_each(|(((g, h), s), &y)| {
-                let prob = sigmoid(*s);
-                *g = prob - f64::from(y);
-                *h = (prob * (1.0 - prob)).max(1e-16);
-            });
+        grower.set_gradients(|i| {
+            let prob = sigmoid(scores[i]);
+            (
+                prob - f64::from(data.y[i]),
+                (prob * (1.0 - prob)).max(1e-16),
+            )
+        });
         let sampled = p.subsample < 1.0;
-        let rows: Vec<u32> = if sampled {
-            subsample(
+        rows.clear();
+        if sampled {
+            rows.extend(subsample(
                 &mut r,
                 n,
                 ((n as f64) * p.subsample).round().max(1.0) as usize,
-            )
+            ));
         } else {
-            (0..n as u32).collect()
-        };
-        let mut grown = Grower::new(data.binned, &gp, &g, &h).grow(rows, &mut r);
+            // In order: rows are visited in index order, which keeps reads sequential.
+            rows.extend(0..n as u32);
+        }
+        let mut grown = grower.grow(std::mem::take(&mut rows), &mut r);
+        rows = std::mem::take(&mut grown.rows);
         for node in &mut grown.tree.nodes {
             node.value *= lr;
         }
@@ -342,9 +345,9 @@ pub fn fit_gradient_boosting(
                 .enumerate()
                 .for_each(|(i, s)| *s += f64::from(route_binned(tree, bins, data.binned, i)));
         } else {
-            for (rows, value) in &grown.leaves {
+            for (range, value) in &grown.leaves {
                 let v = f64::from(*value) * f64::from(lr);
-                for &i in rows {
+                for &i in &rows[range.clone()] {
                     scores[i as usize] += v;
                 }
             }
