@@ -139,6 +139,17 @@ impl Pool {
         }
     }
 
+    /// A buffer whose contents are stale except where the caller clears it.
+    fn take_dirty(&mut self, len: usize) -> Vec<Bin> {
+        match self.0.pop() {
+            Some(mut h) => {
+                h.resize(len, Bin::default());
+                h
+            }
+            None => vec![Bin::default(); len],
+        }
+    }
+
     fn give(&mut self, h: Vec<Bin>) {
         self.0.push(h);
     }
@@ -359,12 +370,15 @@ impl<'a> Grower<'a> {
     fn histogram(&self, rows: &[u32], features: &[usize], pool: &mut Pool) -> Vec<Bin> {
         let nf = self.data.n_features();
         if features.len() < nf {
-            // Feature subsampling (forests): only the chosen columns.
-            let mut hist = pool.take(self.hist_len);
+            // Feature subsampling (forests): only the chosen columns are cleared and
+            // counted; deep forests have many small nodes, where clearing every
+            // feature's bins would cost more than the counting.
+            let mut hist = pool.take_dirty(self.hist_len);
             for &f in features {
                 let col = &self.data.columns[f];
                 let start = self.offsets[f];
                 let out = &mut hist[start..start + self.data.mappers[f].n_bins()];
+                out.fill(Bin::default());
                 for &r in rows {
                     let b = &mut out[col[r as usize] as usize];
                     b.g += self.g[r as usize];
