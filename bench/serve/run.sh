@@ -3,8 +3,12 @@
 #   (a) predict-buy serve with a 100-tree depth-6 gradient-boosting model,
 #   (b) a bare axum handler returning a constant (crates/serve/examples/bare_axum.rs),
 #   (c) a FastAPI + scikit-learn stand-in for the original service (fastapi_app.py).
-# Load: wrk, 64 connections, from 127.0.0.1 on the same cores as the server.
-# Usage: bench/serve/run.sh [SECONDS] [RUNS]   (defaults: 10 s, 3 runs each)
+# Closed loop: wrk, 64 connections, from 127.0.0.1 on the same cores as the server
+# (throughput at saturation; latency there is connections / throughput).
+# Open loop: examples/open_loop.rs at a fixed RATE below saturation, 64 connections,
+# latency counted from each request's due time (no coordinated omission).
+# Pinned: (a) and (b) again with the server on core 1 and the loader on core 0.
+# Usage: bench/serve/run.sh [SECONDS] [RUNS] [RATE]   (defaults: 10 s, 3 runs, 20000/s)
 # Prints req/s, p50 and p99 latency (medians over runs), the ratios, and the RSS of
 # predict-buy serve; writes the same to bench/out/serve.md.
 set -euo pipefail
@@ -12,6 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 seconds=${1:-10}
 runs=${2:-3}
+rate=${3:-20000}
 connections=64
 work=$(mktemp -d)
 pids=()
@@ -30,10 +35,12 @@ if [ ! -x "$py" ] || ! "$py" -c "import fastapi, uvicorn, sklearn, pandas" 2>/de
 fi
 
 cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy --bin predict-buy
-cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy-serve --example bare_axum
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy-serve --example bare_axum --example open_loop
 target=$(cd "$root" && cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 pb="$target/release/predict-buy"
 bare="$target/release/examples/bare_axum"
+open_loop="$target/release/examples/open_loop"
+cores=$(nproc)
 
 cd "$work"
 "$pb" data synth --rows 60000 --seed 5 --out data >/dev/null 2>&1
@@ -76,6 +83,14 @@ pids+=($!); pb_pid=$!
 pids+=($!)
 "$py" "$here/fastapi_app.py" data/train.csv 8093 2>"$work/fastapi.log" &
 pids+=($!)
+if [ "$cores" -ge 2 ]; then
+  # One core each for server and loader; tokio sizes its pool to the one core.
+  taskset -c 1 "$pb" serve --model "$model" --addr 127.0.0.1:8094 2>"$work/pb-pinned.log" &
+  pids+=($!)
+  taskset -c 1 "$bare" 127.0.0.1:8095 2>"$work/bare-pinned.log" &
+  pids+=($!)
+  wait_up http://127.0.0.1:8094/readyz
+fi
 wait_up http://127.0.0.1:8091/readyz
 wait_up http://127.0.0.1:8093/
 sleep 0.5
@@ -88,10 +103,18 @@ for port in 8091 8092 8093; do
   echo "port $port: $(cat "$work/answer-$port.json")" >&2
 done
 
-bench() { # name port [connections] -> appends "name rps p50_ms p99_ms non2xx socket_errors" to results
-  local file="$work/wrk-$1-$(date +%s%N).txt" c=${3:-$connections}
-  wrk -t2 -c"$c" -d"${seconds}s" --latency -s "$here/post.lua" "http://127.0.0.1:$2/predict" >"$file"
+bench() { # name port [connections] [loader cpus] -> appends "name rps p50_ms p99_ms non2xx socket_errors" to results
+  local file="$work/wrk-$1-$(date +%s%N).txt" c=${3:-$connections} cpus=${4:-}
+  local threads=2 pin=()
+  if [ -n "$cpus" ]; then threads=1; pin=(taskset -c "$cpus"); fi
+  "${pin[@]}" wrk -t"$threads" -c"$c" -d"${seconds}s" --latency -s "$here/post.lua" "http://127.0.0.1:$2/predict" >"$file"
   "$py" "$here/parse_wrk.py" "$1" "$file" >>"$work/results"
+}
+open_bench() { # name port [loader cpus] -> the same columns, at $rate requests/s
+  local pin=()
+  if [ -n "${3:-}" ]; then pin=(taskset -c "$3"); fi
+  read -r _sent answered p50 _p90 p99 _p999 _max errors late < <("${pin[@]}" "$open_loop" "127.0.0.1:$2" "$rate" "$connections" "$seconds")
+  echo "$1 $answered $p50 $p99 $errors late=$late%" >>"$work/results"
 }
 
 # Warm up, then interleave the targets so each run sees the same machine.
@@ -109,30 +132,63 @@ for run in $(seq 1 "$runs"); do
   bench predict-buy@8 8091 8
   bench bare-axum@8 8092 8
 done
+# Latency below saturation: open loop at a fixed rate, 64 connections.
+for run in $(seq 1 "$runs"); do
+  open_bench predict-buy@open 8091
+  open_bench bare-axum@open 8092
+done
+if [ "$cores" -ge 2 ]; then
+  wrk -t1 -c$connections -d2s -s "$here/post.lua" http://127.0.0.1:8094/predict >/dev/null
+  wrk -t1 -c$connections -d2s -s "$here/post.lua" http://127.0.0.1:8095/predict >/dev/null
+  for run in $(seq 1 "$runs"); do
+    bench predict-buy@pinned 8094 "$connections" 0
+    bench bare-axum@pinned 8095 "$connections" 0
+    open_bench predict-buy@pinned-open 8094 0
+    open_bench bare-axum@pinned-open 8095 0
+  done
+fi
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pb_pid/status")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pb_pid/status")
 trees=$(curl -fs http://127.0.0.1:8091/model | "$py" -c 'import json,sys; print(json.load(sys.stdin)["training"]["n_trees"])')
 
 mkdir -p "$root/bench/out"
-"$py" - "$work/results" "$rss_kb" "$hwm_kb" "$trees" "$seconds" "$runs" "$connections" <<'PY' | tee "$root/bench/out/serve.md"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+"$py" - "$work/results" "$rss_kb" "$hwm_kb" "$trees" "$seconds" "$runs" "$connections" "$rate" "$load" <<'PY' | tee "$root/bench/out/serve.md"
 import statistics, sys
-path, rss, hwm, trees, seconds, runs, conns = sys.argv[1:]
+path, rss, hwm, trees, seconds, runs, conns, rate, load = sys.argv[1:]
 rows = {}
 for line in open(path):
     name, rps, p50, p99, bad, sockerr = line.split()
     rows.setdefault(name, []).append((float(rps), float(p50), float(p99), int(bad), sockerr))
+late = {n: ", ".join(r[4].removeprefix("late=") for r in v) for n, v in rows.items() if v[0][4].startswith("late=")}
 med = {n: tuple(statistics.median(r[i] for r in v) for i in range(3)) + (sum(r[3] for r in v),) for n, v in rows.items()}
-print(f"{runs} runs of {seconds} s each, wrk -t2 -c{conns}, medians; model: {trees} trees, depth 6\n")
-print("| server (@8: 8 connections) | req/s | p50 (ms) | p99 (ms) | non-2xx | req/s of each run |")
-print("|---|---:|---:|---:|---:|---|")
-for n in ["predict-buy", "bare-axum", "fastapi", "predict-buy@8", "bare-axum@8"]:
+print(f"{runs} runs of {seconds} s each, medians; model: {trees} trees, depth 6; load average at the end {load}\n")
+print("| server | load | req/s | p50 (ms) | p99 (ms) | non-2xx / errors | req/s of each run (open loop: loader late %) |")
+print("|---|---|---:|---:|---:|---:|---|")
+label = {
+    "": f"wrk -t2 -c{conns}, shared cores",
+    "@8": "wrk -t2 -c8, shared cores",
+    "@open": f"open loop {int(rate):,}/s, {conns} conns, shared cores",
+    "@pinned": f"wrk -t1 -c{conns}, server core 1, wrk core 0",
+    "@pinned-open": f"open loop {int(rate):,}/s, {conns} conns, server core 1, loader core 0",
+}
+order = ["predict-buy", "bare-axum", "fastapi"] + [s + v for v in ["@8", "@open", "@pinned", "@pinned-open"] for s in ["predict-buy", "bare-axum"]]
+for n in order:
+    if n not in med:
+        continue
     rps, p50, p99, bad = med[n]
+    server, _, variant = n.partition("@")
+    variant = "@" + variant if variant else ""
     each = ", ".join(f"{r[0]:.0f}" for r in rows[n])
-    print(f"| {n} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {bad} | {each} |")
+    if n in late:
+        each += f" (late {late[n]})"
+    print(f"| {server} | {label[variant]} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {bad} | {each} |")
 ours, bare, fast = med["predict-buy"][0], med["bare-axum"][0], med["fastapi"][0]
 print()
 print(f"- predict-buy / FastAPI: {ours / fast:,.0f}x (goal >= 100x)")
 print(f"- predict-buy / bare axum: {100 * ours / bare:.0f}% (goal >= 60%)")
-print(f"- predict-buy p99: {med['predict-buy'][2]:.3f} ms at {conns} connections, {med['predict-buy@8'][2]:.3f} ms at 8 (goal < 1 ms at 64)")
+print(f"- predict-buy p99: {med['predict-buy'][2]:.3f} ms at {conns} connections closed loop, {med['predict-buy@8'][2]:.3f} ms at 8, {med['predict-buy@open'][2]:.3f} ms open loop at {int(rate):,}/s (goal < 1 ms at 64)")
+if "predict-buy@pinned" in med:
+    print(f"- pinned: predict-buy / bare axum {100 * med['predict-buy@pinned'][0] / med['bare-axum@pinned'][0]:.0f}%; p99 {med['predict-buy@pinned'][2]:.3f} ms closed loop, {med['predict-buy@pinned-open'][2]:.3f} ms open loop")
 print(f"- predict-buy RSS after the runs: {int(rss) / 1024:.1f} MB, peak {int(hwm) / 1024:.1f} MB (goal < 30 MB)")
 PY
