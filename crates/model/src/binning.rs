@@ -79,21 +79,7 @@ fn midpoint(a: f32, b: f32) -> f32 {
 pub struct Binned {
     pub n_rows: usize,
     pub columns: Vec<Vec<u8>>,
-    /// The same bins row by row (`rows[r * n_features + f]`): a histogram over all
-    /// features reads each row's bins and gradients once.
-    pub rows: Vec<u8>,
     pub mappers: Vec<BinMapper>,
-}
-
-fn row_major(columns: &[Vec<u8>], n_rows: usize) -> Vec<u8> {
-    let nf = columns.len();
-    let mut rows = vec![0u8; n_rows * nf];
-    for (f, col) in columns.iter().enumerate() {
-        for (r, &b) in col.iter().enumerate() {
-            rows[r * nf + f] = b;
-        }
-    }
-    rows
 }
 
 impl Binned {
@@ -107,11 +93,9 @@ impl Binned {
                 (mapper, bins)
             })
             .unzip();
-        let rows = row_major(&columns, m.n_rows);
         Self {
             n_rows: m.n_rows,
             columns,
-            rows,
             mappers,
         }
     }
@@ -131,11 +115,9 @@ impl Binned {
             .zip(&self.mappers)
             .map(|(col, mapper)| col.iter().map(|&x| mapper.bin(x)).collect())
             .collect();
-        let rows = row_major(&columns, m.n_rows);
         Binned {
             n_rows: m.n_rows,
             columns,
-            rows,
             mappers: self.mappers.clone(),
         }
     }

@@ -112,14 +112,117 @@ pub struct Grower<'a> {
     params: &'a GrowParams,
     g: Vec<i64>,
     h: Vec<i64>,
-    /// Where each feature's bins start in a histogram: features take only the bins
-    /// they have (a one-hot column two, not 256), so a histogram stays small enough
-    /// for L1 and is cheap to clear, subtract and merge.
-    offsets: Vec<usize>,
-    hist_len: usize,
+    /// How features map onto histogram bins; see [`Layout`].
+    layout: Layout,
     /// Partition space, kept between trees (like `g` and `h`): buffers of this size
     /// are fresh pages each time they are allocated.
     scratch: Vec<u32>,
+}
+
+/// Where a feature's bins live in a histogram.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// The feature's own bins start here.
+    Own(usize),
+    /// A two-bin feature bundled with others it never overlaps: only its bin 1 is
+    /// counted, here; its bin 0 is the node's total minus that.
+    Bundled(usize),
+}
+
+/// Histogram layout: features grouped, each group counted once per row.
+///
+/// Two-bin columns that are never non-zero on the same row (the one-hot columns of
+/// a categorical) are bundled into one group whose bin says which of them is set,
+/// as LightGBM's exclusive feature bundling does. Counting reads one byte per group,
+/// not per feature, and the splits found are exactly those of the unbundled columns.
+/// Every group takes only the bins it has, so a histogram stays small enough for L1
+/// and is cheap to clear, subtract and merge.
+#[derive(Debug, Clone)]
+struct Layout {
+    places: Vec<Place>,
+    /// Each feature's group.
+    groups: Vec<usize>,
+    /// Where each group's bins start; `hist_len` ends the last one.
+    starts: Vec<usize>,
+    hist_len: usize,
+    /// Group bins row by row (`rows[r * n_groups + group]`).
+    rows: Vec<u8>,
+}
+
+impl Layout {
+    fn new(data: &Binned, bundle: bool) -> Self {
+        let (n, nf) = (data.n_rows, data.n_features());
+        // Members of each group, and for bundles the rows already taken.
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut taken: Vec<Option<Vec<bool>>> = Vec::new();
+        for f in 0..nf {
+            let col = &data.columns[f];
+            if !(bundle && data.mappers[f].n_bins() == 2) {
+                members.push(vec![f]);
+                taken.push(None);
+                continue;
+            }
+            let fits = |g: usize| match &taken[g] {
+                Some(t) => members[g].len() < 255 && !col.iter().zip(t).any(|(&b, &t)| b != 0 && t),
+                None => false,
+            };
+            let g = match (0..members.len()).find(|&g| fits(g)) {
+                Some(g) => g,
+                None => {
+                    members.push(Vec::new());
+                    taken.push(Some(vec![false; n]));
+                    members.len() - 1
+                }
+            };
+            members[g].push(f);
+            let t = taken[g].as_mut().expect("a bundle");
+            for (t, &b) in t.iter_mut().zip(col) {
+                *t |= b != 0;
+            }
+        }
+        let ng = members.len();
+        let mut places = vec![Place::Own(0); nf];
+        let mut groups = vec![0; nf];
+        let mut starts = Vec::with_capacity(ng);
+        let mut rows = vec![0u8; n * ng];
+        let mut hist_len = 0;
+        for (g, fs) in members.iter().enumerate() {
+            starts.push(hist_len);
+            if taken[g].is_none() {
+                let f = fs[0];
+                places[f] = Place::Own(hist_len);
+                groups[f] = g;
+                for (r, &b) in data.columns[f].iter().enumerate() {
+                    rows[r * ng + g] = b;
+                }
+                hist_len += data.mappers[f].n_bins();
+            } else {
+                // Bin 0: none of the members is set; bin k: member k - 1 is.
+                for (k, &f) in fs.iter().enumerate() {
+                    places[f] = Place::Bundled(hist_len + k + 1);
+                    groups[f] = g;
+                    for (r, &b) in data.columns[f].iter().enumerate() {
+                        if b != 0 {
+                            rows[r * ng + g] = (k + 1) as u8;
+                        }
+                    }
+                }
+                hist_len += fs.len() + 1;
+            }
+        }
+        Self {
+            places,
+            groups,
+            starts,
+            hist_len,
+            rows,
+        }
+    }
+
+    fn group_bins(&self, feature: usize) -> std::ops::Range<usize> {
+        let g = self.groups[feature];
+        self.starts[g]..self.starts.get(g + 1).copied().unwrap_or(self.hist_len)
+    }
 }
 
 /// Histogram buffers of one tree, reused from node to node: fresh allocations of this
@@ -158,19 +261,14 @@ impl Pool {
 impl<'a> Grower<'a> {
     /// A grower for `data`; set the rows' gradients before growing.
     pub fn new(data: &'a Binned, params: &'a GrowParams) -> Self {
-        let mut offsets = Vec::with_capacity(data.n_features());
-        let mut hist_len = 0;
-        for m in &data.mappers {
-            offsets.push(hist_len);
-            hist_len += m.n_bins();
-        }
         Self {
             data,
             params,
             g: vec![0; data.n_rows],
             h: vec![0; data.n_rows],
-            offsets,
-            hist_len,
+            // Forests sample features per node and count them column by column, so
+            // they keep one group per feature.
+            layout: Layout::new(data, params.max_features.is_none()),
             scratch: Vec::new(),
         }
     }
@@ -373,10 +471,12 @@ impl<'a> Grower<'a> {
             // Feature subsampling (forests): only the chosen columns are cleared and
             // counted; deep forests have many small nodes, where clearing every
             // feature's bins would cost more than the counting.
-            let mut hist = pool.take_dirty(self.hist_len);
+            let mut hist = pool.take_dirty(self.layout.hist_len);
             for &f in features {
                 let col = &self.data.columns[f];
-                let start = self.offsets[f];
+                let Place::Own(start) = self.layout.places[f] else {
+                    unreachable!("forests do not bundle features")
+                };
                 let out = &mut hist[start..start + self.data.mappers[f].n_bins()];
                 out.fill(Bin::default());
                 for &r in rows {
@@ -390,7 +490,7 @@ impl<'a> Grower<'a> {
         }
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
-            let mut hist = pool.take(self.hist_len);
+            let mut hist = pool.take(self.layout.hist_len);
             self.fill_rows(rows, &mut hist);
             return hist;
         }
@@ -399,14 +499,16 @@ impl<'a> Grower<'a> {
         let threads = rayon::current_num_threads().max(1);
         let chunk = rows.len().div_ceil(threads).max(4096);
         let mut parts: Vec<Vec<Bin>> = (0..rows.len().div_ceil(chunk))
-            .map(|_| pool.take(self.hist_len))
+            .map(|_| pool.take(self.layout.hist_len))
             .collect();
         parts
             .par_iter_mut()
             .zip(rows.par_chunks(chunk))
             .for_each(|(hist, part)| self.fill_rows(part, hist));
         let mut parts = parts.into_iter();
-        let mut hist = parts.next().unwrap_or_else(|| pool.take(self.hist_len));
+        let mut hist = parts
+            .next()
+            .unwrap_or_else(|| pool.take(self.layout.hist_len));
         for other in parts {
             for (x, y) in hist.iter_mut().zip(&other) {
                 x.g += y.g;
@@ -418,14 +520,15 @@ impl<'a> Grower<'a> {
         hist
     }
 
-    /// Adds `rows` into a histogram over every feature, reading each row once.
+    /// Adds `rows` into a histogram over every group, reading each row once.
     fn fill_rows(&self, rows: &[u32], hist: &mut [Bin]) {
-        let nf = self.data.n_features();
+        let l = &self.layout;
+        let ng = l.starts.len();
         for &r in rows {
             let r = r as usize;
             let (g, h) = (self.g[r], self.h[r]);
-            let bins = &self.data.rows[r * nf..(r + 1) * nf];
-            for (&offset, &b) in self.offsets.iter().zip(bins) {
+            let bins = &l.rows[r * ng..(r + 1) * ng];
+            for (&offset, &b) in l.starts.iter().zip(bins) {
                 let bin = &mut hist[offset + usize::from(b)];
                 bin.g += g;
                 bin.h += h;
@@ -434,9 +537,9 @@ impl<'a> Grower<'a> {
         }
     }
 
+    /// The node's sums: every row is in exactly one bin of each group.
     fn totals(&self, hist: &[Bin], any_feature: usize) -> Sums {
-        let start = self.offsets[any_feature];
-        hist[start..start + self.data.mappers[any_feature].n_bins()]
+        hist[self.layout.group_bins(any_feature)]
             .iter()
             .fold(Sums::default(), |s, b| Sums {
                 g: s.g + b.g,
@@ -474,7 +577,23 @@ impl<'a> Grower<'a> {
         };
         let mut best: Option<Split> = None;
         for &f in features {
-            let bins = &hist[self.offsets[f]..self.offsets[f] + self.data.mappers[f].n_bins()];
+            let bundled;
+            let bins = match self.layout.places[f] {
+                Place::Own(start) => &hist[start..start + self.data.mappers[f].n_bins()],
+                Place::Bundled(at) => {
+                    // Bin 1 was counted; bin 0 is every other row of the node.
+                    let one = hist[at];
+                    bundled = [
+                        Bin {
+                            g: total.g - one.g,
+                            h: total.h - one.h,
+                            n: total.n - one.n,
+                        },
+                        one,
+                    ];
+                    &bundled[..]
+                }
+            };
             let mut left = Sums::default();
             for (b, bin) in bins.iter().enumerate().take(bins.len().saturating_sub(1)) {
                 left.g += bin.g;
@@ -610,4 +729,75 @@ pub fn bootstrap(rng: &mut ChaCha8Rng, n: usize, draws: usize) -> Vec<u32> {
         counts[rng.random_range(0..n)] += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::preprocess::Matrix;
+
+    /// A one-hot categorical (three exclusive columns), a binary column that overlaps
+    /// them, a binary column whose values are not 0/1, and a numeric column.
+    fn data(n: usize, seed: u64) -> (Binned, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut columns: Vec<Vec<f32>> = (0..6).map(|_| Vec::with_capacity(n)).collect();
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let cat = rng.random_range(0..4); // 3 means "unknown": all one-hot columns 0
+            for (k, col) in columns[..3].iter_mut().enumerate() {
+                col.push(f32::from(u8::from(cat == k)));
+            }
+            let overlap = rng.random_bool(0.3);
+            columns[3].push(f32::from(u8::from(overlap)));
+            let odd = if rng.random_bool(0.5) { 3.0 } else { 7.0 };
+            columns[4].push(odd);
+            let x: f32 = rng.random_range(0.0..10.0);
+            columns[5].push(x);
+            let signal = f64::from(u8::from(cat == 1)) + f64::from(x) / 10.0
+                - f64::from(u8::from(overlap && cat == 2));
+            y.push(signal + rng.random_range(-0.5..0.5));
+        }
+        (Binned::new(&Matrix { n_rows: n, columns }, 255), y)
+    }
+
+    #[test]
+    fn bundling_finds_exactly_the_unbundled_splits() {
+        let (binned, y) = data(5000, 7);
+        let params = |max_features| GrowParams {
+            criterion: Criterion::Newton,
+            max_depth: Some(6),
+            max_leaf_nodes: None,
+            min_samples_leaf: 5,
+            min_samples_split: 2,
+            min_child_weight: 0.0,
+            lambda: 1.0,
+            min_gain: 0.0,
+            max_features,
+            parallel: true,
+        };
+        let (bundled_params, plain_params) = (params(None), params(Some(6)));
+        let mut bundled = Grower::new(&binned, &bundled_params);
+        let mut plain = Grower::new(&binned, &plain_params);
+        // The one-hot columns share a group; the overlapping and the non-0/1 columns
+        // cannot join it (the 3/7 column is bin 1 on half the rows).
+        assert_eq!(
+            bundled.layout.starts.len(),
+            4,
+            "{:?}",
+            bundled.layout.groups
+        );
+        assert_eq!(plain.layout.starts.len(), 6);
+        let grad = |i: usize| (-y[i], 1.0);
+        bundled.set_gradients(grad);
+        plain.set_gradients(grad);
+        let rows: Vec<u32> = (0..binned.n_rows as u32).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let a = bundled.grow(rows.clone(), &mut rng);
+        let b = plain.grow(rows, &mut rng);
+        assert!(a.tree.n_leaves() > 8);
+        assert!(a.tree.nodes.iter().any(|n| n.feature < 3));
+        assert_eq!(a.tree, b.tree);
+    }
 }
