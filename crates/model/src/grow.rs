@@ -150,7 +150,8 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(data: &Binned, bundle: bool) -> Self {
+    /// `rows` is needed only when nodes count every feature (no feature sampling).
+    fn new(data: &Binned, bundle: bool, need_rows: bool) -> Self {
         let (n, nf) = (data.n_rows, data.n_features());
         // Members of each group, and for bundles the rows already taken.
         let mut members: Vec<Vec<usize>> = Vec::new();
@@ -184,7 +185,7 @@ impl Layout {
         let mut places = vec![Place::Own(0); nf];
         let mut groups = vec![0; nf];
         let mut starts = Vec::with_capacity(ng);
-        let mut rows = vec![0u8; n * ng];
+        let mut rows = vec![0u8; if need_rows { n * ng } else { 0 }];
         let mut hist_len = 0;
         for (g, fs) in members.iter().enumerate() {
             starts.push(hist_len);
@@ -192,7 +193,7 @@ impl Layout {
                 let f = fs[0];
                 places[f] = Place::Own(hist_len);
                 groups[f] = g;
-                for (r, &b) in data.columns[f].iter().enumerate() {
+                for (r, &b) in data.columns[f].iter().enumerate().take(rows.len() / ng) {
                     rows[r * ng + g] = b;
                 }
                 hist_len += data.mappers[f].n_bins();
@@ -201,7 +202,7 @@ impl Layout {
                 for (k, &f) in fs.iter().enumerate() {
                     places[f] = Place::Bundled(hist_len + k + 1);
                     groups[f] = g;
-                    for (r, &b) in data.columns[f].iter().enumerate() {
+                    for (r, &b) in data.columns[f].iter().enumerate().take(rows.len() / ng) {
                         if b != 0 {
                             rows[r * ng + g] = (k + 1) as u8;
                         }
@@ -268,7 +269,11 @@ impl<'a> Grower<'a> {
             h: vec![0; data.n_rows],
             // Forests sample features per node and count them column by column, so
             // they keep one group per feature.
-            layout: Layout::new(data, params.max_features.is_none()),
+            layout: Layout::new(
+                data,
+                params.max_features.is_none(),
+                params.max_features.is_none_or(|k| k >= data.n_features()),
+            ),
             scratch: Vec::new(),
         }
     }
@@ -722,13 +727,16 @@ pub fn subsample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<u32> {
     idx
 }
 
-/// Draws a bootstrap sample: per-row counts of how often each row was drawn.
-pub fn bootstrap(rng: &mut ChaCha8Rng, n: usize, draws: usize) -> Vec<u32> {
-    let mut counts = vec![0u32; n];
+/// Draws a bootstrap sample into `counts`: how often each row was drawn.
+pub fn bootstrap(rng: &mut ChaCha8Rng, draws: usize, counts: &mut [u32]) {
+    counts.fill(0);
+    let n = counts.len();
+    if n == 0 {
+        return;
+    }
     for _ in 0..draws {
         counts[rng.random_range(0..n)] += 1;
     }
-    counts
 }
 
 #[cfg(test)]
