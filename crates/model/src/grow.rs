@@ -278,6 +278,28 @@ impl<'a> Grower<'a> {
         }
     }
 
+    /// [`partition`], in two halves on two threads for large nodes; the halves'
+    /// middle blocks are then swapped, so the order is that of one pass.
+    fn partition(&self, rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8) -> usize {
+        if !self.params.parallel || rows.len() < PARALLEL_WORK {
+            return partition(rows, scratch, col, bin);
+        }
+        let m = rows.len() / 2;
+        let (a, b) = {
+            let (r1, r2) = rows.split_at_mut(m);
+            let (s1, s2) = scratch.split_at_mut(m);
+            rayon::join(
+                || partition(r1, s1, col, bin),
+                || partition(r2, s2, col, bin),
+            )
+        };
+        // [L1 R1 | L2 R2] → [L1 L2 R1 R2]
+        scratch[..m - a].copy_from_slice(&rows[a..m]);
+        rows.copy_within(m..m + b, a);
+        rows[a + b..m + b].copy_from_slice(&scratch[..m - a]);
+        a + b
+    }
+
     /// Sets each row's `(g, h)`: gradient and hessian for boosting, `(w·y, w)` for
     /// classification trees.
     pub fn set_gradients(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
@@ -361,7 +383,7 @@ impl<'a> Grower<'a> {
                 }
             };
             n_leaves += 1;
-            let mid = partition(
+            let mid = self.partition(
                 &mut rows[item.start..item.end],
                 &mut scratch[item.start..item.end],
                 &self.data.columns[split.feature],
@@ -768,6 +790,37 @@ mod tests {
             y.push(signal + rng.random_range(-0.5..0.5));
         }
         (Binned::new(&Matrix { n_rows: n, columns }, 255), y)
+    }
+
+    #[test]
+    fn the_two_thread_partition_keeps_the_one_pass_order() {
+        let (binned, _) = data(150_000, 3);
+        let params = GrowParams {
+            criterion: Criterion::Newton,
+            max_depth: None,
+            max_leaf_nodes: None,
+            min_samples_leaf: 1,
+            min_samples_split: 2,
+            min_child_weight: 0.0,
+            lambda: 0.0,
+            min_gain: 0.0,
+            max_features: None,
+            parallel: true,
+        };
+        let grower = Grower::new(&binned, &params);
+        let col = &binned.columns[5];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // A scattered subset of rows, as a deep node holds.
+        let rows: Vec<u32> = (0..150_000u32).filter(|_| rng.random_bool(0.8)).collect();
+        for bin in [0, 17, 100, 254] {
+            let (mut a, mut b) = (rows.clone(), rows.clone());
+            let mut scratch = vec![0; rows.len()];
+            let la = grower.partition(&mut a, &mut scratch, col, bin);
+            let lb = partition(&mut b, &mut scratch, col, bin);
+            assert_eq!((la, &a), (lb, &b));
+            assert!(a[..la].iter().all(|&r| col[r as usize] <= bin));
+            assert!(a[la..].iter().all(|&r| col[r as usize] > bin));
+        }
     }
 
     #[test]
