@@ -57,6 +57,7 @@ def main(data_dir, peers, trees, depth):
     x, y, fitted = clean(train)
     xt, yt, _ = clean(test, fitted)
     for peer in peers.split(","):
+        extra = {}
         t0 = time.perf_counter()
         if peer == "lightgbm":
             import lightgbm as lgb
@@ -69,10 +70,26 @@ def main(data_dir, peers, trees, depth):
             booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=trees)
             fit = time.perf_counter() - t0
             p = booster.predict(xt)
+            # Batch scoring on one thread, the peer of predict-buy's one-core batch bench.
+            big = np.tile(xt, (4, 1))
+            times = []
+            for _ in range(5):
+                t1 = time.perf_counter()
+                booster.predict(big, num_threads=1)
+                times.append(time.perf_counter() - t1)
+            extra = {"predict_rows_per_s_1_thread": len(big) / sorted(times)[2]}
         elif peer == "sklearn-gb":
             from sklearn.ensemble import GradientBoostingClassifier
 
             m = GradientBoostingClassifier(n_estimators=trees, max_depth=depth, min_samples_leaf=20, random_state=42)
+            m.fit(x, y)
+            fit = time.perf_counter() - t0
+            p = m.predict_proba(xt)[:, 1]
+        elif peer == "sklearn-gb-default":
+            # scikit-learn's defaults: 100 trees of depth 3, learning rate 0.1, min leaf 1.
+            from sklearn.ensemble import GradientBoostingClassifier
+
+            m = GradientBoostingClassifier(random_state=42)
             m.fit(x, y)
             fit = time.perf_counter() - t0
             p = m.predict_proba(xt)[:, 1]
@@ -83,9 +100,17 @@ def main(data_dir, peers, trees, depth):
             m.fit(x, y)
             fit = time.perf_counter() - t0
             p = m.predict_proba(xt)[:, 1]
+        elif peer == "sklearn-rf-default":
+            # scikit-learn's defaults (100 full-depth trees, sqrt features, bootstrap) on both cores.
+            from sklearn.ensemble import RandomForestClassifier
+
+            m = RandomForestClassifier(n_jobs=-1, random_state=42)
+            m.fit(x, y)
+            fit = time.perf_counter() - t0
+            p = m.predict_proba(xt)[:, 1]
         else:
             raise SystemExit(f"unknown peer {peer}")
-        print(json.dumps({"peer": peer, "fit_seconds": fit, "roc_auc": roc_auc_score(yt, p), "train_rows": len(y)}))
+        print(json.dumps({"peer": peer, "fit_seconds": fit, "roc_auc": roc_auc_score(yt, p), "train_rows": len(y), **extra}))
         sys.stdout.flush()
 
 

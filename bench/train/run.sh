@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Training speed and quality, side by side in one run, on this machine:
 #   predict-buy gradient boosting vs LightGBM (100 trees, depth 6),
-#   predict-buy gradient boosting and random forest vs scikit-learn (same settings).
+#   predict-buy gradient boosting and random forest vs scikit-learn (same settings:
+#   depth 6 as above, and scikit-learn's own defaults, which predict-buy's follow),
+#   and LightGBM's one-thread batch prediction rate.
 # Usage: bench/train/run.sh [ROWS] [REPEATS]   (defaults: 300000 rows, 3 repeats)
 # Prints the median fit time and ROC AUC of each, and the ratios.
 set -euo pipefail
@@ -37,17 +39,20 @@ YML
 }
 config gb GradientBoostingClassifier "{n_estimators: 100, max_depth: 6, min_samples_leaf: 20, l2_regularization: 1.0, random_state: 42}"
 config rf RandomForestClassifier "{n_estimators: 100, max_depth: 6, min_samples_leaf: 20, random_state: 42}"
+# scikit-learn's default settings, which predict-buy's defaults follow.
+config gb-default GradientBoostingClassifier "{random_state: 42}"
+config rf-default RandomForestClassifier "{random_state: 42}"
 
 : > results.jsonl
 for i in $(seq "$repeats"); do
-  for m in gb rf; do
+  for m in gb rf gb-default rf-default; do
     "$pb" train --config "$m.yml" --out "$m.pbm" --json \
       | "$py" -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({'peer':'predict-buy-$m','fit_seconds':r['fit_seconds'],'roc_auc':r['test']['roc_auc'],'train_rows':r['train_rows']}))" >> results.jsonl
   done
   "$py" "$here/compare.py" data lightgbm 100 6 >> results.jsonl
 done
 # scikit-learn's exact learners are slow: one run each.
-"$py" "$here/compare.py" data sklearn-gb,sklearn-rf 100 6 >> results.jsonl
+"$py" "$here/compare.py" data sklearn-gb,sklearn-rf,sklearn-gb-default,sklearn-rf-default 100 6 >> results.jsonl
 
 "$py" - results.jsonl <<'PY'
 import json, statistics, sys
@@ -56,14 +61,22 @@ by = {}
 for r in rows:
     by.setdefault(r["peer"], []).append(r)
 med = {k: (statistics.median(x["fit_seconds"] for x in v), statistics.median(x["roc_auc"] for x in v), v[0]["train_rows"], len(v)) for k, v in by.items()}
-print(f"{'peer':<18}{'runs':>5}{'train rows':>12}{'fit s (median)':>16}{'ROC AUC':>9}")
+print(f"{'peer':<24}{'runs':>5}{'train rows':>12}{'fit s (median)':>16}{'ROC AUC':>9}")
 for k, (t, auc, n, runs) in med.items():
-    print(f"{k:<18}{runs:>5}{n:>12}{t:>16.3f}{auc:>9.4f}")
+    print(f"{k:<24}{runs:>5}{n:>12}{t:>16.3f}{auc:>9.4f}")
 def ratio(a, b):
     ta, aa, _, _ = med[a]; tb, ab, _, _ = med[b]
     print(f"{a} vs {b}: time ratio {ta/tb:.2f}x, AUC difference {aa-ab:+.4f}")
 ratio("predict-buy-gb", "lightgbm")
-if "sklearn-gb" in med:
-    print(f"speed-up over sklearn GradientBoosting: {med['sklearn-gb'][0]/med['predict-buy-gb'][0]:.0f}x, AUC {med['predict-buy-gb'][1]-med['sklearn-gb'][1]:+.4f}")
-    print(f"speed-up over sklearn RandomForest:     {med['sklearn-rf'][0]/med['predict-buy-rf'][0]:.0f}x, AUC {med['predict-buy-rf'][1]-med['sklearn-rf'][1]:+.4f}")
+def speedup(ours, theirs, label):
+    if theirs in med:
+        print(f"speed-up over {label}: {med[theirs][0]/med[ours][0]:.1f}x, AUC {med[ours][1]-med[theirs][1]:+.4f}")
+speedup("predict-buy-gb", "sklearn-gb", "sklearn GradientBoosting, depth 6")
+speedup("predict-buy-rf", "sklearn-rf", "sklearn RandomForest, depth 6")
+speedup("predict-buy-gb-default", "sklearn-gb-default", "sklearn GradientBoosting, defaults (depth 3)")
+speedup("predict-buy-rf-default", "sklearn-rf-default", "sklearn RandomForest, defaults (full depth)")
+lgb = [r["predict_rows_per_s_1_thread"] for r in by.get("lightgbm", []) if "predict_rows_per_s_1_thread" in r]
+if lgb:
+    print(f"LightGBM batch predict, one thread: {statistics.median(lgb)/1e6:.2f} M rows/s "
+          "(compare with `cargo bench -p predict-buy-model --bench inference -- batch`)")
 PY
