@@ -322,12 +322,7 @@ impl<'a> Grower<'a> {
     /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
     pub fn grow(&mut self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
         let p = self.params;
-        let mut nodes: Vec<Node> = vec![Node {
-            feature: LEAF,
-            threshold: 0.0,
-            left: 0,
-            value: 0.0,
-        }];
+        let mut nodes: Vec<Node> = vec![Node::leaf(0.0)];
         let mut split_bins = vec![0u8];
         let mut leaves = Vec::new();
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -372,12 +367,7 @@ impl<'a> Grower<'a> {
                         pool.give(h);
                     }
                     let value = self.leaf_value(item.sums);
-                    nodes[item.node] = Node {
-                        feature: LEAF,
-                        threshold: 0.0,
-                        left: 0,
-                        value,
-                    };
+                    nodes[item.node] = Node::leaf(value);
                     leaves.push((item.start..item.end, value));
                     continue;
                 }
@@ -397,18 +387,8 @@ impl<'a> Grower<'a> {
                 value: 0.0,
             };
             split_bins[item.node] = split.bin;
-            nodes.push(Node {
-                feature: LEAF,
-                threshold: 0.0,
-                left: 0,
-                value: 0.0,
-            });
-            nodes.push(Node {
-                feature: LEAF,
-                threshold: 0.0,
-                left: 0,
-                value: 0.0,
-            });
+            nodes.push(Node::leaf(0.0));
+            nodes.push(Node::leaf(0.0));
             split_bins.extend([0, 0]);
 
             let depth = item.depth + 1;

@@ -49,7 +49,7 @@ pub use metrics::{
 };
 pub use smote::{SmoteParams, SmoteSummary};
 pub use train::{Progress, Quiet, TrainError, TrainOutcome, TrainReport, TrainRequest, train};
-pub use tree::{LEAF, Node, Tree};
+pub use tree::{Node, Tree};
 
 /// Lower-level pieces for benchmarks and property tests.
 pub mod core {

@@ -15,6 +15,17 @@ pub struct Node {
     pub value: f32,
 }
 
+impl Node {
+    pub const fn leaf(value: f32) -> Self {
+        Self {
+            feature: LEAF,
+            threshold: 0.0,
+            left: 0,
+            value,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tree {
     pub nodes: Vec<Node>,

@@ -160,7 +160,7 @@ fn depth_and_leaf_limits_hold() {
 /// shape): split values and feature values share a small grid, so ties `x ==
 /// threshold` are common, and rows carry NaN and infinities.
 fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32) -> Ensemble {
-    use predict_buy_model::{LEAF, Link, Node, Tree};
+    use predict_buy_model::{Link, Node, Tree};
     let mut state = seed | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -177,27 +177,12 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
         n_features: u32,
     ) {
         if depth == max_depth || next().is_multiple_of(4) {
-            nodes[at] = Node {
-                feature: LEAF,
-                threshold: 0.0,
-                left: 0,
-                value: (next() % 1000) as f32 / 77.0 - 6.0,
-            };
+            nodes[at] = Node::leaf((next() % 1000) as f32 / 77.0 - 6.0);
             return;
         }
         let left = nodes.len();
-        nodes.push(Node {
-            feature: LEAF,
-            threshold: 0.0,
-            left: 0,
-            value: 0.0,
-        });
-        nodes.push(Node {
-            feature: LEAF,
-            threshold: 0.0,
-            left: 0,
-            value: 0.0,
-        });
+        nodes.push(Node::leaf(0.0));
+        nodes.push(Node::leaf(0.0));
         nodes[at] = Node {
             feature: (next() % u64::from(n_features)) as u32,
             threshold: (next() % 20) as f32 * 0.5,
@@ -209,12 +194,7 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
     }
     let trees = (0..n_trees)
         .map(|_| {
-            let mut nodes = vec![Node {
-                feature: LEAF,
-                threshold: 0.0,
-                left: 0,
-                value: 0.0,
-            }];
+            let mut nodes = vec![Node::leaf(0.0)];
             grow(&mut nodes, 0, 0, &mut next, max_depth, n_features);
             Tree { nodes }
         })
