@@ -31,16 +31,21 @@ async fn read_status(stream: &mut tokio::net::TcpStream) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn slow_clients_time_out() {
-    let s = TestServer::with(Options {
+/// A server that gives a client 300 ms to send its request.
+async fn server_with_300ms_timeout() -> TestServer {
+    TestServer::with(Options {
         limits: Limits {
             request_timeout: Duration::from_millis(300),
             ..Default::default()
         },
         ..Default::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn slow_clients_time_out() {
+    let s = server_with_300ms_timeout().await;
     let started = std::time::Instant::now();
     let mut slow = stalled_predict(s.addr).await;
     let status = read_status(&mut slow).await;
@@ -126,14 +131,7 @@ async fn shutdown_drains_requests_in_flight() {
 
 #[tokio::test]
 async fn clients_trickling_headers_are_cut_off() {
-    let s = TestServer::with(Options {
-        limits: Limits {
-            request_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let s = server_with_300ms_timeout().await;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     stream
         .write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
