@@ -5,10 +5,13 @@
 //!
 //! Classification trees use the same machinery: with `g = w·y` and `h = w`, Gini gain is
 //! the Newton gain with no regularisation, and entropy is computed from the same sums.
+//! Their rows are one byte each (bootstrap weight and label), and their bins' three sums
+//! are counted packed in one word. Forests that split on a sample of features still
+//! count every feature in large nodes, so that subtraction keeps working.
 
 use std::collections::BinaryHeap;
 
-use rand::Rng;
+use rand::RngCore;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -41,6 +44,10 @@ pub struct GrowParams {
     pub max_features: Option<usize>,
     /// Spread histogram work over threads (off when trees themselves run in parallel).
     pub parallel: bool,
+    /// Whether [`Grown::leaves`] must give each leaf's rows (boosting updates its
+    /// scores from them). When not, a split whose children are both leaves does not
+    /// partition its rows.
+    pub leaf_rows: bool,
 }
 
 /// Gradients are summed as fixed-point integers: integer sums are exact, so a
@@ -62,6 +69,16 @@ struct Bin {
     n: u32,
 }
 
+impl Bin {
+    fn minus(self, o: Bin) -> Bin {
+        Bin {
+            g: self.g - o.g,
+            h: self.h - o.h,
+            n: self.n - o.n,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Sums {
     g: i64,
@@ -70,6 +87,13 @@ struct Sums {
 }
 
 impl Sums {
+    fn minus(self, o: Sums) -> Sums {
+        Sums {
+            g: self.g - o.g,
+            h: self.h - o.h,
+            n: self.n - o.n,
+        }
+    }
     fn g(&self) -> f64 {
         self.g as f64 / SCALE
     }
@@ -83,6 +107,8 @@ struct Split {
     feature: usize,
     bin: u8,
     gain: f64,
+    /// The left child's sums; the right child's are the node's minus these.
+    left: Sums,
 }
 
 struct Pending {
@@ -101,7 +127,8 @@ pub struct Grown {
     pub tree: Tree,
     /// The rows the tree was grown on, reordered so each leaf's rows are contiguous.
     pub rows: Vec<u32>,
-    /// `(range of rows, value)` per leaf.
+    /// `(range of rows, value)` per leaf; the ranges hold the leaf's rows only with
+    /// [`GrowParams::leaf_rows`].
     pub leaves: Vec<(std::ops::Range<usize>, f32)>,
     /// For each node, the bin of its split (so rows outside the sample can be routed).
     pub split_bins: Vec<u8>,
@@ -110,13 +137,31 @@ pub struct Grown {
 pub struct Grower<'a> {
     data: &'a Binned,
     params: &'a GrowParams,
-    g: Vec<i64>,
-    h: Vec<i64>,
+    stats: RowStats,
     /// How features map onto histogram bins; see [`Layout`].
     layout: Layout,
     /// Partition space, kept between trees (like `g` and `h`): buffers of this size
     /// are fresh pages each time they are allocated.
     scratch: Vec<u32>,
+}
+
+/// What each row adds to a histogram bin.
+enum RowStats {
+    /// Boosting: fixed-point gradient and hessian.
+    Newton { g: Vec<i64>, h: Vec<i64> },
+    /// Classification trees: `weight << 1 | label`, adding `(w·y, w)`. One byte per
+    /// row instead of sixteen keeps a forest worker's rows in its core's L2 cache.
+    Counts(Vec<u8>),
+}
+
+/// The largest row weight [`Grower::set_class_weights`] keeps. A bootstrap draw gives a
+/// row this weight with probability below 1e-200, so capping it changes nothing.
+pub const MAX_WEIGHT: u8 = 127;
+
+/// `(g, h)` of a classification row from its code.
+fn count_stat(code: u8) -> (i64, i64) {
+    let h = i64::from(code >> 1) << 32;
+    (h * i64::from(code & 1), h)
 }
 
 /// Where a feature's bins live in a histogram.
@@ -140,8 +185,6 @@ enum Place {
 #[derive(Debug, Clone)]
 struct Layout {
     places: Vec<Place>,
-    /// Each feature's group.
-    groups: Vec<usize>,
     /// Where each group's bins start; `hist_len` ends the last one.
     starts: Vec<usize>,
     hist_len: usize,
@@ -150,8 +193,8 @@ struct Layout {
 }
 
 impl Layout {
-    /// `rows` is needed only when nodes count every feature (no feature sampling).
-    fn new(data: &Binned, bundle: bool, need_rows: bool) -> Self {
+    /// Without `bundle`, each feature is its own group.
+    fn new(data: &Binned, bundle: bool) -> Self {
         let (n, nf) = (data.n_rows, data.n_features());
         // Members of each group, and for bundles the rows already taken.
         let mut members: Vec<Vec<usize>> = Vec::new();
@@ -183,17 +226,15 @@ impl Layout {
         }
         let ng = members.len();
         let mut places = vec![Place::Own(0); nf];
-        let mut groups = vec![0; nf];
         let mut starts = Vec::with_capacity(ng);
-        let mut rows = vec![0u8; if need_rows { n * ng } else { 0 }];
+        let mut rows = vec![0u8; n * ng];
         let mut hist_len = 0;
         for (g, fs) in members.iter().enumerate() {
             starts.push(hist_len);
             if taken[g].is_none() {
                 let f = fs[0];
                 places[f] = Place::Own(hist_len);
-                groups[f] = g;
-                for (r, &b) in data.columns[f].iter().enumerate().take(rows.len() / ng) {
+                for (r, &b) in data.columns[f].iter().enumerate() {
                     rows[r * ng + g] = b;
                 }
                 hist_len += data.mappers[f].n_bins();
@@ -201,8 +242,7 @@ impl Layout {
                 // Bin 0: none of the members is set; bin k: member k - 1 is.
                 for (k, &f) in fs.iter().enumerate() {
                     places[f] = Place::Bundled(hist_len + k + 1);
-                    groups[f] = g;
-                    for (r, &b) in data.columns[f].iter().enumerate().take(rows.len() / ng) {
+                    for (r, &b) in data.columns[f].iter().enumerate() {
                         if b != 0 {
                             rows[r * ng + g] = (k + 1) as u8;
                         }
@@ -213,16 +253,10 @@ impl Layout {
         }
         Self {
             places,
-            groups,
             starts,
             hist_len,
             rows,
         }
-    }
-
-    fn group_bins(&self, feature: usize) -> std::ops::Range<usize> {
-        let g = self.groups[feature];
-        self.starts[g]..self.starts.get(g + 1).copied().unwrap_or(self.hist_len)
     }
 }
 
@@ -233,25 +267,16 @@ struct Pool(Vec<Vec<Bin>>);
 
 impl Pool {
     fn take(&mut self, len: usize) -> Vec<Bin> {
-        match self.0.pop() {
-            Some(mut h) => {
-                h.clear();
-                h.resize(len, Bin::default());
-                h
-            }
-            None => vec![Bin::default(); len],
-        }
+        let mut h = self.take_dirty(len);
+        h.fill(Bin::default());
+        h
     }
 
     /// A buffer whose contents are stale except where the caller clears it.
     fn take_dirty(&mut self, len: usize) -> Vec<Bin> {
-        match self.0.pop() {
-            Some(mut h) => {
-                h.resize(len, Bin::default());
-                h
-            }
-            None => vec![Bin::default(); len],
-        }
+        let mut h = self.0.pop().unwrap_or_default();
+        h.resize(len, Bin::default());
+        h
     }
 
     fn give(&mut self, h: Vec<Bin>) {
@@ -265,15 +290,8 @@ impl<'a> Grower<'a> {
         Self {
             data,
             params,
-            g: vec![0; data.n_rows],
-            h: vec![0; data.n_rows],
-            // Forests sample features per node and count them column by column, so
-            // they keep one group per feature.
-            layout: Layout::new(
-                data,
-                params.max_features.is_none(),
-                params.max_features.is_none_or(|k| k >= data.n_features()),
-            ),
+            stats: RowStats::Counts(Vec::new()),
+            layout: Layout::new(data, true),
             scratch: Vec::new(),
         }
     }
@@ -300,23 +318,45 @@ impl<'a> Grower<'a> {
         a + b
     }
 
-    /// Sets each row's `(g, h)`: gradient and hessian for boosting, `(w·y, w)` for
-    /// classification trees.
+    /// Sets each row's gradient and hessian, for boosting.
     pub fn set_gradients(&mut self, f: impl Fn(usize) -> (f64, f64) + Sync) {
+        let n = self.data.n_rows;
+        if !matches!(self.stats, RowStats::Newton { .. }) {
+            self.stats = RowStats::Newton {
+                g: vec![0; n],
+                h: vec![0; n],
+            };
+        }
+        let RowStats::Newton { g, h } = &mut self.stats else {
+            unreachable!("set just above")
+        };
         let set = |(i, (g, h)): (usize, (&mut i64, &mut i64))| {
             let (a, b) = f(i);
             *g = quantize(a);
             *h = quantize(b);
         };
         if self.params.parallel {
-            self.g
-                .par_iter_mut()
-                .zip(&mut self.h)
-                .enumerate()
-                .for_each(set);
+            g.par_iter_mut().zip(h).enumerate().for_each(set);
         } else {
-            self.g.iter_mut().zip(&mut self.h).enumerate().for_each(set);
+            g.iter_mut().zip(h).enumerate().for_each(set);
         }
+    }
+
+    /// Sets each row's weight (capped at [`MAX_WEIGHT`]) and 0/1 label, for
+    /// classification trees: a row then counts as `(w·y, w)`.
+    pub fn set_class_weights(&mut self, weight: impl Fn(usize) -> u8, y: &[u8]) {
+        if !matches!(self.stats, RowStats::Counts(_)) {
+            self.stats = RowStats::Counts(Vec::new());
+        }
+        let RowStats::Counts(codes) = &mut self.stats else {
+            unreachable!("set just above")
+        };
+        codes.clear();
+        codes.extend(
+            y.iter()
+                .enumerate()
+                .map(|(i, &y)| weight(i).min(MAX_WEIGHT) << 1 | (y & 1)),
+        );
     }
 
     /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
@@ -330,16 +370,28 @@ impl<'a> Grower<'a> {
         let mut pool = Pool::default();
 
         let root_features = self.features(rng);
-        let root_hist = self.histogram(&rows, &root_features, &mut pool);
-        let root_sums = self.totals(&root_hist, root_features[0]);
-        let root_split = self.best_split(&root_hist, &root_features, root_sums, 0);
+        let root_sums = self.sums(&rows);
+        let (root_hist, root_split) = if self.may_split(root_sums, 0) {
+            let all = self.counts_all(rows.len());
+            let hist = self.histogram(&rows, &root_features, all, &mut pool);
+            let split = self.best_split(&hist, &root_features, root_sums);
+            match split {
+                Some(_) if all => (Some(hist), split),
+                _ => {
+                    pool.give(hist);
+                    (None, split)
+                }
+            }
+        } else {
+            (None, None)
+        };
         let root = Pending {
             node: 0,
             start: 0,
             end: rows.len(),
             depth: 0,
             sums: root_sums,
-            hist: Some(root_hist),
+            hist: root_hist,
             split: root_split,
         };
 
@@ -373,12 +425,21 @@ impl<'a> Grower<'a> {
                 }
             };
             n_leaves += 1;
-            let mid = self.partition(
-                &mut rows[item.start..item.end],
-                &mut scratch[item.start..item.end],
-                &self.data.columns[split.feature],
-                split.bin,
-            ) + item.start;
+            let depth = item.depth + 1;
+            let sums = [split.left, item.sums.minus(split.left)];
+            // A child that cannot split is a leaf whose sums are already known: counting
+            // its rows would be wasted (the whole last level of a depth-limited tree).
+            let open = sums.map(|s| self.may_split(s, depth));
+            let mid = item.start + split.left.n as usize;
+            if p.leaf_rows || open.contains(&true) {
+                let left_rows = self.partition(
+                    &mut rows[item.start..item.end],
+                    &mut scratch[item.start..item.end],
+                    &self.data.columns[split.feature],
+                    split.bin,
+                );
+                debug_assert_eq!(item.start + left_rows, mid);
+            }
             let left = nodes.len();
             nodes[item.node] = Node {
                 feature: split.feature as u32,
@@ -391,56 +452,59 @@ impl<'a> Grower<'a> {
             nodes.push(Node::leaf(0.0));
             split_bins.extend([0, 0]);
 
-            let depth = item.depth + 1;
-            let (l_range, r_range) = ((item.start, mid), (mid, item.end));
-            let left_small = mid - item.start <= item.end - mid;
-            let (small, large) = if left_small {
-                (l_range, r_range)
-            } else {
-                (r_range, l_range)
-            };
-            let parent_hist = item.hist.take();
+            let ranges = [(item.start, mid), (mid, item.end)];
             let features = self.features(rng);
-            let small_hist = self.histogram(&rows[small.0..small.1], &features, &mut pool);
-            // Subtraction needs the parent's histogram over the same features.
-            let large_hist = match parent_hist {
-                Some(mut ph) if p.max_features.is_none() => {
-                    for (a, b) in ph.iter_mut().zip(&small_hist) {
-                        a.g -= b.g;
-                        a.h -= b.h;
-                        a.n -= b.n;
+            let small = usize::from(mid - item.start > item.end - mid);
+            let large = 1 - small;
+            // A kept histogram counts every feature, so the larger child's is the
+            // parent's minus the smaller child's.
+            let parent_hist = item.hist.take();
+            let subtract = open[large] && parent_hist.is_some();
+            let mut hists: [Option<(Vec<Bin>, bool)>; 2] = [None, None];
+            if open[small] || subtract {
+                let (start, end) = ranges[small];
+                let all = subtract || self.counts_all(end - start);
+                let hist = self.histogram(&rows[start..end], &features, all, &mut pool);
+                hists[small] = Some((hist, all));
+            }
+            match (parent_hist, &hists[small]) {
+                (Some(mut ph), Some((sh, _))) if subtract => {
+                    for (a, b) in ph.iter_mut().zip(sh) {
+                        *a = a.minus(*b);
                     }
-                    ph
+                    hists[large] = Some((ph, true));
                 }
-                other => {
-                    if let Some(h) = other {
+                (ph, _) => {
+                    if let Some(h) = ph {
                         pool.give(h);
                     }
-                    self.histogram(&rows[large.0..large.1], &features, &mut pool)
+                    if open[large] {
+                        let (start, end) = ranges[large];
+                        let all = self.counts_all(end - start);
+                        let hist = self.histogram(&rows[start..end], &features, all, &mut pool);
+                        hists[large] = Some((hist, all));
+                    }
                 }
-            };
-            let (l_hist, r_hist) = if left_small {
-                (small_hist, large_hist)
-            } else {
-                (large_hist, small_hist)
-            };
-            for (node, (start, end), hist) in [(left, l_range, l_hist), (left + 1, r_range, r_hist)]
-            {
-                let sums = self.totals(&hist, features[0]);
-                let split = self.best_split(&hist, &features, sums, depth);
-                let keep_hist = p.max_features.is_none() && split.is_some();
-                let hist = if keep_hist {
-                    Some(hist)
-                } else {
-                    pool.give(hist);
-                    None
+            }
+            for (k, hist) in hists.into_iter().enumerate() {
+                let split = match &hist {
+                    Some((h, _)) if open[k] => self.best_split(h, &features, sums[k]),
+                    _ => None,
+                };
+                let hist = match hist {
+                    Some((h, true)) if split.is_some() => Some(h),
+                    Some((h, _)) => {
+                        pool.give(h);
+                        None
+                    }
+                    None => None,
                 };
                 let pending = Pending {
-                    node,
-                    start,
-                    end,
+                    node: left + k,
+                    start: ranges[k].0,
+                    end: ranges[k].1,
                     depth,
-                    sums,
+                    sums: sums[k],
                     hist,
                     split,
                 };
@@ -472,33 +536,98 @@ impl<'a> Grower<'a> {
         }
     }
 
-    fn histogram(&self, rows: &[u32], features: &[usize], pool: &mut Pool) -> Vec<Bin> {
-        let nf = self.data.n_features();
-        if features.len() < nf {
-            // Feature subsampling (forests): only the chosen columns are cleared and
-            // counted; deep forests have many small nodes, where clearing every
-            // feature's bins would cost more than the counting.
+    /// Whether a node of `n` rows counts every feature, though it may split on only a
+    /// sample of them: its children's histograms are then one count and one
+    /// subtraction, not two counts. Counting every group reads each row's bins in one
+    /// record, where counting a sample gathers from a column per feature. Small nodes
+    /// count just their sample, as clearing every bin would cost more.
+    fn counts_all(&self, n: usize) -> bool {
+        self.params.max_features.is_none() || n >= self.layout.hist_len
+    }
+
+    /// The sums of `rows`.
+    fn sums(&self, rows: &[u32]) -> Sums {
+        let sum = |stat: &dyn Fn(usize) -> (i64, i64)| {
+            rows.iter().fold(Sums::default(), |s, &r| {
+                let (g, h) = stat(r as usize);
+                Sums {
+                    g: s.g + g,
+                    h: s.h + h,
+                    n: s.n + 1,
+                }
+            })
+        };
+        match &self.stats {
+            RowStats::Newton { g, h } => sum(&|r| (g[r], h[r])),
+            RowStats::Counts(codes) => sum(&|r| count_stat(codes[r])),
+        }
+    }
+
+    /// The node's histogram: over every group when `all`, else over `features` only
+    /// (other bins are stale).
+    fn histogram(&self, rows: &[u32], features: &[usize], all: bool, pool: &mut Pool) -> Vec<Bin> {
+        // One copy of the counting loops per kind of row, so the row's `(g, h)` is
+        // computed inline.
+        match &self.stats {
+            RowStats::Newton { g, h } => {
+                self.histogram_with(rows, features, all, pool, |r| (g[r], h[r]))
+            }
+            RowStats::Counts(codes) => {
+                self.histogram_with(rows, features, all, pool, |r| count_stat(codes[r]))
+            }
+        }
+    }
+
+    fn histogram_with(
+        &self,
+        rows: &[u32],
+        features: &[usize],
+        all: bool,
+        pool: &mut Pool,
+        stat: impl Fn(usize) -> (i64, i64) + Sync,
+    ) -> Vec<Bin> {
+        if !all {
             let mut hist = pool.take_dirty(self.layout.hist_len);
+            let mut columns: Vec<(&[u8], usize)> = Vec::with_capacity(features.len());
             for &f in features {
-                let col = &self.data.columns[f];
-                let Place::Own(start) = self.layout.places[f] else {
-                    unreachable!("forests do not bundle features")
-                };
-                let out = &mut hist[start..start + self.data.mappers[f].n_bins()];
-                out.fill(Bin::default());
+                let col = &self.data.columns[f][..];
+                match self.layout.places[f] {
+                    // Adding into memory, most rows would wait for the previous row's
+                    // store to the same bin; bin 1's sums fit in registers instead,
+                    // and bin 0 is every other row.
+                    Place::Bundled(at) => hist[at] = count_binary(rows, col, &stat).0,
+                    Place::Own(start) if self.data.mappers[f].n_bins() == 2 => {
+                        let (ones, all) = count_binary(rows, col, &stat);
+                        hist[start] = all.minus(ones);
+                        hist[start + 1] = ones;
+                    }
+                    Place::Own(start) => {
+                        hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default());
+                        columns.push((col, start));
+                    }
+                }
+            }
+            // The other features are counted together, reading each row once; their
+            // counts are independent chains of additions rather than one.
+            if !columns.is_empty() {
                 for &r in rows {
-                    let b = &mut out[col[r as usize] as usize];
-                    b.g += self.g[r as usize];
-                    b.h += self.h[r as usize];
-                    b.n += 1;
+                    let r = r as usize;
+                    let (g, h) = stat(r);
+                    for &(col, start) in &columns {
+                        let b = &mut hist[start + usize::from(col[r])];
+                        b.g += g;
+                        b.h += h;
+                        b.n += 1;
+                    }
                 }
             }
             return hist;
         }
+        let nf = self.data.n_features();
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
             let mut hist = pool.take(self.layout.hist_len);
-            self.fill_rows(rows, &mut hist);
+            self.fill(rows, &mut hist, &stat);
             return hist;
         }
         // Each thread counts its share of rows into its own histogram; integer sums
@@ -511,7 +640,7 @@ impl<'a> Grower<'a> {
         parts
             .par_iter_mut()
             .zip(rows.par_chunks(chunk))
-            .for_each(|(hist, part)| self.fill_rows(part, hist));
+            .for_each(|(hist, part)| self.fill(part, hist, &stat));
         let mut parts = parts.into_iter();
         let mut hist = parts
             .next()
@@ -528,12 +657,54 @@ impl<'a> Grower<'a> {
     }
 
     /// Adds `rows` into a histogram over every group, reading each row once.
-    fn fill_rows(&self, rows: &[u32], hist: &mut [Bin]) {
+    fn fill(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
+        match &self.stats {
+            RowStats::Counts(codes) => self.fill_counts(rows, hist, codes),
+            RowStats::Newton { .. } => self.fill_rows(rows, hist, stat),
+        }
+    }
+
+    /// [`fill`](Self::fill) for classification rows. A bin's three sums are packed
+    /// into one `u64` (21 bits of rows, 21 of weight, 22 of weighted labels), so each
+    /// row adds once per group instead of three times: counting is bound by stores.
+    /// A chunk of `2^14` rows of weight up to 127 cannot carry out of a field; each
+    /// chunk is then unpacked into `hist`.
+    fn fill_counts(&self, rows: &[u32], hist: &mut [Bin], codes: &[u8]) {
+        const CHUNK: usize = 1 << 14;
+        const FIELD: u64 = (1 << 21) - 1;
+        let l = &self.layout;
+        let ng = l.starts.len();
+        // 256 bins per group, so a bin byte indexes its group's array unchecked.
+        let mut packed = vec![[0u64; 256]; ng];
+        for chunk in rows.chunks(CHUNK) {
+            packed.fill([0; 256]);
+            for &r in chunk {
+                let r = r as usize;
+                let code = u64::from(codes[r]);
+                let w = code >> 1;
+                let add = 1 | w << 21 | (w * (code & 1)) << 42;
+                let bins = &l.rows[r * ng..(r + 1) * ng];
+                for (group, &b) in packed.iter_mut().zip(bins) {
+                    group[usize::from(b)] += add;
+                }
+            }
+            for (g, group) in packed.iter().enumerate() {
+                let end = l.starts.get(g + 1).copied().unwrap_or(l.hist_len);
+                for (bin, &p) in hist[l.starts[g]..end].iter_mut().zip(group) {
+                    bin.n += (p & FIELD) as u32;
+                    bin.h += (((p >> 21) & FIELD) as i64) << 32;
+                    bin.g += ((p >> 42) as i64) << 32;
+                }
+            }
+        }
+    }
+
+    fn fill_rows(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
         let l = &self.layout;
         let ng = l.starts.len();
         for &r in rows {
             let r = r as usize;
-            let (g, h) = (self.g[r], self.h[r]);
+            let (g, h) = stat(r);
             let bins = &l.rows[r * ng..(r + 1) * ng];
             for (&offset, &b) in l.starts.iter().zip(bins) {
                 let bin = &mut hist[offset + usize::from(b)];
@@ -544,43 +715,29 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// The node's sums: every row is in exactly one bin of each group.
-    fn totals(&self, hist: &[Bin], any_feature: usize) -> Sums {
-        hist[self.layout.group_bins(any_feature)]
-            .iter()
-            .fold(Sums::default(), |s, b| Sums {
-                g: s.g + b.g,
-                h: s.h + b.h,
-                n: s.n + b.n,
-            })
+    /// Whether a node with these sums at this depth may be split at all.
+    fn may_split(&self, total: Sums, depth: usize) -> bool {
+        let p = self.params;
+        let n = total.n as usize;
+        let pure = match p.criterion {
+            Criterion::Newton => false,
+            Criterion::Gini | Criterion::Entropy => total.g <= 0 || total.g >= total.h,
+        };
+        p.max_depth.is_none_or(|d| depth < d)
+            && n >= p.min_samples_split.max(2)
+            && n >= 2 * p.min_samples_leaf.max(1)
+            && !pure
     }
 
-    fn best_split(
-        &self,
-        hist: &[Bin],
-        features: &[usize],
-        total: Sums,
-        depth: usize,
-    ) -> Option<Split> {
+    /// The best split of a node that [`may split`](Self::may_split).
+    fn best_split(&self, hist: &[Bin], features: &[usize], total: Sums) -> Option<Split> {
         let p = self.params;
-        if p.max_depth.is_some_and(|d| depth >= d)
-            || (total.n as usize) < p.min_samples_split.max(2)
-            || (total.n as usize) < 2 * p.min_samples_leaf.max(1)
-        {
-            return None;
-        }
         let parent = self.score(total);
         // Like scikit-learn, an impure classification node splits even when no split
         // improves impurity (XOR), or deep trees could not fit separable data.
         let min_gain = match p.criterion {
             Criterion::Newton => p.min_gain.max(1e-12),
-            Criterion::Gini | Criterion::Entropy => {
-                let impure = total.g > 0 && total.g < total.h;
-                if !impure {
-                    return None;
-                }
-                p.min_gain - 1e-9
-            }
+            Criterion::Gini | Criterion::Entropy => p.min_gain - 1e-9,
         };
         let mut best: Option<Split> = None;
         for &f in features {
@@ -609,11 +766,7 @@ impl<'a> Grower<'a> {
                 if (left.n as usize) < p.min_samples_leaf.max(1) || left.h() < p.min_child_weight {
                     continue;
                 }
-                let right = Sums {
-                    g: total.g - left.g,
-                    h: total.h - left.h,
-                    n: total.n - left.n,
-                };
+                let right = total.minus(left);
                 if (right.n as usize) < p.min_samples_leaf.max(1) || right.h() < p.min_child_weight
                 {
                     // Moving more rows left only shrinks the right side further.
@@ -628,6 +781,7 @@ impl<'a> Grower<'a> {
                         feature: f,
                         bin: b as u8,
                         gain,
+                        left,
                     });
                 }
             }
@@ -659,6 +813,24 @@ impl<'a> Grower<'a> {
             Criterion::Gini | Criterion::Entropy => 0.0,
         }
     }
+}
+
+/// The sums of the rows whose bin is 1, and of all rows, for a two-bin column.
+fn count_binary(rows: &[u32], col: &[u8], stat: &impl Fn(usize) -> (i64, i64)) -> (Bin, Bin) {
+    let (mut ones, mut all) = (Bin::default(), Bin::default());
+    for &r in rows {
+        let r = r as usize;
+        let (g, h) = stat(r);
+        // All-ones when the row's bin is 1, zero otherwise.
+        let mask = -i64::from(col[r] & 1);
+        ones.g += g & mask;
+        ones.h += h & mask;
+        ones.n += u32::from(col[r] & 1);
+        all.g += g;
+        all.h += h;
+    }
+    all.n = rows.len() as u32;
+    (ones, all)
 }
 
 /// Stable partition of `rows` into bin <= `bin` then the rest; returns the left count.
@@ -729,16 +901,31 @@ pub fn subsample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<u32> {
     idx
 }
 
-/// Draws a bootstrap sample into `counts`: how often each row was drawn.
-pub fn bootstrap(rng: &mut ChaCha8Rng, draws: usize, counts: &mut [u32]) {
+/// Draws a bootstrap sample: `counts` gets how often each row was drawn, saturating at
+/// 255 (weights are capped at [`MAX_WEIGHT`] anyway), and `rows` the rows drawn at
+/// least once, in order. One byte per row keeps the random increments in cache.
+pub fn bootstrap(rng: &mut impl RngCore, draws: usize, counts: &mut [u8], rows: &mut Vec<u32>) {
     counts.fill(0);
     let n = counts.len();
+    rows.clear();
     if n == 0 {
         return;
     }
     for _ in 0..draws {
-        counts[rng.random_range(0..n)] += 1;
+        // Lemire's multiply-shift without the rejection step: its bias is below
+        // n / 2^64, far under anything a bootstrap could show.
+        let i = ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize;
+        let c = &mut counts[i];
+        *c = c.saturating_add(1);
     }
+    // Branch-free: whether a row was drawn is a coin toss the predictor cannot learn.
+    rows.resize(n, 0);
+    let mut kept = 0;
+    for (i, &c) in counts.iter().enumerate() {
+        rows[kept] = i as u32;
+        kept += usize::from(c > 0);
+    }
+    rows.truncate(kept);
 }
 
 #[cfg(test)]
@@ -786,6 +973,7 @@ mod tests {
             min_gain: 0.0,
             max_features: None,
             parallel: true,
+            leaf_rows: true,
         };
         let grower = Grower::new(&binned, &params);
         let col = &binned.columns[5];
@@ -806,7 +994,7 @@ mod tests {
     #[test]
     fn bundling_finds_exactly_the_unbundled_splits() {
         let (binned, y) = data(5000, 7);
-        let params = |max_features| GrowParams {
+        let params = GrowParams {
             criterion: Criterion::Newton,
             max_depth: Some(6),
             max_leaf_nodes: None,
@@ -815,19 +1003,22 @@ mod tests {
             min_child_weight: 0.0,
             lambda: 1.0,
             min_gain: 0.0,
-            max_features,
+            max_features: None,
             parallel: true,
+            leaf_rows: true,
         };
-        let (bundled_params, plain_params) = (params(None), params(Some(6)));
-        let mut bundled = Grower::new(&binned, &bundled_params);
-        let mut plain = Grower::new(&binned, &plain_params);
+        let mut bundled = Grower::new(&binned, &params);
+        let mut plain = Grower {
+            layout: Layout::new(&binned, false),
+            ..Grower::new(&binned, &params)
+        };
         // The one-hot columns share a group; the overlapping and the non-0/1 columns
         // cannot join it (the 3/7 column is bin 1 on half the rows).
         assert_eq!(
             bundled.layout.starts.len(),
             4,
             "{:?}",
-            bundled.layout.groups
+            bundled.layout.places
         );
         assert_eq!(plain.layout.starts.len(), 6);
         let grad = |i: usize| (-y[i], 1.0);
@@ -840,5 +1031,98 @@ mod tests {
         assert!(a.tree.n_leaves() > 8);
         assert!(a.tree.nodes.iter().any(|n| n.feature < 3));
         assert_eq!(a.tree, b.tree);
+    }
+
+    /// Class weights packed into bytes must count exactly as the same weights given
+    /// as gradients: in the packed chunks' fullest bins at the largest weight, in
+    /// nodes that count every feature, nodes that count a sample, and nodes that
+    /// subtract.
+    #[test]
+    fn class_weights_count_exactly_as_their_gradients() {
+        let (mut binned, y) = data(40_000, 5);
+        // A column whose bin 0 holds 99% of the rows, so a packed chunk of rows at the
+        // largest weight comes within 1% of its field's limit.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let rare: Vec<f32> = (0..binned.n_rows)
+            .map(|_| f32::from(u8::from(rng.random_bool(0.01))))
+            .collect();
+        binned.columns.push(rare.iter().map(|&v| v as u8).collect());
+        binned
+            .mappers
+            .push(crate::binning::BinMapper::fit(&rare, 255));
+        let labels: Vec<u8> = y.iter().map(|&v| u8::from(v > 0.8)).collect();
+        let weights: Vec<u8> = (0..binned.n_rows)
+            .map(|r| match rng.random_range(0..10) {
+                _ if r < 20_000 => MAX_WEIGHT,
+                0 => 0,
+                k => k,
+            })
+            .collect();
+        let rows: Vec<u32> = (0..binned.n_rows as u32)
+            .filter(|&r| weights[r as usize] > 0)
+            .collect();
+        let all: Vec<usize> = (0..binned.n_features()).collect();
+        for (max_features, min_samples_leaf) in [(None, 1), (Some(2), 1), (Some(3), 200)] {
+            let params = GrowParams {
+                criterion: Criterion::Gini,
+                max_depth: Some(8),
+                max_leaf_nodes: None,
+                min_samples_leaf,
+                min_samples_split: 2,
+                min_child_weight: 0.0,
+                lambda: 0.0,
+                min_gain: 0.0,
+                max_features,
+                parallel: false,
+                leaf_rows: false,
+            };
+            let mut packed = Grower::new(&binned, &params);
+            packed.set_class_weights(|i| weights[i], &labels);
+            let mut wide = Grower::new(&binned, &params);
+            wide.set_gradients(|i| {
+                let w = f64::from(weights[i]);
+                (w * f64::from(labels[i]), w)
+            });
+            let hist = |g: &Grower| g.histogram(&rows, &all, true, &mut Pool::default());
+            let (a, b) = (hist(&packed), hist(&wide));
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n));
+            }
+            // Counting one feature alone fills its bins as counting all of them does.
+            for f in 0..binned.n_features() {
+                let one = packed.histogram(&rows, &[f], false, &mut Pool::default());
+                let bins = match packed.layout.places[f] {
+                    Place::Own(start) => start..start + binned.mappers[f].n_bins(),
+                    Place::Bundled(at) => at..at + 1,
+                };
+                for (x, y) in one[bins.clone()].iter().zip(&a[bins]) {
+                    assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n), "feature {f}");
+                }
+            }
+            let a = packed.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
+            let b = wide.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
+            assert!(a.tree.n_leaves() > 20, "{max_features:?}");
+            assert_eq!(a.tree, b.tree, "{max_features:?}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_keeps_every_draw_and_lists_the_drawn_rows() {
+        let mut counts = vec![0u8; 10_000];
+        let mut rows = Vec::new();
+        bootstrap(
+            &mut ChaCha8Rng::seed_from_u64(4),
+            10_000,
+            &mut counts,
+            &mut rows,
+        );
+        assert_eq!(
+            counts.iter().map(|&c| usize::from(c)).sum::<usize>(),
+            10_000
+        );
+        let drawn: Vec<u32> = (0..10_000).filter(|&r| counts[r as usize] > 0).collect();
+        assert_eq!(rows, drawn);
+        // About 1 - 1/e of the rows are drawn at least once.
+        assert!((6_000..6_700).contains(&rows.len()), "{}", rows.len());
     }
 }

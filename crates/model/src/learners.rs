@@ -4,6 +4,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -244,6 +245,7 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
             .map(|m| m.resolve(data.binned.n_features())),
         // Many trees run in parallel; a lone tree parallelises its histograms instead.
         parallel: p.n_estimators == 1,
+        leaf_rows: false,
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     // One worker per thread, each with one grower and one set of buffers for all its
@@ -255,7 +257,7 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
         .into_par_iter()
         .map(|w| {
             let mut grower = Grower::new(data.binned, &gp);
-            let mut counts = vec![0u32; if p.bootstrap { n } else { 0 }];
+            let mut counts = vec![0u8; if p.bootstrap { n } else { 0 }];
             let mut rows = Vec::with_capacity(n);
             let mut trees = Vec::new();
             for t in (w..p.n_estimators).step_by(workers) {
@@ -263,17 +265,18 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
                 rows.clear();
                 // A row drawn k times weighs k; without bootstrap every row weighs 1.
                 if p.bootstrap {
-                    bootstrap(&mut r, draws, &mut counts);
-                    rows.extend((0..n as u32).filter(|&i| counts[i as usize] > 0));
+                    // A small generator for the many draws, seeded from the tree's.
+                    let mut draw = Xoshiro256PlusPlus::from_rng(&mut r);
+                    bootstrap(&mut draw, draws, &mut counts, &mut rows);
                 } else {
                     rows.extend(subsample(&mut r, n, draws));
                 }
-                let bootstrap = p.bootstrap;
                 let counts = &counts;
-                grower.set_gradients(|i| {
-                    let w = if bootstrap { f64::from(counts[i]) } else { 1.0 };
-                    (f64::from(data.y[i]) * w, w)
-                });
+                if p.bootstrap {
+                    grower.set_class_weights(|i| counts[i], data.y);
+                } else {
+                    grower.set_class_weights(|_| 1, data.y);
+                }
                 let out = grower.grow(std::mem::take(&mut rows), &mut r);
                 rows = out.rows;
                 trees.push((t, out.tree));
@@ -321,6 +324,7 @@ pub fn fit_gradient_boosting(
             .as_ref()
             .map(|m| m.resolve(data.binned.n_features())),
         parallel: true,
+        leaf_rows: true,
     };
     let mut r = rng(p.random_state, 2);
     let mut trees = Vec::with_capacity(p.n_estimators);
