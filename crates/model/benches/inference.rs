@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("one encoded row (100 trees, depth 6)", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(model.compiled().predict(black_box(&rows[i])))
+            black_box(model.ensemble().predict_raw(black_box(&rows[i])))
         })
     });
 
@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("100k encoded rows, one core", |b| {
         b.iter_batched_ref(
             Vec::new,
-            |out| model.compiled().predict_batch(black_box(&columns), n, out),
+            |out| model.predict_encoded(black_box(&columns), n, out),
             BatchSize::LargeInput,
         )
     });

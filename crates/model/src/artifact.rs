@@ -280,7 +280,7 @@ impl Model {
         let clean = self.payload.cleaner.clean_record(values)?;
         let mut x = vec![0f32; self.encoder.n_features];
         self.encoder.encode(&clean, &mut x);
-        Ok(self.finish(self.compiled.predict(&x)))
+        Ok(self.finish(self.payload.ensemble.predict_raw(&x)))
     }
 
     /// Predicts one JSON object keyed by field name. Absent fields are errors; `null`
@@ -338,7 +338,7 @@ impl Model {
         let columns = self.payload.cleaner.clean_features(table)?;
         let m = self.payload.encoder.transform(&columns);
         let mut raw = Vec::new();
-        self.compiled.predict_batch(&m.columns, m.n_rows, &mut raw);
+        self.predict_encoded(&m.columns, m.n_rows, &mut raw);
         Ok(raw.into_iter().map(|p| self.finish(p)).collect())
     }
 
@@ -347,7 +347,7 @@ impl Model {
         let frame = self.payload.cleaner.clean_evaluation(table)?;
         let m = self.payload.encoder.transform(&frame.features);
         let mut raw = Vec::new();
-        self.compiled.predict_batch(&m.columns, m.n_rows, &mut raw);
+        self.predict_encoded(&m.columns, m.n_rows, &mut raw);
         let p: Vec<f64> = raw.into_iter().map(|r| self.calibrate(r)).collect();
         Ok(crate::metrics::evaluate(
             &frame.target,
@@ -377,9 +377,10 @@ impl Model {
         &self.payload.ensemble
     }
 
-    /// The ensemble laid out for scoring, for benchmarks.
-    pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+    /// The ensemble's raw probabilities for `n_rows` encoded rows, column-major.
+    pub fn predict_encoded(&self, columns: &[Vec<f32>], n_rows: usize, out: &mut Vec<f64>) {
+        self.compiled
+            .predict_batch(&self.payload.ensemble, columns, n_rows, out);
     }
 }
 

@@ -40,7 +40,7 @@ pub use config::{
     DEFAULT_CONFIG_YAML, ModelName, ModelSection, SmoteSetting, ThresholdName, ThresholdRule,
     TrainConfig, TrainSection,
 };
-pub use ensemble::{Compiled, Ensemble, Link};
+pub use ensemble::{Ensemble, Link};
 pub use learners::{
     DecisionTreeParams, GradientBoostingParams, MaxFeatures, RandomForestParams, SplitCriterion,
 };

@@ -233,14 +233,12 @@ proptest! {
         let nf = n_features as usize;
         let rows: Vec<Vec<f32>> = cells.chunks_exact(nf).map(<[f32]>::to_vec).collect();
         let m = matrix(&rows);
-        let compiled = predict_buy_model::Compiled::new(&e);
         let mut batch = Vec::new();
-        compiled.predict_batch(&m.columns, m.n_rows, &mut batch);
+        e.predict_raw_batch(&m.columns, m.n_rows, &mut batch);
         prop_assert_eq!(batch.len(), rows.len());
         for (r, b) in rows.iter().zip(&batch) {
             let want = e.predict_raw(r);
             prop_assert_eq!(b.to_bits(), want.to_bits());
-            prop_assert_eq!(compiled.predict(r).to_bits(), want.to_bits());
         }
     }
 }
