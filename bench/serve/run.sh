@@ -8,6 +8,8 @@
 # Open loop: examples/open_loop.rs at a fixed RATE below saturation, 64 connections,
 # latency counted from each request's due time (no coordinated omission).
 # Pinned: (a) and (b) again with the server on core 1 and the loader on core 0.
+# Sweep: the open loop again at lower rates (SWEEP, default "5000 10000 15000"), for
+# p99 against offered load.
 # Usage: bench/serve/run.sh [SECONDS] [RUNS] [RATE]   (defaults: 10 s, 3 runs, 20000/s)
 # Prints req/s, p50 and p99 latency (medians over runs), the ratios, and the RSS of
 # predict-buy serve; writes the same to bench/out/serve.md.
@@ -110,10 +112,10 @@ bench() { # name port [connections] [loader cpus] -> appends "name rps p50_ms p9
   "${pin[@]}" wrk -t"$threads" -c"$c" -d"${seconds}s" --latency -s "$here/post.lua" "http://127.0.0.1:$2/predict" >"$file"
   "$py" "$here/parse_wrk.py" "$1" "$file" >>"$work/results"
 }
-open_bench() { # name port [loader cpus] -> the same columns, at $rate requests/s
+open_bench() { # name port [loader cpus] [rate] -> the same columns, at $rate requests/s
   local pin=()
   if [ -n "${3:-}" ]; then pin=(taskset -c "$3"); fi
-  read -r _sent answered p50 _p90 p99 _p999 _max errors late < <("${pin[@]}" "$open_loop" "127.0.0.1:$2" "$rate" "$connections" "$seconds")
+  read -r _sent answered p50 _p90 p99 _p999 _max errors late < <("${pin[@]}" "$open_loop" "127.0.0.1:$2" "${4:-$rate}" "$connections" "$seconds")
   echo "$1 $answered $p50 $p99 $errors late=$late%" >>"$work/results"
 }
 
@@ -136,6 +138,12 @@ done
 for run in $(seq 1 "$runs"); do
   open_bench predict-buy@open 8091
   open_bench bare-axum@open 8092
+done
+for r in ${SWEEP:-5000 10000 15000}; do
+  for run in $(seq 1 "$runs"); do
+    open_bench "predict-buy@sweep$r" 8091 "" "$r"
+    open_bench "bare-axum@sweep$r" 8092 "" "$r"
+  done
 done
 if [ "$cores" -ge 2 ]; then
   wrk -t1 -c$connections -d2s -s "$here/post.lua" http://127.0.0.1:8094/predict >/dev/null
@@ -190,5 +198,16 @@ print(f"- predict-buy / bare axum: {100 * ours / bare:.0f}% (goal >= 60%)")
 print(f"- predict-buy p99: {med['predict-buy'][2]:.3f} ms at {conns} connections closed loop, {med['predict-buy@8'][2]:.3f} ms at 8, {med['predict-buy@open'][2]:.3f} ms open loop at {int(rate):,}/s (goal < 1 ms at 64)")
 if "predict-buy@pinned" in med:
     print(f"- pinned: predict-buy / bare axum {100 * med['predict-buy@pinned'][0] / med['bare-axum@pinned'][0]:.0f}%; p99 {med['predict-buy@pinned'][2]:.3f} ms closed loop, {med['predict-buy@pinned-open'][2]:.3f} ms open loop")
+sweep = sorted({int(n.split("@sweep")[1]) for n in med if "@sweep" in n} | {int(rate)})
+print()
+print(f"p99 against offered load (open loop, {conns} connections, shared cores; medians):\n")
+print("| requests/s | predict-buy p50 / p99 (ms) | bare axum p50 / p99 (ms) |")
+print("|---:|---:|---:|")
+for r in sweep:
+    v = "@open" if r == int(rate) else f"@sweep{r}"
+    a, b = med.get("predict-buy" + v), med.get("bare-axum" + v)
+    if a and b:
+        print(f"| {r:,} | {a[1]:.3f} / {a[2]:.3f} | {b[1]:.3f} / {b[2]:.3f} |")
+print()
 print(f"- predict-buy RSS after the runs: {int(rss) / 1024:.1f} MB, peak {int(hwm) / 1024:.1f} MB (goal < 30 MB)")
 PY
