@@ -62,23 +62,10 @@ fn quantize(v: f64) -> i64 {
     (v * SCALE) as i64
 }
 
-#[derive(Clone, Copy, Default, Debug)]
-struct Bin {
-    g: i64,
-    h: i64,
-    n: u32,
-}
+/// A histogram bin holds the sums of its rows.
+type Bin = Sums;
 
-impl Bin {
-    fn minus(self, o: Bin) -> Bin {
-        Bin {
-            g: self.g - o.g,
-            h: self.h - o.h,
-            n: self.n - o.n,
-        }
-    }
-}
-
+/// Sums of `g`, `h` and the row count over some rows: a node's or a bin's.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sums {
     g: i64,
@@ -747,14 +734,7 @@ impl<'a> Grower<'a> {
                 Place::Bundled(at) => {
                     // Bin 1 was counted; bin 0 is every other row of the node.
                     let one = hist[at];
-                    bundled = [
-                        Bin {
-                            g: total.g - one.g,
-                            h: total.h - one.h,
-                            n: total.n - one.n,
-                        },
-                        one,
-                    ];
+                    bundled = [total.minus(one), one];
                     &bundled[..]
                 }
             };
