@@ -73,6 +73,14 @@ struct Sums {
     n: u32,
 }
 
+impl std::ops::AddAssign for Sums {
+    fn add_assign(&mut self, o: Sums) {
+        self.g += o.g;
+        self.h += o.h;
+        self.n += o.n;
+    }
+}
+
 impl Sums {
     fn minus(self, o: Sums) -> Sums {
         Sums {
@@ -169,18 +177,36 @@ enum Place {
 /// not per feature, and the splits found are exactly those of the unbundled columns.
 /// Every group takes only the bins it has, so a histogram stays small enough for L1
 /// and is cheap to clear, subtract and merge.
+///
+/// Groups whose bin counts multiply to at most 256 are then counted together, as one
+/// [`Product`] whose bin is their bins' combination; each group's own bins are the
+/// product's marginals. Counting is bound by one read-modify-write per counted
+/// column and row, so this cuts the work by the groups it merges (the insurance data
+/// counts 4 columns instead of 7), and the sums stay exact.
 #[derive(Debug, Clone)]
 struct Layout {
     places: Vec<Place>,
-    /// Where each group's bins start; `hist_len` ends the last one.
-    starts: Vec<usize>,
+    /// Where each counted column's bins start, and how many it has.
+    units: Vec<(usize, usize)>,
+    products: Vec<Product>,
     hist_len: usize,
-    /// Group bins row by row (`rows[r * n_groups + group]`).
+    /// Counted columns' bins row by row (`rows[r * units.len() + unit]`).
     rows: Vec<u8>,
 }
 
+/// Groups counted as one column: the counted bin is `sum(bin_k * stride_k)`, the
+/// first member varying fastest.
+#[derive(Debug, Clone)]
+struct Product {
+    /// Where the product's bins start.
+    start: usize,
+    len: usize,
+    /// Each member group's bins: where they start, and how many.
+    members: Vec<(usize, usize)>,
+}
+
 impl Layout {
-    /// Without `bundle`, each feature is its own group.
+    /// Without `bundle`, each feature is its own group, counted on its own.
     fn new(data: &Binned, bundle: bool) -> Self {
         let (n, nf) = (data.n_rows, data.n_features());
         // Members of each group, and for bundles the rows already taken.
@@ -211,38 +237,111 @@ impl Layout {
                 *t |= b != 0;
             }
         }
-        let ng = members.len();
         let mut places = vec![Place::Own(0); nf];
-        let mut starts = Vec::with_capacity(ng);
-        let mut rows = vec![0u8; n * ng];
+        let mut starts = Vec::with_capacity(members.len());
+        let mut bins = Vec::with_capacity(members.len());
+        let mut group_rows: Vec<Vec<u8>> = Vec::with_capacity(members.len());
         let mut hist_len = 0;
         for (g, fs) in members.iter().enumerate() {
             starts.push(hist_len);
             if taken[g].is_none() {
                 let f = fs[0];
                 places[f] = Place::Own(hist_len);
-                for (r, &b) in data.columns[f].iter().enumerate() {
-                    rows[r * ng + g] = b;
-                }
-                hist_len += data.mappers[f].n_bins();
+                group_rows.push(data.columns[f].clone());
+                bins.push(data.mappers[f].n_bins());
             } else {
                 // Bin 0: none of the members is set; bin k: member k - 1 is.
+                let mut col = vec![0u8; n];
                 for (k, &f) in fs.iter().enumerate() {
                     places[f] = Place::Bundled(hist_len + k + 1);
-                    for (r, &b) in data.columns[f].iter().enumerate() {
+                    for (c, &b) in col.iter_mut().zip(&data.columns[f]) {
                         if b != 0 {
-                            rows[r * ng + g] = (k + 1) as u8;
+                            *c = (k + 1) as u8;
                         }
                     }
                 }
-                hist_len += fs.len() + 1;
+                group_rows.push(col);
+                bins.push(fs.len() + 1);
             }
+            hist_len += bins[g];
+        }
+
+        // First fit, smallest groups first: products then merge the many small groups
+        // and stay small themselves, keeping the histogram short.
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by_key(|&g| bins[g]);
+        let mut packs: Vec<(Vec<usize>, usize)> = Vec::new();
+        for g in order {
+            // Eight members of two bins already fill 256.
+            let fits =
+                |(gs, size): &&mut (Vec<usize>, usize)| gs.len() < 8 && *size * bins[g] <= 256;
+            match packs.iter_mut().find(|p| bundle && fits(p)) {
+                Some((gs, size)) => {
+                    gs.push(g);
+                    *size *= bins[g];
+                }
+                None => packs.push((vec![g], bins[g])),
+            }
+        }
+        packs.sort_by_key(|(gs, _)| gs.iter().min().copied());
+
+        let nu = packs.len();
+        let mut units = Vec::with_capacity(nu);
+        let mut products = Vec::new();
+        let mut rows = vec![0u8; n * nu];
+        for (u, (gs, size)) in packs.into_iter().enumerate() {
+            if let [g] = gs[..] {
+                units.push((starts[g], bins[g]));
+                for (r, &b) in group_rows[g].iter().enumerate() {
+                    rows[r * nu + u] = b;
+                }
+                continue;
+            }
+            units.push((hist_len, size));
+            let mut stride = 1;
+            for &g in &gs {
+                for (r, &b) in group_rows[g].iter().enumerate() {
+                    rows[r * nu + u] += b * stride as u8;
+                }
+                stride *= bins[g];
+            }
+            products.push(Product {
+                start: hist_len,
+                len: size,
+                members: gs.iter().map(|&g| (starts[g], bins[g])).collect(),
+            });
+            hist_len += size;
         }
         Self {
             places,
-            starts,
+            units,
+            products,
             hist_len,
             rows,
+        }
+    }
+
+    /// Sets each product's member groups' bins to the product's marginals.
+    fn marginalize(&self, hist: &mut [Bin]) {
+        for p in &self.products {
+            for &(start, len) in &p.members {
+                hist[start..start + len].fill(Bin::default());
+            }
+            // The members' bins for product bin `i`, as a mixed-radix counter.
+            let mut digits = [0usize; 8];
+            for i in 0..p.len {
+                let b = hist[p.start + i];
+                for (&(start, _), &d) in p.members.iter().zip(&digits) {
+                    hist[start + d] += b;
+                }
+                for (d, &(_, len)) in digits.iter_mut().zip(&p.members) {
+                    *d += 1;
+                    if *d < len {
+                        break;
+                    }
+                    *d = 0;
+                }
+            }
         }
     }
 }
@@ -615,6 +714,7 @@ impl<'a> Grower<'a> {
         if !parallel {
             let mut hist = pool.take(self.layout.hist_len);
             self.fill(rows, &mut hist, &stat);
+            self.layout.marginalize(&mut hist);
             return hist;
         }
         // Each thread counts its share of rows into its own histogram; integer sums
@@ -633,13 +733,12 @@ impl<'a> Grower<'a> {
             .next()
             .unwrap_or_else(|| pool.take(self.layout.hist_len));
         for other in parts {
-            for (x, y) in hist.iter_mut().zip(&other) {
-                x.g += y.g;
-                x.h += y.h;
-                x.n += y.n;
+            for (x, &y) in hist.iter_mut().zip(&other) {
+                *x += y;
             }
             pool.give(other);
         }
+        self.layout.marginalize(&mut hist);
         hist
     }
 
@@ -660,9 +759,9 @@ impl<'a> Grower<'a> {
         const CHUNK: usize = 1 << 14;
         const FIELD: u64 = (1 << 21) - 1;
         let l = &self.layout;
-        let ng = l.starts.len();
-        // 256 bins per group, so a bin byte indexes its group's array unchecked.
-        let mut packed = vec![[0u64; 256]; ng];
+        let nu = l.units.len();
+        // 256 bins per column, so a bin byte indexes its column's array unchecked.
+        let mut packed = vec![[0u64; 256]; nu];
         for chunk in rows.chunks(CHUNK) {
             packed.fill([0; 256]);
             for &r in chunk {
@@ -670,14 +769,13 @@ impl<'a> Grower<'a> {
                 let code = u64::from(codes[r]);
                 let w = code >> 1;
                 let add = 1 | w << 21 | (w * (code & 1)) << 42;
-                let bins = &l.rows[r * ng..(r + 1) * ng];
-                for (group, &b) in packed.iter_mut().zip(bins) {
-                    group[usize::from(b)] += add;
+                let bins = &l.rows[r * nu..(r + 1) * nu];
+                for (unit, &b) in packed.iter_mut().zip(bins) {
+                    unit[usize::from(b)] += add;
                 }
             }
-            for (g, group) in packed.iter().enumerate() {
-                let end = l.starts.get(g + 1).copied().unwrap_or(l.hist_len);
-                for (bin, &p) in hist[l.starts[g]..end].iter_mut().zip(group) {
+            for (unit, &(start, len)) in packed.iter().zip(&l.units) {
+                for (bin, &p) in hist[start..start + len].iter_mut().zip(unit) {
                     bin.n += (p & FIELD) as u32;
                     bin.h += (((p >> 21) & FIELD) as i64) << 32;
                     bin.g += ((p >> 42) as i64) << 32;
@@ -688,12 +786,12 @@ impl<'a> Grower<'a> {
 
     fn fill_rows(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
         let l = &self.layout;
-        let ng = l.starts.len();
+        let nu = l.units.len();
         for &r in rows {
             let r = r as usize;
             let (g, h) = stat(r);
-            let bins = &l.rows[r * ng..(r + 1) * ng];
-            for (&offset, &b) in l.starts.iter().zip(bins) {
+            let bins = &l.rows[r * nu..(r + 1) * nu];
+            for (&(offset, _), &b) in l.units.iter().zip(bins) {
                 let bin = &mut hist[offset + usize::from(b)];
                 bin.g += g;
                 bin.h += h;
@@ -993,14 +1091,14 @@ mod tests {
             ..Grower::new(&binned, &params)
         };
         // The one-hot columns share a group; the overlapping and the non-0/1 columns
-        // cannot join it (the 3/7 column is bin 1 on half the rows).
-        assert_eq!(
-            bundled.layout.starts.len(),
-            4,
-            "{:?}",
-            bundled.layout.places
-        );
-        assert_eq!(plain.layout.starts.len(), 6);
+        // cannot join it (the 3/7 column is bin 1 on half the rows). Those three
+        // groups (4, 2 and 2 bins) are counted as one product of 16 bins, the
+        // numeric column on its own.
+        let l = &bundled.layout;
+        assert_eq!(l.units.len(), 2, "{:?}", l.units);
+        assert_eq!((l.products[0].len, l.products[0].members.len()), (16, 3));
+        assert_eq!(plain.layout.units.len(), 6);
+        assert!(plain.layout.products.is_empty());
         let grad = |i: usize| (-y[i], 1.0);
         bundled.set_gradients(grad);
         plain.set_gradients(grad);
