@@ -201,8 +201,8 @@ struct Product {
     /// Where the product's bins start.
     start: usize,
     len: usize,
-    /// Each member group's bins: where they start, and how many.
-    members: Vec<(usize, usize)>,
+    /// Each member group's bins: where they start, how many, and its features.
+    members: Vec<(usize, usize, Vec<usize>)>,
 }
 
 impl Layout {
@@ -308,7 +308,10 @@ impl Layout {
             products.push(Product {
                 start: hist_len,
                 len: size,
-                members: gs.iter().map(|&g| (starts[g], bins[g])).collect(),
+                members: gs
+                    .iter()
+                    .map(|&g| (starts[g], bins[g], members[g].clone()))
+                    .collect(),
             });
             hist_len += size;
         }
@@ -321,26 +324,28 @@ impl Layout {
         }
     }
 
-    /// Sets each product's member groups' bins to the product's marginals.
-    fn marginalize(&self, hist: &mut [Bin]) {
+    /// Sets the bins of the product members that hold any of `features` to the
+    /// product's marginals; other members' bins are left stale, as nothing reads them.
+    fn marginalize(&self, hist: &mut [Bin], features: &[usize]) {
         for p in &self.products {
-            for &(start, len) in &p.members {
-                hist[start..start + len].fill(Bin::default());
-            }
-            // The members' bins for product bin `i`, as a mixed-radix counter.
-            let mut digits = [0usize; 8];
-            for i in 0..p.len {
-                let b = hist[p.start + i];
-                for (&(start, _), &d) in p.members.iter().zip(&digits) {
-                    hist[start + d] += b;
-                }
-                for (d, &(_, len)) in digits.iter_mut().zip(&p.members) {
-                    *d += 1;
-                    if *d < len {
-                        break;
+            // Products come after every group's own bins.
+            let (groups, product) = hist.split_at_mut(p.start);
+            let product = &product[..p.len];
+            let mut stride = 1;
+            for (start, len, fs) in &p.members {
+                if fs.iter().any(|f| features.contains(f)) {
+                    // Product bin `(q * len + d) * stride + t` has this member in bin `d`.
+                    for (d, out) in groups[*start..start + len].iter_mut().enumerate() {
+                        let mut sum = Sums::default();
+                        for block in product.chunks_exact(stride * len) {
+                            for &b in &block[d * stride..(d + 1) * stride] {
+                                sum += b;
+                            }
+                        }
+                        *out = sum;
                     }
-                    *d = 0;
                 }
+                stride *= len;
             }
         }
     }
@@ -555,9 +560,13 @@ impl<'a> Grower<'a> {
             }
             match (parent_hist, &hists[small]) {
                 (Some(mut ph), Some((sh, _))) if subtract => {
-                    for (a, b) in ph.iter_mut().zip(sh) {
-                        *a = a.minus(*b);
+                    // Only the counted columns: members' bins may be stale.
+                    for &(start, len) in &self.layout.units {
+                        for (a, b) in ph[start..start + len].iter_mut().zip(&sh[start..]) {
+                            *a = a.minus(*b);
+                        }
                     }
+                    self.layout.marginalize(&mut ph, &features);
                     hists[large] = Some((ph, true));
                 }
                 (ph, _) => {
@@ -712,9 +721,9 @@ impl<'a> Grower<'a> {
         let nf = self.data.n_features();
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
-            let mut hist = pool.take(self.layout.hist_len);
+            let mut hist = pool.take_dirty(self.layout.hist_len);
             self.fill(rows, &mut hist, &stat);
-            self.layout.marginalize(&mut hist);
+            self.layout.marginalize(&mut hist, features);
             return hist;
         }
         // Each thread counts its share of rows into its own histogram; integer sums
@@ -722,7 +731,7 @@ impl<'a> Grower<'a> {
         let threads = rayon::current_num_threads().max(1);
         let chunk = rows.len().div_ceil(threads).max(4096);
         let mut parts: Vec<Vec<Bin>> = (0..rows.len().div_ceil(chunk))
-            .map(|_| pool.take(self.layout.hist_len))
+            .map(|_| pool.take_dirty(self.layout.hist_len))
             .collect();
         parts
             .par_iter_mut()
@@ -738,15 +747,19 @@ impl<'a> Grower<'a> {
             }
             pool.give(other);
         }
-        self.layout.marginalize(&mut hist);
+        self.layout.marginalize(&mut hist, features);
         hist
     }
 
-    /// Adds `rows` into a histogram over every group, reading each row once.
+    /// Sets the bins of every counted column of `hist` to the sums of `rows`, reading
+    /// each row once. Product members' bins are left to [`Layout::marginalize`].
     fn fill(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
         match &self.stats {
             RowStats::Counts(codes) => self.fill_counts(rows, hist, codes),
-            RowStats::Newton { .. } => self.fill_rows(rows, hist, stat),
+            RowStats::Newton { .. } => {
+                hist.fill(Bin::default());
+                self.fill_rows(rows, hist, stat)
+            }
         }
     }
 
@@ -762,23 +775,47 @@ impl<'a> Grower<'a> {
         let nu = l.units.len();
         // 256 bins per column, so a bin byte indexes its column's array unchecked.
         let mut packed = vec![[0u64; 256]; nu];
-        for chunk in rows.chunks(CHUNK) {
-            packed.fill([0; 256]);
-            for &r in chunk {
-                let r = r as usize;
-                let code = u64::from(codes[r]);
-                let w = code >> 1;
-                let add = 1 | w << 21 | (w * (code & 1)) << 42;
-                let bins = &l.rows[r * nu..(r + 1) * nu];
-                for (unit, &b) in packed.iter_mut().zip(bins) {
-                    unit[usize::from(b)] += add;
+        if rows.is_empty() {
+            hist.fill(Bin::default());
+        }
+        for (k, chunk) in rows.chunks(CHUNK).enumerate() {
+            // Only a column's own bins are ever set, so only they need clearing.
+            if k > 0 {
+                for (unit, &(_, len)) in packed.iter_mut().zip(&l.units) {
+                    unit[..len].fill(0);
+                }
+            }
+            match nu {
+                1 => count_packed::<1>(chunk, &l.rows, codes, &mut packed),
+                2 => count_packed::<2>(chunk, &l.rows, codes, &mut packed),
+                3 => count_packed::<3>(chunk, &l.rows, codes, &mut packed),
+                4 => count_packed::<4>(chunk, &l.rows, codes, &mut packed),
+                5 => count_packed::<5>(chunk, &l.rows, codes, &mut packed),
+                6 => count_packed::<6>(chunk, &l.rows, codes, &mut packed),
+                _ => {
+                    for &r in chunk {
+                        let r = r as usize;
+                        let add = packed_add(codes[r]);
+                        let bins = &l.rows[r * nu..(r + 1) * nu];
+                        for (unit, &b) in packed.iter_mut().zip(bins) {
+                            unit[usize::from(b)] += add;
+                        }
+                    }
                 }
             }
             for (unit, &(start, len)) in packed.iter().zip(&l.units) {
                 for (bin, &p) in hist[start..start + len].iter_mut().zip(unit) {
-                    bin.n += (p & FIELD) as u32;
-                    bin.h += (((p >> 21) & FIELD) as i64) << 32;
-                    bin.g += ((p >> 42) as i64) << 32;
+                    let sums = Sums {
+                        n: (p & FIELD) as u32,
+                        h: (((p >> 21) & FIELD) as i64) << 32,
+                        g: ((p >> 42) as i64) << 32,
+                    };
+                    // The first chunk sets the histogram, so it need not be cleared.
+                    if k == 0 {
+                        *bin = sums;
+                    } else {
+                        *bin += sums;
+                    }
                 }
             }
         }
@@ -889,6 +926,33 @@ impl<'a> Grower<'a> {
             Criterion::Newton => (-g / (h + self.params.lambda)) as f32,
             Criterion::Gini | Criterion::Entropy if h > 0.0 => (g / h) as f32,
             Criterion::Gini | Criterion::Entropy => 0.0,
+        }
+    }
+}
+
+/// What a classification row adds to a packed bin: one row, its weight, and its
+/// weight again if its label is 1.
+fn packed_add(code: u8) -> u64 {
+    let code = u64::from(code);
+    let w = code >> 1;
+    1 | w << 21 | (w * (code & 1)) << 42
+}
+
+/// The packed counting loop for `N` counted columns, unrolled: with `N` known, a
+/// row's bins are one load and its adds need no loop.
+fn count_packed<const N: usize>(
+    rows: &[u32],
+    recs: &[u8],
+    codes: &[u8],
+    packed: &mut [[u64; 256]],
+) {
+    let packed: &mut [[u64; 256]; N] = packed.try_into().expect("one array per column");
+    for &r in rows {
+        let r = r as usize;
+        let add = packed_add(codes[r]);
+        let bins: [u8; N] = recs[r * N..(r + 1) * N].try_into().expect("N bins a row");
+        for (unit, b) in packed.iter_mut().zip(bins) {
+            unit[usize::from(b)] += add;
         }
     }
 }
