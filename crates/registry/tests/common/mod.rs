@@ -49,30 +49,33 @@ impl S3Server {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        // s3s-fs checks `If-None-Match`/`If-Match` and then writes, in two steps; real
-        // S3 makes the check and the write one atomic step. Serialising conditional
-        // PUTs gives the test server S3's semantics, so races in the registry's code,
-        // not the test server's, are what the concurrency tests see.
-        let conditional = Arc::new(tokio::sync::Mutex::new(()));
+        // s3s-fs is not atomic where S3 is. A conditional PUT checks `If-Match` and
+        // then writes, in two steps; and a GET opens the object and only then reads its
+        // ETag, so a GET racing a PUT can return the old body with the new ETag (a
+        // writer holding both then overwrites the PUT it never saw). Writes therefore
+        // exclude each other and reads, as S3's single atomic step does, so races in
+        // the registry's code, not the test server's, are what the concurrency tests
+        // see. (A GET's body streams from the file it opened, which a PUT replaces by
+        // rename, so holding the lock until the response head is enough.)
+        let lock = Arc::new(tokio::sync::RwLock::new(()));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
                 let service = service.clone();
-                let conditional = conditional.clone();
+                let lock = lock.clone();
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let service = service.clone();
-                        let conditional = conditional.clone();
+                        let lock = lock.clone();
                         async move {
-                            let is_conditional = req.method() == hyper::Method::PUT
-                                && (req.headers().contains_key(hyper::header::IF_MATCH)
-                                    || req.headers().contains_key(hyper::header::IF_NONE_MATCH));
-                            let _guard = if is_conditional {
-                                Some(conditional.lock_owned().await)
+                            let reads =
+                                matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD);
+                            let (_read, _write) = if reads {
+                                (Some(lock.read_owned().await), None)
                             } else {
-                                None
+                                (None, Some(lock.write_owned().await))
                             };
                             hyper::service::Service::call(&service, req).await
                         }
