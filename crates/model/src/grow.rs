@@ -980,9 +980,8 @@ fn count_binary(rows: &[u32], col: &[u8], stat: &impl Fn(usize) -> (i64, i64)) -
 /// advances; the split is unpredictable, and a branch on it mispredicted about half
 /// the time.
 fn partition(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8) -> usize {
-    let mut l = 0;
-    let mut r = 0;
-    for i in 0..rows.len() {
+    let (mut l, mut r, done) = crate::simd::partition_prefix(rows, scratch, col, bin);
+    for i in done..rows.len() {
         let row = rows[i];
         let left = usize::from(col[row as usize] <= bin);
         rows[l] = row;
@@ -1130,6 +1129,40 @@ mod tests {
             assert_eq!((la, &a), (lb, &b));
             assert!(a[..la].iter().all(|&r| col[r as usize] <= bin));
             assert!(a[la..].iter().all(|&r| col[r as usize] > bin));
+        }
+    }
+
+    /// The vector kernel must agree with the scalar loop it speeds up: a stable
+    /// partition, whatever the length, order and position of the rows (the last rows
+    /// of a column are left to the scalar loop).
+    #[test]
+    fn partition_is_a_stable_filter() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let col: Vec<u8> = (0..5000).map(|_| rng.random()).collect();
+        for len in [0, 1, 15, 16, 17, 100, 1000, 4999] {
+            for sorted in [false, true] {
+                let mut rows: Vec<u32> = (0..len)
+                    .map(|k| match k % 7 {
+                        0 => 4997 + rng.random_range(0..3),
+                        _ => rng.random_range(0..5000),
+                    })
+                    .collect();
+                if sorted {
+                    rows.sort_unstable();
+                }
+                for bin in [0, 90, 200, 255] {
+                    let left: Vec<u32> = rows
+                        .iter()
+                        .copied()
+                        .filter(|&r| col[r as usize] <= bin)
+                        .collect();
+                    let right = rows.iter().copied().filter(|&r| col[r as usize] > bin);
+                    let expected: Vec<u32> = left.iter().copied().chain(right).collect();
+                    let mut got = rows.clone();
+                    let l = partition(&mut got, &mut vec![0; len], &col, bin);
+                    assert_eq!((l, &got), (left.len(), &expected), "{len} rows, bin {bin}");
+                }
+            }
         }
     }
 

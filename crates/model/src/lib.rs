@@ -28,6 +28,7 @@ mod grow;
 mod learners;
 mod metrics;
 mod preprocess;
+mod simd;
 mod smote;
 mod train;
 mod tree;
