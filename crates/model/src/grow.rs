@@ -947,7 +947,14 @@ fn count_packed<const N: usize>(
     packed: &mut [[u64; 256]],
 ) {
     let packed: &mut [[u64; 256]; N] = packed.try_into().expect("one array per column");
-    for &r in rows {
+    // Deep nodes' rows are scattered: fetching a row's code and bins a few dozen rows
+    // ahead hides the cache misses that otherwise stall the adds.
+    const AHEAD: usize = 32;
+    for (i, &r) in rows.iter().enumerate() {
+        if let Some(&ahead) = rows.get(i + AHEAD) {
+            crate::simd::prefetch(codes, ahead as usize);
+            crate::simd::prefetch(recs, ahead as usize * N);
+        }
         let r = r as usize;
         let add = packed_add(codes[r]);
         let bins: [u8; N] = recs[r * N..(r + 1) * N].try_into().expect("N bins a row");

@@ -1,7 +1,8 @@
 //! Vector kernels for the grower's hottest loops, chosen at run time when the CPU has
-//! AVX-512 (each does nothing elsewhere, and the scalar loop does all the work). This
-//! is the only unsafe code in the workspace: each unsafe call says why it is sound,
-//! and the grower's tests check every kernel against its scalar twin.
+//! AVX-512 (each does nothing elsewhere, and the scalar loop does all the work), and a
+//! cache prefetch. This is the only unsafe code in the workspace: each unsafe call
+//! says why it is sound, and the grower's tests check every kernel against its scalar
+//! twin.
 #![allow(unsafe_code)]
 
 /// Partitions a prefix of `rows` exactly as `grow::partition`'s scalar loop would:
@@ -20,6 +21,20 @@ pub fn partition_prefix(
     }
     let _ = (rows, scratch, col, bin);
     (0, 0, 0)
+}
+
+/// Asks the CPU to bring `data[i]` into cache, if `i` is in bounds.
+#[inline]
+pub fn prefetch<T>(data: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = data.get(i) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of x86_64; a prefetch reads nothing the program sees,
+        // and the address is of a live element.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(x).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, i);
 }
 
 #[cfg(target_arch = "x86_64")]
