@@ -333,13 +333,7 @@ pub fn fit_gradient_boosting(
     let mut grower = Grower::new(data.binned, &gp);
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     for round in 0..p.n_estimators {
-        grower.set_gradients(|i| {
-            let prob = sigmoid(scores[i]);
-            (
-                prob - f64::from(data.y[i]),
-                (prob * (1.0 - prob)).max(1e-16),
-            )
-        });
+        grower.set_logistic_gradients(&scores, data.y);
         let sampled = p.subsample < 1.0;
         rows.clear();
         if sampled {
