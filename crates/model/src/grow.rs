@@ -10,6 +10,7 @@
 //! count every feature in large nodes, so that subtraction keeps working.
 
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use rand::RngCore;
 use rand::seq::index::sample;
@@ -133,8 +134,9 @@ pub struct Grower<'a> {
     data: &'a Binned,
     params: &'a GrowParams,
     stats: RowStats,
-    /// How features map onto histogram bins; see [`Layout`].
-    layout: Layout,
+    /// How features map onto histogram bins; see [`Layout`]. Shared by the growers
+    /// of one forest, as it depends only on the data.
+    layout: Arc<Layout>,
     /// Partition space, kept between trees (like `g` and `h`): buffers of this size
     /// are fresh pages each time they are allocated.
     scratch: Vec<u32>,
@@ -209,32 +211,40 @@ impl Layout {
     /// Without `bundle`, each feature is its own group, counted on its own.
     fn new(data: &Binned, bundle: bool) -> Self {
         let (n, nf) = (data.n_rows, data.n_features());
-        // Members of each group, and for bundles the rows already taken.
+        // Members of each group, and for bundles the rows already taken, as bitsets:
+        // checking a column against a bundle is then a word-wise AND.
         let mut members: Vec<Vec<usize>> = Vec::new();
-        let mut taken: Vec<Option<Vec<bool>>> = Vec::new();
+        let mut taken: Vec<Option<Vec<u64>>> = Vec::new();
         for f in 0..nf {
-            let col = &data.columns[f];
             if !(bundle && data.mappers[f].n_bins() == 2) {
                 members.push(vec![f]);
                 taken.push(None);
                 continue;
             }
+            let set: Vec<u64> = data.columns[f]
+                .chunks(64)
+                .map(|c| {
+                    c.iter()
+                        .enumerate()
+                        .fold(0, |w, (i, &b)| w | u64::from(b != 0) << i)
+                })
+                .collect();
             let fits = |g: usize| match &taken[g] {
-                Some(t) => members[g].len() < 255 && !col.iter().zip(t).any(|(&b, &t)| b != 0 && t),
+                Some(t) => members[g].len() < 255 && t.iter().zip(&set).all(|(a, b)| a & b == 0),
                 None => false,
             };
-            let g = match (0..members.len()).find(|&g| fits(g)) {
-                Some(g) => g,
-                None => {
-                    members.push(Vec::new());
-                    taken.push(Some(vec![false; n]));
-                    members.len() - 1
+            match (0..members.len()).find(|&g| fits(g)) {
+                Some(g) => {
+                    members[g].push(f);
+                    let t = taken[g].as_mut().expect("a bundle");
+                    for (t, s) in t.iter_mut().zip(&set) {
+                        *t |= s;
+                    }
                 }
-            };
-            members[g].push(f);
-            let t = taken[g].as_mut().expect("a bundle");
-            for (t, &b) in t.iter_mut().zip(col) {
-                *t |= b != 0;
+                None => {
+                    members.push(vec![f]);
+                    taken.push(Some(set));
+                }
             }
         }
         let mut places = vec![Place::Own(0); nf];
@@ -254,10 +264,10 @@ impl Layout {
                 let mut col = vec![0u8; n];
                 for (k, &f) in fs.iter().enumerate() {
                     places[f] = Place::Bundled(hist_len + k + 1);
+                    // A select, not a branch: a one-hot column is a coin toss per row.
+                    let member = (k + 1) as u8;
                     for (c, &b) in col.iter_mut().zip(&data.columns[f]) {
-                        if b != 0 {
-                            *c = (k + 1) as u8;
-                        }
+                        *c = if b != 0 { member } else { *c };
                     }
                 }
                 group_rows.push(col);
@@ -382,7 +392,19 @@ impl<'a> Grower<'a> {
             data,
             params,
             stats: RowStats::Counts(Vec::new()),
-            layout: Layout::new(data, true),
+            layout: Arc::new(Layout::new(data, true)),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Another grower for the same data and parameters, sharing this one's layout
+    /// (building it reads every row of every feature).
+    pub fn sibling(&self) -> Self {
+        Self {
+            data: self.data,
+            params: self.params,
+            stats: RowStats::Counts(Vec::new()),
+            layout: Arc::clone(&self.layout),
             scratch: Vec::new(),
         }
     }
@@ -1274,7 +1296,7 @@ mod tests {
         };
         let mut bundled = Grower::new(&binned, &params);
         let mut plain = Grower {
-            layout: Layout::new(&binned, false),
+            layout: Arc::new(Layout::new(&binned, false)),
             ..Grower::new(&binned, &params)
         };
         // The one-hot columns share a group; the overlapping and the non-0/1 columns
