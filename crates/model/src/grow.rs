@@ -505,20 +505,13 @@ impl<'a> Grower<'a> {
 
         let root_features = self.features(rng);
         let root_sums = self.sums(&rows);
-        let (root_hist, root_split) = if self.may_split(root_sums, 0) {
+        let open = self.may_split(root_sums, 0);
+        let hist = open.then(|| {
             let all = self.counts_all(rows.len());
-            let hist = self.histogram(&rows, &root_features, all, &mut pool);
-            let split = self.best_split(&hist, &root_features, root_sums);
-            match split {
-                Some(_) if all => (Some(hist), split),
-                _ => {
-                    pool.give(hist);
-                    (None, split)
-                }
-            }
-        } else {
-            (None, None)
-        };
+            (self.histogram(&rows, &root_features, all, &mut pool), all)
+        });
+        let (root_split, root_hist) =
+            self.split_and_keep(hist, open, &root_features, root_sums, &mut pool);
         let root = Pending {
             node: 0,
             start: 0,
@@ -625,18 +618,8 @@ impl<'a> Grower<'a> {
                 }
             }
             for (k, hist) in hists.into_iter().enumerate() {
-                let split = match &hist {
-                    Some((h, _)) if open[k] => self.best_split(h, &features, sums[k]),
-                    _ => None,
-                };
-                let hist = match hist {
-                    Some((h, true)) if split.is_some() => Some(h),
-                    Some((h, _)) => {
-                        pool.give(h);
-                        None
-                    }
-                    None => None,
-                };
+                let (split, hist) =
+                    self.split_and_keep(hist, open[k], &features, sums[k], &mut pool);
                 let pending = Pending {
                     node: left + k,
                     start: ranges[k].0,
@@ -660,6 +643,33 @@ impl<'a> Grower<'a> {
             leaves,
             split_bins,
         }
+    }
+
+    /// The best split of a node from its histogram (`true`: counted over every
+    /// feature), and the histogram back if its children can subtract from it: when
+    /// the node splits and the histogram counts every feature. Otherwise it returns
+    /// to the pool.
+    fn split_and_keep(
+        &self,
+        hist: Option<(Vec<Bin>, bool)>,
+        open: bool,
+        features: &[usize],
+        sums: Sums,
+        pool: &mut Pool,
+    ) -> (Option<Split>, Option<Vec<Bin>>) {
+        let Some((hist, all)) = hist else {
+            return (None, None);
+        };
+        let split = if open {
+            self.best_split(&hist, features, sums)
+        } else {
+            None
+        };
+        if all && split.is_some() {
+            return (split, Some(hist));
+        }
+        pool.give(hist);
+        (split, None)
     }
 
     fn features(&self, rng: &mut ChaCha8Rng) -> Vec<usize> {
@@ -765,7 +775,7 @@ impl<'a> Grower<'a> {
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
             let mut hist = pool.take_dirty(self.layout.hist_len);
-            self.fill(rows, &mut hist, &stat);
+            self.fill(rows, &mut hist);
             self.layout.marginalize(&mut hist, features);
             return hist;
         }
@@ -779,7 +789,7 @@ impl<'a> Grower<'a> {
         parts
             .par_iter_mut()
             .zip(rows.par_chunks(chunk))
-            .for_each(|(hist, part)| self.fill(part, hist, &stat));
+            .for_each(|(hist, part)| self.fill(part, hist));
         let mut parts = parts.into_iter();
         let mut hist = parts
             .next()
@@ -796,12 +806,12 @@ impl<'a> Grower<'a> {
 
     /// Sets the bins of every counted column of `hist` to the sums of `rows`, reading
     /// each row once. Product members' bins are left to [`Layout::marginalize`].
-    fn fill(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
+    fn fill(&self, rows: &[u32], hist: &mut [Bin]) {
         match &self.stats {
             RowStats::Counts(codes) => self.fill_counts(rows, hist, codes),
-            RowStats::Newton { .. } => {
+            RowStats::Newton { g, h } => {
                 hist.fill(Bin::default());
-                self.fill_rows(rows, hist, stat)
+                self.fill_gradients(rows, hist, g, h)
             }
         }
     }
@@ -864,12 +874,13 @@ impl<'a> Grower<'a> {
         }
     }
 
-    fn fill_rows(&self, rows: &[u32], hist: &mut [Bin], stat: &impl Fn(usize) -> (i64, i64)) {
+    /// [`fill`](Self::fill) for boosting's rows, adding into a cleared histogram.
+    fn fill_gradients(&self, rows: &[u32], hist: &mut [Bin], g: &[i64], h: &[i64]) {
         let l = &self.layout;
         let nu = l.units.len();
         for &r in rows {
             let r = r as usize;
-            let (g, h) = stat(r);
+            let (g, h) = (g[r], h[r]);
             let bins = &l.rows[r * nu..(r + 1) * nu];
             for (&(offset, _), &b) in l.units.iter().zip(bins) {
                 let bin = &mut hist[offset + usize::from(b)];
