@@ -1161,12 +1161,11 @@ mod tests {
         (Binned::new(&Matrix { n_rows: n, columns }, 255), y)
     }
 
-    #[test]
-    fn the_two_thread_partition_keeps_the_one_pass_order() {
-        let (binned, _) = data(150_000, 3);
-        let params = GrowParams {
+    /// A booster's tree parameters with no limits but `max_depth`.
+    fn boosting(max_depth: Option<usize>) -> GrowParams {
+        GrowParams {
             criterion: Criterion::Newton,
-            max_depth: None,
+            max_depth,
             max_leaf_nodes: None,
             min_samples_leaf: 1,
             min_samples_split: 2,
@@ -1176,7 +1175,13 @@ mod tests {
             max_features: None,
             parallel: true,
             leaf_rows: true,
-        };
+        }
+    }
+
+    #[test]
+    fn the_two_thread_partition_keeps_the_one_pass_order() {
+        let (binned, _) = data(150_000, 3);
+        let params = boosting(None);
         let grower = Grower::new(&binned, &params);
         let col = &binned.columns[5];
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -1248,19 +1253,7 @@ mod tests {
         assert!(exp(708.0) > 1e307 && exp(-708.0) < 1e-307);
 
         let (binned, _) = data(10_007, 2);
-        let params = GrowParams {
-            criterion: Criterion::Newton,
-            max_depth: Some(3),
-            max_leaf_nodes: None,
-            min_samples_leaf: 1,
-            min_samples_split: 2,
-            min_child_weight: 0.0,
-            lambda: 0.0,
-            min_gain: 0.0,
-            max_features: None,
-            parallel: true,
-            leaf_rows: true,
-        };
+        let params = boosting(Some(3));
         let scores: Vec<f64> = (0..binned.n_rows)
             .map(|i| match i % 100 {
                 0 => 800.0,
@@ -1293,17 +1286,9 @@ mod tests {
     fn bundling_finds_exactly_the_unbundled_splits() {
         let (binned, y) = data(5000, 7);
         let params = GrowParams {
-            criterion: Criterion::Newton,
-            max_depth: Some(6),
-            max_leaf_nodes: None,
             min_samples_leaf: 5,
-            min_samples_split: 2,
-            min_child_weight: 0.0,
             lambda: 1.0,
-            min_gain: 0.0,
-            max_features: None,
-            parallel: true,
-            leaf_rows: true,
+            ..boosting(Some(6))
         };
         let mut bundled = Grower::new(&binned, &params);
         let mut plain = Grower {
