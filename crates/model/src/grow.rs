@@ -1386,6 +1386,16 @@ mod tests {
             let b = wide.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
             assert!(a.tree.n_leaves() > 20, "{max_features:?}");
             assert_eq!(a.tree, b.tree, "{max_features:?}");
+            // Unbundled, the 7 columns are counted by the loop for more columns than
+            // the unrolled ones cover.
+            let mut unbundled = Grower {
+                layout: Arc::new(Layout::new(&binned, false)),
+                ..Grower::new(&binned, &params)
+            };
+            assert_eq!(unbundled.layout.units.len(), 7);
+            unbundled.set_class_weights(|i| weights[i], &labels);
+            let c = unbundled.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
+            assert_eq!(c.tree, b.tree, "{max_features:?}");
         }
     }
 
