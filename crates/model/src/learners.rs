@@ -250,8 +250,8 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
     let done = std::sync::atomic::AtomicUsize::new(0);
     // One worker per thread, each with one grower (sharing the first's layout) and one
     // set of buffers for all its trees: per-tree buffers of this size are fresh pages,
-    // and the kernel zeroing them was a fifth of a forest's time. Tree `t` always uses random stream `t`, so
-    // the forest does not depend on which worker grew which tree.
+    // and the kernel zeroing them was a fifth of a forest's time. Tree `t` always uses
+    // random stream `t`, so the forest does not depend on which worker grew which tree.
     let workers = rayon::current_num_threads().clamp(1, p.n_estimators.max(1));
     let first = Grower::new(data.binned, &gp);
     let mut grown: Vec<(usize, Tree)> = (0..workers)

@@ -1,9 +1,8 @@
-//! Vector kernels for the grower's hottest loops, chosen at run time when the CPU has
-//! AVX-512 (each does nothing elsewhere, and the scalar loop does all the work), the
-//! booster's gradients (a vectorizable `exp`, compiled for AVX-512 where there is
-//! one), and a cache prefetch. This is the only unsafe code in the workspace: each unsafe call
-//! says why it is sound, and the grower's tests check every kernel against its scalar
-//! twin.
+//! Vector kernels for the grower's hottest loops: the row partition (AVX-512, chosen
+//! at run time; elsewhere the scalar loop does all the work), the booster's gradients
+//! (a vectorizable `exp`, compiled for AVX-512 where there is one) and a cache
+//! prefetch. This is the only unsafe code in the workspace: each unsafe call says why
+//! it is sound, and tests check each kernel against its scalar twin.
 #![allow(unsafe_code)]
 
 /// Partitions a prefix of `rows` exactly as `grow::partition`'s scalar loop would:
