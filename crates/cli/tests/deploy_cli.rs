@@ -310,11 +310,24 @@ fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Kill it while it verifies: after `started` is recorded *and* the desired release
+    // is set. Killing between the two would leave nothing desired, a different story.
+    let registry = p.registry();
+    let env = EnvName::parse("nonprod").unwrap();
+    let rt = rt();
+    let verifying = || {
+        let desired = rt
+            .block_on(registry.env_state(&env))
+            .unwrap()
+            .and_then(|s| s.desired);
+        desired.is_some_and(|d| d.to_string() == "v0.1.0")
+            && p.outcomes("nonprod").iter().any(|(o, _)| o == "started")
+    };
     let start = Instant::now();
-    while !p.outcomes("nonprod").iter().any(|(o, _)| o == "started") {
+    while !verifying() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "deploy never started"
+            "deploy never reached verification"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
