@@ -12,8 +12,7 @@
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use rand::RngCore;
-use rand::seq::index::sample;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -45,9 +44,9 @@ pub struct GrowParams {
     pub max_features: Option<usize>,
     /// Spread histogram work over threads (off when trees themselves run in parallel).
     pub parallel: bool,
-    /// Whether [`Grown::leaves`] must give each leaf's rows (boosting updates its
-    /// scores from them). When not, a split whose children are both leaves does not
-    /// partition its rows.
+    /// Whether [`Grown::leaves`] lists each leaf's rows (boosting updates its scores
+    /// from them). When not, it stays empty, and a split whose children are both
+    /// leaves does not partition its rows.
     pub leaf_rows: bool,
 }
 
@@ -123,8 +122,7 @@ pub struct Grown {
     pub tree: Tree,
     /// The rows the tree was grown on, reordered so each leaf's rows are contiguous.
     pub rows: Vec<u32>,
-    /// `(range of rows, value)` per leaf; the ranges hold the leaf's rows only with
-    /// [`GrowParams::leaf_rows`].
+    /// `(rows, value)` per leaf, with [`GrowParams::leaf_rows`] only (else empty).
     pub leaves: Vec<(std::ops::Range<usize>, f32)>,
     /// For each node, the bin of its split (so rows outside the sample can be routed).
     pub split_bins: Vec<u8>,
@@ -140,6 +138,11 @@ pub struct Grower<'a> {
     /// Partition space, kept between trees (like `g` and `h`): buffers of this size
     /// are fresh pages each time they are allocated.
     scratch: Vec<u32>,
+    /// Histogram buffers, kept between trees for the same reason.
+    pool: Pool,
+    /// The last tree's node count: the next tree's buffers start about that large,
+    /// rather than doubling their way up through fresh pages and copies.
+    nodes_hint: usize,
 }
 
 /// What each row adds to a histogram bin.
@@ -361,8 +364,8 @@ impl Layout {
     }
 }
 
-/// Histogram buffers of one tree, reused from node to node: fresh allocations of this
-/// size are fresh pages, and the kernel zeroing them cost more than the counting.
+/// Histogram buffers, reused from node to node and tree to tree: fresh allocations of
+/// this size are fresh pages, and the kernel zeroing them cost more than the counting.
 #[derive(Default)]
 struct Pool(Vec<Vec<Bin>>);
 
@@ -394,6 +397,8 @@ impl<'a> Grower<'a> {
             stats: RowStats::Counts(Vec::new()),
             layout: Arc::new(Layout::new(data, true)),
             scratch: Vec::new(),
+            pool: Pool::default(),
+            nodes_hint: 1,
         }
     }
 
@@ -406,6 +411,8 @@ impl<'a> Grower<'a> {
             stats: RowStats::Counts(Vec::new()),
             layout: Arc::clone(&self.layout),
             scratch: Vec::new(),
+            pool: Pool::default(),
+            nodes_hint: 1,
         }
     }
 
@@ -496,22 +503,26 @@ impl<'a> Grower<'a> {
     /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
     pub fn grow(&mut self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
         let p = self.params;
-        let mut nodes: Vec<Node> = vec![Node::leaf(0.0)];
-        let mut split_bins = vec![0u8];
+        let capacity = self.nodes_hint + self.nodes_hint / 8;
+        let mut nodes: Vec<Node> = Vec::with_capacity(capacity);
+        nodes.push(Node::leaf(0.0));
+        let mut split_bins = Vec::with_capacity(capacity);
+        split_bins.push(0u8);
         let mut leaves = Vec::new();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.resize(rows.len(), 0);
-        let mut pool = Pool::default();
+        let mut pool = std::mem::take(&mut self.pool);
 
-        let root_features = self.features(rng);
+        let mut features = Vec::with_capacity(self.data.n_features());
+        self.features(rng, &mut features);
         let root_sums = self.sums(&rows);
         let open = self.may_split(root_sums, 0);
         let hist = open.then(|| {
             let all = self.counts_all(rows.len());
-            (self.histogram(&rows, &root_features, all, &mut pool), all)
+            (self.histogram(&rows, &features, all, &mut pool), all)
         });
         let (root_split, root_hist) =
-            self.split_and_keep(hist, open, &root_features, root_sums, &mut pool);
+            self.split_and_keep(hist, open, &features, root_sums, &mut pool);
         let root = Pending {
             node: 0,
             start: 0,
@@ -525,7 +536,9 @@ impl<'a> Grower<'a> {
         // Depth-first keeps few histograms alive; best-first is needed when the number
         // of leaves is capped, so the best splits are the ones made.
         let best_first = p.max_leaf_nodes.is_some();
-        let mut stack = vec![root];
+        // Depth-first, the stack holds at most one node per level and one more.
+        let mut stack = Vec::with_capacity(64);
+        stack.push(root);
         let mut heap: BinaryHeap<ByGain> = BinaryHeap::new();
         if best_first {
             heap.push(ByGain(stack.pop().expect("root")));
@@ -547,7 +560,9 @@ impl<'a> Grower<'a> {
                     }
                     let value = self.leaf_value(item.sums);
                     nodes[item.node] = Node::leaf(value);
-                    leaves.push((item.start..item.end, value));
+                    if p.leaf_rows {
+                        leaves.push((item.start..item.end, value));
+                    }
                     continue;
                 }
             };
@@ -580,7 +595,7 @@ impl<'a> Grower<'a> {
             split_bins.extend([0, 0]);
 
             let ranges = [(item.start, mid), (mid, item.end)];
-            let features = self.features(rng);
+            self.features(rng, &mut features);
             let small = usize::from(mid - item.start > item.end - mid);
             let large = 1 - small;
             // A kept histogram counts every feature, so the larger child's is the
@@ -637,6 +652,8 @@ impl<'a> Grower<'a> {
             }
         }
         self.scratch = scratch;
+        self.pool = pool;
+        self.nodes_hint = nodes.len();
         Grown {
             tree: Tree { nodes },
             rows,
@@ -672,15 +689,19 @@ impl<'a> Grower<'a> {
         (split, None)
     }
 
-    fn features(&self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    /// Sets `out` to the features a node may split on, in order: all of them, or
+    /// `max_features` drawn without replacement (the head of a partial shuffle).
+    fn features(&self, rng: &mut ChaCha8Rng, out: &mut Vec<usize>) {
         let n = self.data.n_features();
-        match self.params.max_features {
-            Some(k) if k < n => {
-                let mut f = sample(rng, n, k.max(1)).into_vec();
-                f.sort_unstable();
-                f
+        out.clear();
+        out.extend(0..n);
+        if let Some(k) = self.params.max_features.filter(|&k| k < n) {
+            let k = k.max(1);
+            for i in 0..k {
+                out.swap(i, rng.random_range(i..n));
             }
-            _ => (0..n).collect(),
+            out.truncate(k);
+            out.sort_unstable();
         }
     }
 
@@ -822,29 +843,43 @@ impl<'a> Grower<'a> {
     /// A chunk of `2^14` rows of weight up to 127 cannot carry out of a field; each
     /// chunk is then unpacked into `hist`.
     fn fill_counts(&self, rows: &[u32], hist: &mut [Bin], codes: &[u8]) {
+        thread_local! {
+            /// Counting space, reused: a fresh allocation per node was 2–3% of a
+            /// full-depth forest (zeroing 256 bins per column, and fresh pages).
+            static PACKED: std::cell::RefCell<Vec<[u64; 256]>> = const {
+                std::cell::RefCell::new(Vec::new())
+            };
+        }
+        let l = &self.layout;
+        let nu = l.units.len();
+        if rows.is_empty() {
+            hist.fill(Bin::default());
+        }
+        PACKED.with_borrow_mut(|packed| {
+            packed.resize(nu, [0; 256]);
+            self.fill_packed(rows, hist, codes, &mut packed[..nu]);
+        });
+    }
+
+    /// [`fill_counts`](Self::fill_counts) with its counting space, one array per
+    /// counted column: 256 bins, so a bin byte indexes it unchecked.
+    fn fill_packed(&self, rows: &[u32], hist: &mut [Bin], codes: &[u8], packed: &mut [[u64; 256]]) {
         const CHUNK: usize = 1 << 14;
         const FIELD: u64 = (1 << 21) - 1;
         let l = &self.layout;
         let nu = l.units.len();
-        // 256 bins per column, so a bin byte indexes its column's array unchecked.
-        let mut packed = vec![[0u64; 256]; nu];
-        if rows.is_empty() {
-            hist.fill(Bin::default());
-        }
         for (k, chunk) in rows.chunks(CHUNK).enumerate() {
             // Only a column's own bins are ever set, so only they need clearing.
-            if k > 0 {
-                for (unit, &(_, len)) in packed.iter_mut().zip(&l.units) {
-                    unit[..len].fill(0);
-                }
+            for (unit, &(_, len)) in packed.iter_mut().zip(&l.units) {
+                unit[..len].fill(0);
             }
             match nu {
-                1 => count_packed::<1>(chunk, &l.rows, codes, &mut packed),
-                2 => count_packed::<2>(chunk, &l.rows, codes, &mut packed),
-                3 => count_packed::<3>(chunk, &l.rows, codes, &mut packed),
-                4 => count_packed::<4>(chunk, &l.rows, codes, &mut packed),
-                5 => count_packed::<5>(chunk, &l.rows, codes, &mut packed),
-                6 => count_packed::<6>(chunk, &l.rows, codes, &mut packed),
+                1 => count_packed::<1>(chunk, &l.rows, codes, packed),
+                2 => count_packed::<2>(chunk, &l.rows, codes, packed),
+                3 => count_packed::<3>(chunk, &l.rows, codes, packed),
+                4 => count_packed::<4>(chunk, &l.rows, codes, packed),
+                5 => count_packed::<5>(chunk, &l.rows, codes, packed),
+                6 => count_packed::<6>(chunk, &l.rows, codes, packed),
                 _ => {
                     for &r in chunk {
                         let r = r as usize;
@@ -1091,43 +1126,6 @@ pub fn route_binned(tree: &Tree, split_bins: &[u8], data: &Binned, row: usize) -
         }
         i = n.left as usize + usize::from(data.columns[n.feature as usize][row] > split_bins[i]);
     }
-}
-
-/// A uniform random subset of `0..n` of size `k`, sorted.
-pub fn subsample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = sample(rng, n, k.min(n))
-        .into_iter()
-        .map(|i| i as u32)
-        .collect();
-    idx.sort_unstable();
-    idx
-}
-
-/// Draws a bootstrap sample: `counts` gets how often each row was drawn, saturating at
-/// 255 (weights are capped at [`MAX_WEIGHT`] anyway), and `rows` the rows drawn at
-/// least once, in order. One byte per row keeps the random increments in cache.
-pub fn bootstrap(rng: &mut impl RngCore, draws: usize, counts: &mut [u8], rows: &mut Vec<u32>) {
-    counts.fill(0);
-    let n = counts.len();
-    rows.clear();
-    if n == 0 {
-        return;
-    }
-    for _ in 0..draws {
-        // Lemire's multiply-shift without the rejection step: its bias is below
-        // n / 2^64, far under anything a bootstrap could show.
-        let i = ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize;
-        let c = &mut counts[i];
-        *c = c.saturating_add(1);
-    }
-    // Branch-free: whether a row was drawn is a coin toss the predictor cannot learn.
-    rows.resize(n, 0);
-    let mut kept = 0;
-    for (i, &c) in counts.iter().enumerate() {
-        rows[kept] = i as u32;
-        kept += usize::from(c > 0);
-    }
-    rows.truncate(kept);
 }
 
 #[cfg(test)]
@@ -1397,25 +1395,5 @@ mod tests {
             let c = unbundled.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
             assert_eq!(c.tree, b.tree, "{max_features:?}");
         }
-    }
-
-    #[test]
-    fn bootstrap_keeps_every_draw_and_lists_the_drawn_rows() {
-        let mut counts = vec![0u8; 10_000];
-        let mut rows = Vec::new();
-        bootstrap(
-            &mut ChaCha8Rng::seed_from_u64(4),
-            10_000,
-            &mut counts,
-            &mut rows,
-        );
-        assert_eq!(
-            counts.iter().map(|&c| usize::from(c)).sum::<usize>(),
-            10_000
-        );
-        let drawn: Vec<u32> = (0..10_000).filter(|&r| counts[r as usize] > 0).collect();
-        assert_eq!(rows, drawn);
-        // About 1 - 1/e of the rows are drawn at least once.
-        assert!((6_000..6_700).contains(&rows.len()), "{}", rows.len());
     }
 }

@@ -4,13 +4,13 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::binning::Binned;
 use crate::ensemble::{Ensemble, Link};
-use crate::grow::{Criterion, GrowParams, Grower, bootstrap, route_binned, subsample};
+use crate::grow::{Criterion, GrowParams, Grower, route_binned};
+use crate::sample::{bootstrap, subsample};
 use crate::tree::Tree;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,9 +266,7 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
                 rows.clear();
                 // A row drawn k times weighs k; without bootstrap every row weighs 1.
                 if p.bootstrap {
-                    // A small generator for the many draws, seeded from the tree's.
-                    let mut draw = Xoshiro256PlusPlus::from_rng(&mut r);
-                    bootstrap(&mut draw, draws, &mut counts, &mut rows);
+                    bootstrap(&mut r, draws, &mut counts, &mut rows);
                 } else {
                     rows.extend(subsample(&mut r, n, draws));
                 }

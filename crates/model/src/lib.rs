@@ -28,6 +28,7 @@ mod grow;
 mod learners;
 mod metrics;
 mod preprocess;
+mod sample;
 mod simd;
 mod smote;
 mod train;

@@ -1,9 +1,11 @@
 //! Vector kernels for the grower's hottest loops: the row partition (AVX-512, chosen
 //! at run time; elsewhere the scalar loop does all the work), the booster's gradients
-//! (a vectorizable `exp`, compiled for AVX-512 where there is one) and a cache
-//! prefetch. This is the only unsafe code in the workspace: each unsafe call says why
+//! (a vectorizable `exp`, compiled for AVX-512 where there is one), the bootstrap's
+//! Poisson counts (likewise) and a cache prefetch. This is the only unsafe code in the workspace: each unsafe call says why
 //! it is sound, and tests check each kernel against its scalar twin.
 #![allow(unsafe_code)]
+
+use crate::sample;
 
 /// Partitions a prefix of `rows` exactly as `grow::partition`'s scalar loop would:
 /// rows with `col[row] <= bin` are moved, in order, to `rows[..l]`, the others to
@@ -35,6 +37,50 @@ pub fn logistic_gradients(scores: &[f64], y: &[u8], g: &mut [i64], h: &mut [i64]
         return unsafe { avx512::logistic_gradients(scores, y, g, h) };
     }
     logistic_gradients_any(scores, y, g, h);
+}
+
+/// Sets each of `counts` to a Poisson variate, exactly as
+/// [`sample::poisson_counts_any`] does; with AVX-512 sixteen rows a step in vector
+/// registers.
+pub fn poisson_counts(
+    lanes: &mut sample::Lanes,
+    survival: &[u32; sample::POISSON_MAX],
+    counts: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: the CPU has AVX-512F, BW and VL, checked just above.
+        return unsafe { avx512::poisson_counts(lanes, survival, counts) };
+    }
+    sample::poisson_counts_any(lanes, survival, counts);
+}
+
+/// Writes to `rows[..k]` every `i` with `counts[i] > 0`, in order, and returns `k`.
+/// `rows` must be as long as `counts`. With AVX-512 sixteen rows a step.
+pub fn drawn_rows(counts: &[u8], rows: &mut [u32]) -> usize {
+    assert_eq!(counts.len(), rows.len(), "one slot per row");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: the CPU has AVX-512F, BW and VL, checked just above.
+        return unsafe { avx512::drawn_rows(counts, rows) };
+    }
+    drawn_rows_from(counts, rows, 0, 0)
+}
+
+/// [`drawn_rows`] from row `start`, with `kept` rows already written.
+fn drawn_rows_from(counts: &[u8], rows: &mut [u32], start: usize, mut kept: usize) -> usize {
+    // Branch-free: whether a row was drawn is a coin toss the predictor cannot learn.
+    for (i, &c) in counts.iter().enumerate().skip(start) {
+        rows[kept] = i as u32;
+        kept += usize::from(c > 0);
+    }
+    kept
 }
 
 /// [`logistic_gradients`] for whatever vector width the caller was compiled for. The
@@ -103,10 +149,92 @@ pub fn prefetch<T>(data: &[T], i: usize) {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use crate::sample;
+
     /// The portable loop, compiled for AVX-512 (DQ converts f64 to i64 in vectors).
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) fn logistic_gradients(scores: &[f64], y: &[u8], g: &mut [i64], h: &mut [i64]) {
         super::logistic_gradients_any(scores, y, g, h);
+    }
+
+    /// The eight generators' words in four registers, and sixteen rows' counts a
+    /// step: each row's uniform is a u32 lane, compared with every threshold. (Left
+    /// to itself the compiler moves the rotates and the counts out to scalar
+    /// registers.) The remainder goes to the portable loop, which carries on the
+    /// same streams.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn poisson_counts(
+        lanes: &mut sample::Lanes,
+        survival: &[u32; sample::POISSON_MAX],
+        counts: &mut [u8],
+    ) {
+        let load = |w: &[u64; sample::LANES]| {
+            // SAFETY: a word holds eight u64, 64 bytes: one unaligned load.
+            unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
+        };
+        let [mut s0, mut s1, mut s2, mut s3] = lanes.s.each_ref().map(load);
+        let thresholds = survival.map(|t| _mm512_set1_epi32(t as i32));
+        let one = _mm_set1_epi8(1);
+        let mut chunks = counts.chunks_exact_mut(2 * sample::LANES);
+        for chunk in &mut chunks {
+            let u = _mm512_add_epi64(_mm512_rol_epi64::<23>(_mm512_add_epi64(s0, s3)), s0);
+            let t = _mm512_slli_epi64::<17>(s1);
+            s2 = _mm512_xor_si512(s2, s0);
+            s3 = _mm512_xor_si512(s3, s1);
+            s1 = _mm512_xor_si512(s1, s2);
+            s0 = _mm512_xor_si512(s0, s3);
+            s2 = _mm512_xor_si512(s2, t);
+            s3 = _mm512_rol_epi64::<45>(s3);
+            // Lane j's count is byte j, added to under the compare's mask bit j.
+            // Counts above 4 are rare (under 0.4% of rows at λ = 1): their
+            // thresholds are compared only when some lane needs them.
+            let mut c = _mm_setzero_si128();
+            for &threshold in &thresholds[..4] {
+                let below = _mm512_cmplt_epu32_mask(u, threshold);
+                c = _mm_mask_add_epi8(c, below, c, one);
+            }
+            if _mm512_cmplt_epu32_mask(u, thresholds[4]) != 0 {
+                for &threshold in &thresholds[4..] {
+                    let below = _mm512_cmplt_epu32_mask(u, threshold);
+                    c = _mm_mask_add_epi8(c, below, c, one);
+                }
+            }
+            // SAFETY: the chunk is 16 bytes.
+            unsafe { _mm_storeu_si128(chunk.as_mut_ptr().cast(), c) };
+        }
+        for (w, v) in lanes.s.iter_mut().zip([s0, s1, s2, s3]) {
+            // SAFETY: as for the loads.
+            unsafe { _mm512_storeu_si512(w.as_mut_ptr().cast(), v) };
+        }
+        sample::poisson_counts_any(lanes, survival, chunks.into_remainder());
+    }
+
+    /// Sixteen rows a step: their counts' nonzero bytes are a mask that compresses
+    /// the sixteen row numbers into one vector, stored whole; the lanes past the kept
+    /// ones are overwritten by the next step or by the scalar tail.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn drawn_rows(counts: &[u8], rows: &mut [u32]) -> usize {
+        let n = counts.len().min(rows.len()).min(i32::MAX as usize);
+        let mut index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let step = _mm512_set1_epi32(16);
+        let (mut kept, mut i) = (0, 0);
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= counts.len().
+            let c = unsafe { _mm_loadu_si128(counts.as_ptr().add(i).cast()) };
+            let drawn = _mm_test_epi8_mask(c, c);
+            // SAFETY: kept <= i (each row before i was kept at most once), so the
+            // sixteen lanes land below i + 16 <= rows.len().
+            unsafe {
+                _mm512_storeu_si512(
+                    rows.as_mut_ptr().add(kept).cast(),
+                    _mm512_maskz_compress_epi32(drawn, index),
+                );
+            }
+            kept += drawn.count_ones() as usize;
+            index = _mm512_add_epi32(index, step);
+            i += 16;
+        }
+        super::drawn_rows_from(counts, rows, i, kept)
     }
 
     /// 16 rows a step: gather their bins, compare, and compress each side's rows
@@ -165,6 +293,22 @@ mod avx512 {
 mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// The vector compaction of drawn rows agrees with the scalar loop, at every
+    /// length around the sixteen-row steps and for sparse and dense counts.
+    #[test]
+    fn drawn_rows_match_the_scalar_loop() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for n in 0..200 {
+            for p in [0.05, 0.63, 1.0] {
+                let counts: Vec<u8> = (0..n).map(|_| u8::from(rng.random_bool(p))).collect();
+                let (mut a, mut b) = (vec![0; n], vec![0; n]);
+                let k = super::drawn_rows(&counts, &mut a);
+                assert_eq!(k, super::drawn_rows_from(&counts, &mut b, 0, 0));
+                assert_eq!(a[..k], b[..k]);
+            }
+        }
+    }
 
     /// The AVX-512 build of the gradient loop gives the same bits as the portable one
     /// (no fused multiply-adds, no reassociation), so models do not depend on the CPU.
