@@ -1,7 +1,8 @@
 //! Vector kernels for the grower's hottest loops: the row partition (AVX-512, chosen
 //! at run time; elsewhere the scalar loop does all the work), the booster's gradients
 //! (a vectorizable `exp`, compiled for AVX-512 where there is one), the bootstrap's
-//! Poisson counts (likewise) and a cache prefetch. This is the only unsafe code in the workspace: each unsafe call says why
+//! Poisson counts and drawn-row list (AVX-512, like the partition) and a cache
+//! prefetch. This is the only unsafe code in the workspace: each unsafe call says why
 //! it is sound, and tests check each kernel against its scalar twin.
 #![allow(unsafe_code)]
 
