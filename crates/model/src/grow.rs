@@ -391,25 +391,21 @@ impl Pool {
 impl<'a> Grower<'a> {
     /// A grower for `data`; set the rows' gradients before growing.
     pub fn new(data: &'a Binned, params: &'a GrowParams) -> Self {
-        Self {
-            data,
-            params,
-            stats: RowStats::Counts(Vec::new()),
-            layout: Arc::new(Layout::new(data, true)),
-            scratch: Vec::new(),
-            pool: Pool::default(),
-            nodes_hint: 1,
-        }
+        Self::with_layout(data, params, Arc::new(Layout::new(data, true)))
     }
 
     /// Another grower for the same data and parameters, sharing this one's layout
     /// (building it reads every row of every feature).
     pub fn sibling(&self) -> Self {
+        Self::with_layout(self.data, self.params, Arc::clone(&self.layout))
+    }
+
+    fn with_layout(data: &'a Binned, params: &'a GrowParams, layout: Arc<Layout>) -> Self {
         Self {
-            data: self.data,
-            params: self.params,
+            data,
+            params,
             stats: RowStats::Counts(Vec::new()),
-            layout: Arc::clone(&self.layout),
+            layout,
             scratch: Vec::new(),
             pool: Pool::default(),
             nodes_hint: 1,
