@@ -5,11 +5,14 @@
 //!
 //! Classification trees use the same machinery: with `g = w·y` and `h = w`, Gini gain is
 //! the Newton gain with no regularisation, and entropy is computed from the same sums.
-//! Their rows are one byte each (bootstrap weight and label), and their bins' three sums
-//! are counted packed in one word. Forests that split on a sample of features still
-//! count every feature in large nodes, so that subtraction keeps working.
+//! A classification row is one word, its bins and its code (bootstrap weight and
+//! label), and the rows themselves move as nodes split, so a node is counted from one
+//! stretch of memory; its bins' three sums are counted packed in one word. Forests that
+//! split on a sample of features still count every feature in large nodes, so that
+//! subtraction keeps working.
 
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -120,13 +123,17 @@ struct Pending {
 /// booster updates its scores from these without walking the tree again.
 pub struct Grown {
     pub tree: Tree,
-    /// The rows the tree was grown on, reordered so each leaf's rows are contiguous.
+    /// The rows the tree was grown on: from [`Grower::grow`], reordered so each leaf's
+    /// rows are contiguous; from [`Grower::grow_classes`], as they were given.
     pub rows: Vec<u32>,
     /// `(rows, value)` per leaf, with [`GrowParams::leaf_rows`] only (else empty).
-    pub leaves: Vec<(std::ops::Range<usize>, f32)>,
+    pub leaves: Leaves,
     /// For each node, the bin of its split (so rows outside the sample can be routed).
     pub split_bins: Vec<u8>,
 }
+
+/// Each leaf's rows (a range of [`Grown::rows`]) and value.
+pub type Leaves = Vec<(Range<usize>, f32)>;
 
 pub struct Grower<'a> {
     data: &'a Binned,
@@ -138,6 +145,9 @@ pub struct Grower<'a> {
     /// Partition space, kept between trees (like `g` and `h`): buffers of this size
     /// are fresh pages each time they are allocated.
     scratch: Vec<u32>,
+    /// A classification tree's [`Record`]s and their partition space, kept likewise.
+    records: Vec<Record>,
+    record_scratch: Vec<Record>,
     /// Histogram buffers, kept between trees for the same reason.
     pool: Pool,
     /// The last tree's node count: the next tree's buffers start about that large,
@@ -149,9 +159,40 @@ pub struct Grower<'a> {
 enum RowStats {
     /// Boosting: fixed-point gradient and hessian.
     Newton { g: Vec<i64>, h: Vec<i64> },
-    /// Classification trees: `weight << 1 | label`, adding `(w·y, w)`. One byte per
-    /// row instead of sixteen keeps a forest worker's rows in its core's L2 cache.
+    /// Classification trees grown from indices (see [`Record`] for when):
+    /// `weight << 1 | label`, adding `(w·y, w)`. One byte per row instead of sixteen
+    /// keeps a forest worker's rows in its core's L2 cache.
     Counts(Vec<u8>),
+}
+
+/// A classification row as a forest's tree grows on it: byte `u` is the row's bin in
+/// counted column `u`, the top byte its code (`weight << 1 | label`). A node's rows
+/// are moved together as it splits, so counting reads one stretch of memory where
+/// row indices would gather from all over the data; in a forest's deep nodes those
+/// gathers were cache misses. Data with more than [`RECORD_UNITS`] counted columns is
+/// grown from indices instead.
+type Record = u64;
+const RECORD_UNITS: usize = 7;
+const CODE_SHIFT: u32 = 56;
+
+/// The rows a tree grows on, ordered so that each node's rows are one range.
+enum Sample {
+    /// Indices into the data, whose gradients or codes are in [`RowStats`].
+    Rows { rows: Vec<u32>, scratch: Vec<u32> },
+    /// Classification rows whole.
+    Records {
+        records: Vec<Record>,
+        scratch: Vec<Record>,
+    },
+}
+
+impl Sample {
+    fn len(&self) -> usize {
+        match self {
+            Sample::Rows { rows, .. } => rows.len(),
+            Sample::Records { records, .. } => records.len(),
+        }
+    }
 }
 
 /// The largest row weight [`Grower::set_class_weights`] keeps. A bootstrap draw gives a
@@ -194,9 +235,26 @@ struct Layout {
     /// Where each counted column's bins start, and how many it has.
     units: Vec<(usize, usize)>,
     products: Vec<Product>,
+    /// Bins in a histogram; the last is [`Layout::spare`].
     hist_len: usize,
     /// Counted columns' bins row by row (`rows[r * units.len() + unit]`).
     rows: Vec<u8>,
+    /// The same as [`Record`]s with code 0, one per row, if there are at most
+    /// [`RECORD_UNITS`] counted columns (else empty).
+    records: Vec<Record>,
+    /// How to read each feature from its counted column.
+    decoders: Vec<Decoder>,
+}
+
+/// How a feature is read from the byte of its counted column.
+#[derive(Debug, Clone)]
+struct Decoder {
+    unit: usize,
+    /// The feature's bin, for each byte the column can hold.
+    bins: [u8; 256],
+    /// The histogram bin where a row with that byte counts for this feature. A bundled
+    /// feature's rows in its bin 0 go to the spare bin, as that bin is never counted.
+    slots: [u32; 256],
 }
 
 /// Groups counted as one column: the counted bin is `sum(bin_k * stride_k)`, the
@@ -302,9 +360,12 @@ impl Layout {
         let mut units = Vec::with_capacity(nu);
         let mut products = Vec::new();
         let mut rows = vec![0u8; n * nu];
+        // Each group's counted column, and the stride of its bins in that column.
+        let mut counted_in = vec![(0, 1); members.len()];
         for (u, (gs, size)) in packs.into_iter().enumerate() {
             if let [g] = gs[..] {
                 units.push((starts[g], bins[g]));
+                counted_in[g] = (u, 1);
                 for (r, &b) in group_rows[g].iter().enumerate() {
                     rows[r * nu + u] = b;
                 }
@@ -313,6 +374,7 @@ impl Layout {
             units.push((hist_len, size));
             let mut stride = 1;
             for &g in &gs {
+                counted_in[g] = (u, stride);
                 for (r, &b) in group_rows[g].iter().enumerate() {
                     rows[r * nu + u] += b * stride as u8;
                 }
@@ -328,13 +390,60 @@ impl Layout {
             });
             hist_len += size;
         }
+        let spare = hist_len;
+        let mut group_of = vec![0; nf];
+        for (g, fs) in members.iter().enumerate() {
+            for &f in fs {
+                group_of[f] = g;
+            }
+        }
+        let decoders = places
+            .iter()
+            .zip(group_of)
+            .map(|(&place, g)| {
+                let (unit, stride) = counted_in[g];
+                let mut d = Decoder {
+                    unit,
+                    bins: [0; 256],
+                    slots: [0; 256],
+                };
+                for byte in 0..256 {
+                    let group_bin = byte / stride % bins[g];
+                    (d.bins[byte], d.slots[byte]) = match place {
+                        Place::Own(start) => (group_bin as u8, (start + group_bin) as u32),
+                        // Bin 1 is the group's bin `at - start`; bin 0 is not counted.
+                        Place::Bundled(at) if group_bin == at - starts[g] => (1, at as u32),
+                        Place::Bundled(_) => (0, spare as u32),
+                    };
+                }
+                d
+            })
+            .collect();
+        let records = if nu <= RECORD_UNITS {
+            rows.chunks_exact(nu)
+                .map(|bins| {
+                    let mut bytes = [0; 8];
+                    bytes[..nu].copy_from_slice(bins);
+                    Record::from_le_bytes(bytes)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             places,
             units,
             products,
-            hist_len,
+            hist_len: spare + 1,
             rows,
+            records,
+            decoders,
         }
+    }
+
+    /// The bin that collects rows no feature's bins want (see [`Decoder::slots`]).
+    fn spare(&self) -> usize {
+        self.hist_len - 1
     }
 
     /// Sets the bins of the product members that hold any of `features` to the
@@ -407,25 +516,54 @@ impl<'a> Grower<'a> {
             stats: RowStats::Counts(Vec::new()),
             layout,
             scratch: Vec::new(),
+            records: Vec::new(),
+            record_scratch: Vec::new(),
             pool: Pool::default(),
             nodes_hint: 1,
         }
     }
 
-    /// [`partition`], in two halves on two threads for large nodes; the halves'
-    /// middle blocks are then swapped, so the order is that of one pass.
-    fn partition(&self, rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8) -> usize {
+    /// Splits a node's rows (`range` of the sample) into those going left, then those
+    /// going right, keeping their order; returns how many go left.
+    fn split_rows(
+        &self,
+        sample: &mut Sample,
+        range: Range<usize>,
+        feature: usize,
+        bin: u8,
+    ) -> usize {
+        match sample {
+            Sample::Rows { rows, scratch } => {
+                let col = &self.data.columns[feature];
+                self.partition(&mut rows[range.clone()], &mut scratch[range], |r, s| {
+                    partition(r, s, col, bin)
+                })
+            }
+            Sample::Records { records, scratch } => {
+                let d = &self.layout.decoders[feature];
+                self.partition(&mut records[range.clone()], &mut scratch[range], |r, s| {
+                    partition_records(r, s, d, bin)
+                })
+            }
+        }
+    }
+
+    /// A stable partition by `part`, in two halves on two threads for large nodes; the
+    /// halves' middle blocks are then swapped, so the order is that of one pass.
+    fn partition<T: Copy + Send>(
+        &self,
+        rows: &mut [T],
+        scratch: &mut [T],
+        part: impl Fn(&mut [T], &mut [T]) -> usize + Sync,
+    ) -> usize {
         if !self.params.parallel || rows.len() < PARALLEL_WORK {
-            return partition(rows, scratch, col, bin);
+            return part(rows, scratch);
         }
         let m = rows.len() / 2;
         let (a, b) = {
             let (r1, r2) = rows.split_at_mut(m);
             let (s1, s2) = scratch.split_at_mut(m);
-            rayon::join(
-                || partition(r1, s1, col, bin),
-                || partition(r2, s2, col, bin),
-            )
+            rayon::join(|| part(r1, s1), || part(r2, s2))
         };
         // [L1 R1 | L2 R2] → [L1 L2 R1 R2]
         scratch[..m - a].copy_from_slice(&rows[a..m]);
@@ -481,7 +619,7 @@ impl<'a> Grower<'a> {
 
     /// Sets each row's weight (capped at [`MAX_WEIGHT`]) and 0/1 label, for
     /// classification trees: a row then counts as `(w·y, w)`.
-    pub fn set_class_weights(&mut self, weight: impl Fn(usize) -> u8, y: &[u8]) {
+    fn set_class_weights(&mut self, weight: impl Fn(usize) -> u8, y: &[u8]) {
         if !matches!(self.stats, RowStats::Counts(_)) {
             self.stats = RowStats::Counts(Vec::new());
         }
@@ -496,8 +634,86 @@ impl<'a> Grower<'a> {
         );
     }
 
-    /// Grows one tree on `rows` (indices into the data; rows with zero weight left out).
-    pub fn grow(&mut self, mut rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
+    /// Grows one tree on `rows` (indices into the data; rows with zero weight left out),
+    /// with the gradients or class weights set before.
+    pub fn grow(&mut self, rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(rows.len(), 0);
+        let mut sample = Sample::Rows { rows, scratch };
+        let (tree, leaves, split_bins) = self.grow_sample(&mut sample, rng);
+        let Sample::Rows { rows, scratch } = sample else {
+            unreachable!("made above")
+        };
+        self.scratch = scratch;
+        Grown {
+            tree,
+            rows,
+            leaves,
+            split_bins,
+        }
+    }
+
+    /// Grows one classification tree on `rows`, each weighing `weight(row)` (capped at
+    /// [`MAX_WEIGHT`]) with its 0/1 label in `y`. The tree is the one [`Self::grow`]
+    /// grows after [`Self::set_class_weights`], but from [`Record`]s where the data
+    /// allows; `rows` comes back in its order, and leaves are listed only if the
+    /// parameters ask for them.
+    pub fn grow_classes(
+        &mut self,
+        rows: Vec<u32>,
+        weight: impl Fn(usize) -> u8,
+        y: &[u8],
+        rng: &mut ChaCha8Rng,
+    ) -> Grown {
+        if self.layout.records.is_empty() || self.params.leaf_rows {
+            self.set_class_weights(weight, y);
+            return self.grow(rows, rng);
+        }
+        let mut records = std::mem::take(&mut self.records);
+        self.class_records(&rows, weight, y, &mut records);
+        let mut scratch = std::mem::take(&mut self.record_scratch);
+        scratch.resize(records.len(), 0);
+        let mut sample = Sample::Records { records, scratch };
+        let (tree, _, split_bins) = self.grow_sample(&mut sample, rng);
+        let Sample::Records { records, scratch } = sample else {
+            unreachable!("made above")
+        };
+        self.records = records;
+        self.record_scratch = scratch;
+        Grown {
+            tree,
+            rows,
+            leaves: Vec::new(),
+            split_bins,
+        }
+    }
+
+    /// Sets `records` to the records of `rows`, weighted and labelled as for
+    /// [`Self::grow_classes`]. The layout must have records.
+    fn class_records(
+        &self,
+        rows: &[u32],
+        weight: impl Fn(usize) -> u8,
+        y: &[u8],
+        records: &mut Vec<Record>,
+    ) {
+        let bins = &self.layout.records;
+        records.clear();
+        records.extend(rows.iter().map(|&r| {
+            let r = r as usize;
+            let code = weight(r).min(MAX_WEIGHT) << 1 | (y[r] & 1);
+            bins[r] | Record::from(code) << CODE_SHIFT
+        }));
+    }
+
+    /// Grows a tree on `sample`, whose rows it leaves ordered leaf by leaf. Returns the
+    /// tree, the leaves' ranges and values (with [`GrowParams::leaf_rows`]), and each
+    /// node's split bin.
+    fn grow_sample(
+        &mut self,
+        sample: &mut Sample,
+        rng: &mut ChaCha8Rng,
+    ) -> (Tree, Leaves, Vec<u8>) {
         let p = self.params;
         let capacity = self.nodes_hint + self.nodes_hint / 8;
         let mut nodes: Vec<Node> = Vec::with_capacity(capacity);
@@ -505,24 +721,23 @@ impl<'a> Grower<'a> {
         let mut split_bins = Vec::with_capacity(capacity);
         split_bins.push(0u8);
         let mut leaves = Vec::new();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.resize(rows.len(), 0);
         let mut pool = std::mem::take(&mut self.pool);
 
+        let n = sample.len();
         let mut features = Vec::with_capacity(self.data.n_features());
         self.features(rng, &mut features);
-        let root_sums = self.sums(&rows);
+        let root_sums = self.sums(sample);
         let open = self.may_split(root_sums, 0);
         let hist = open.then(|| {
-            let all = self.counts_all(rows.len());
-            (self.histogram(&rows, &features, all, &mut pool), all)
+            let all = self.counts_all(n);
+            (self.histogram(sample, 0..n, &features, all, &mut pool), all)
         });
         let (root_split, root_hist) =
             self.split_and_keep(hist, open, &features, root_sums, &mut pool);
         let root = Pending {
             node: 0,
             start: 0,
-            end: rows.len(),
+            end: n,
             depth: 0,
             sums: root_sums,
             hist: root_hist,
@@ -570,13 +785,8 @@ impl<'a> Grower<'a> {
             let open = sums.map(|s| self.may_split(s, depth));
             let mid = item.start + split.left.n as usize;
             if p.leaf_rows || open.contains(&true) {
-                let left_rows = self.partition(
-                    &mut rows[item.start..item.end],
-                    &mut scratch[item.start..item.end],
-                    &self.data.columns[split.feature],
-                    split.bin,
-                );
-                debug_assert_eq!(item.start + left_rows, mid);
+                let left = self.split_rows(sample, item.start..item.end, split.feature, split.bin);
+                debug_assert_eq!(item.start + left, mid);
             }
             let left = nodes.len();
             nodes[item.node] = Node {
@@ -602,7 +812,7 @@ impl<'a> Grower<'a> {
             if open[small] || subtract {
                 let (start, end) = ranges[small];
                 let all = subtract || self.counts_all(end - start);
-                let hist = self.histogram(&rows[start..end], &features, all, &mut pool);
+                let hist = self.histogram(sample, start..end, &features, all, &mut pool);
                 hists[small] = Some((hist, all));
             }
             match (parent_hist, &hists[small]) {
@@ -623,7 +833,7 @@ impl<'a> Grower<'a> {
                     if open[large] {
                         let (start, end) = ranges[large];
                         let all = self.counts_all(end - start);
-                        let hist = self.histogram(&rows[start..end], &features, all, &mut pool);
+                        let hist = self.histogram(sample, start..end, &features, all, &mut pool);
                         hists[large] = Some((hist, all));
                     }
                 }
@@ -647,15 +857,9 @@ impl<'a> Grower<'a> {
                 }
             }
         }
-        self.scratch = scratch;
         self.pool = pool;
         self.nodes_hint = nodes.len();
-        Grown {
-            tree: Tree { nodes },
-            rows,
-            leaves,
-            split_bins,
-        }
+        (Tree { nodes }, leaves, split_bins)
     }
 
     /// The best split of a node from its histogram (`true`: counted over every
@@ -710,89 +914,97 @@ impl<'a> Grower<'a> {
         self.params.max_features.is_none() || n >= self.layout.hist_len
     }
 
-    /// The sums of `rows`.
-    fn sums(&self, rows: &[u32]) -> Sums {
-        let sum = |stat: &dyn Fn(usize) -> (i64, i64)| {
+    /// The sums of all the sample's rows.
+    fn sums(&self, sample: &Sample) -> Sums {
+        fn sum<T: Copy>(rows: &[T], stat: impl Fn(T) -> (i64, i64)) -> Sums {
             rows.iter().fold(Sums::default(), |s, &r| {
-                let (g, h) = stat(r as usize);
+                let (g, h) = stat(r);
                 Sums {
                     g: s.g + g,
                     h: s.h + h,
                     n: s.n + 1,
                 }
             })
-        };
-        match &self.stats {
-            RowStats::Newton { g, h } => sum(&|r| (g[r], h[r])),
-            RowStats::Counts(codes) => sum(&|r| count_stat(codes[r])),
         }
-    }
-
-    /// The node's histogram: over every group when `all`, else over `features` only
-    /// (other bins are stale).
-    fn histogram(&self, rows: &[u32], features: &[usize], all: bool, pool: &mut Pool) -> Vec<Bin> {
-        // One copy of the counting loops per kind of row, so the row's `(g, h)` is
-        // computed inline.
-        match &self.stats {
-            RowStats::Newton { g, h } => {
-                self.histogram_with(rows, features, all, pool, |r| (g[r], h[r]))
+        match (sample, &self.stats) {
+            (Sample::Records { records, .. }, _) => sum(records, record_stat),
+            (Sample::Rows { rows, .. }, RowStats::Newton { g, h }) => {
+                sum(rows, |r| (g[r as usize], h[r as usize]))
             }
-            RowStats::Counts(codes) => {
-                self.histogram_with(rows, features, all, pool, |r| count_stat(codes[r]))
+            (Sample::Rows { rows, .. }, RowStats::Counts(codes)) => {
+                sum(rows, |r| count_stat(codes[r as usize]))
             }
         }
     }
 
-    fn histogram_with(
+    /// The histogram of the sample's rows in `range`: over every group when `all`,
+    /// else over `features` only (other bins are stale).
+    fn histogram(
         &self,
-        rows: &[u32],
+        sample: &Sample,
+        range: Range<usize>,
         features: &[usize],
         all: bool,
         pool: &mut Pool,
-        stat: impl Fn(usize) -> (i64, i64) + Sync,
+    ) -> Vec<Bin> {
+        // One copy of the counting loops per kind of row, so the row's `(g, h)` is
+        // computed inline.
+        match (sample, &self.stats) {
+            (Sample::Records { records, .. }, _) => self.histogram_with(
+                &records[range],
+                features,
+                all,
+                pool,
+                |rows, hist| self.fill_counts(rows, hist, count_records),
+                |rows, hist| self.fill_record_features(rows, features, hist),
+            ),
+            (Sample::Rows { rows, .. }, RowStats::Newton { g, h }) => self.histogram_with(
+                &rows[range],
+                features,
+                all,
+                pool,
+                |rows, hist| {
+                    hist.fill(Bin::default());
+                    self.fill_gradients(rows, hist, g, h)
+                },
+                |rows, hist| self.fill_features(rows, features, hist, |r| (g[r], h[r])),
+            ),
+            (Sample::Rows { rows, .. }, RowStats::Counts(codes)) => self.histogram_with(
+                &rows[range],
+                features,
+                all,
+                pool,
+                |rows, hist| {
+                    self.fill_counts(rows, hist, |rows, packed| {
+                        count_indexed(rows, &self.layout.rows, codes, packed)
+                    })
+                },
+                |rows, hist| self.fill_features(rows, features, hist, |r| count_stat(codes[r])),
+            ),
+        }
+    }
+
+    /// [`histogram`](Self::histogram) with the counting loops for its kind of rows:
+    /// `fill` sets every counted column's bins, `fill_features` the features' bins.
+    fn histogram_with<T: Sync>(
+        &self,
+        rows: &[T],
+        features: &[usize],
+        all: bool,
+        pool: &mut Pool,
+        fill: impl Fn(&[T], &mut [Bin]) + Sync,
+        fill_features: impl FnOnce(&[T], &mut [Bin]),
     ) -> Vec<Bin> {
         if !all {
             let mut hist = pool.take_dirty(self.layout.hist_len);
-            let mut columns: Vec<(&[u8], usize)> = Vec::with_capacity(features.len());
-            for &f in features {
-                let col = &self.data.columns[f][..];
-                match self.layout.places[f] {
-                    // Adding into memory, most rows would wait for the previous row's
-                    // store to the same bin; bin 1's sums fit in registers instead,
-                    // and bin 0 is every other row.
-                    Place::Bundled(at) => hist[at] = count_binary(rows, col, &stat).0,
-                    Place::Own(start) if self.data.mappers[f].n_bins() == 2 => {
-                        let (ones, all) = count_binary(rows, col, &stat);
-                        hist[start] = all.minus(ones);
-                        hist[start + 1] = ones;
-                    }
-                    Place::Own(start) => {
-                        hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default());
-                        columns.push((col, start));
-                    }
-                }
-            }
-            // The other features are counted together, reading each row once; their
-            // counts are independent chains of additions rather than one.
-            if !columns.is_empty() {
-                for &r in rows {
-                    let r = r as usize;
-                    let (g, h) = stat(r);
-                    for &(col, start) in &columns {
-                        let b = &mut hist[start + usize::from(col[r])];
-                        b.g += g;
-                        b.h += h;
-                        b.n += 1;
-                    }
-                }
-            }
+            fill_features(rows, &mut hist);
             return hist;
         }
         let nf = self.data.n_features();
         let parallel = self.params.parallel && rows.len() * nf >= PARALLEL_WORK;
         if !parallel {
             let mut hist = pool.take_dirty(self.layout.hist_len);
-            self.fill(rows, &mut hist);
+            fill(rows, &mut hist);
             self.layout.marginalize(&mut hist, features);
             return hist;
         }
@@ -806,7 +1018,7 @@ impl<'a> Grower<'a> {
         parts
             .par_iter_mut()
             .zip(rows.par_chunks(chunk))
-            .for_each(|(hist, part)| self.fill(part, hist));
+            .for_each(|(hist, part)| fill(part, hist));
         let mut parts = parts.into_iter();
         let mut hist = parts
             .next()
@@ -821,21 +1033,86 @@ impl<'a> Grower<'a> {
         hist
     }
 
-    /// Sets the bins of every counted column of `hist` to the sums of `rows`, reading
-    /// each row once. Product members' bins are left to [`Layout::marginalize`].
-    fn fill(&self, rows: &[u32], hist: &mut [Bin]) {
-        match &self.stats {
-            RowStats::Counts(codes) => self.fill_counts(rows, hist, codes),
-            RowStats::Newton { g, h } => {
-                hist.fill(Bin::default());
-                self.fill_gradients(rows, hist, g, h)
+    /// Sets the bins of `features` alone to the sums of `rows` (indices).
+    fn fill_features(
+        &self,
+        rows: &[u32],
+        features: &[usize],
+        hist: &mut [Bin],
+        stat: impl Fn(usize) -> (i64, i64),
+    ) {
+        let mut columns: Vec<(&[u8], usize)> = Vec::with_capacity(features.len());
+        for &f in features {
+            let col = &self.data.columns[f][..];
+            match self.layout.places[f] {
+                // Adding into memory, most rows would wait for the previous row's
+                // store to the same bin; bin 1's sums fit in registers instead,
+                // and bin 0 is every other row.
+                Place::Bundled(at) => hist[at] = count_binary(rows, col, &stat).0,
+                Place::Own(start) if self.data.mappers[f].n_bins() == 2 => {
+                    let (ones, all) = count_binary(rows, col, &stat);
+                    hist[start] = all.minus(ones);
+                    hist[start + 1] = ones;
+                }
+                Place::Own(start) => {
+                    hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default());
+                    columns.push((col, start));
+                }
+            }
+        }
+        // The other features are counted together, reading each row once; their
+        // counts are independent chains of additions rather than one.
+        if !columns.is_empty() {
+            for &r in rows {
+                let r = r as usize;
+                let (g, h) = stat(r);
+                for &(col, start) in &columns {
+                    let b = &mut hist[start + usize::from(col[r])];
+                    b.g += g;
+                    b.h += h;
+                    b.n += 1;
+                }
             }
         }
     }
 
-    /// [`fill`](Self::fill) for classification rows, counted by [`Self::fill_packed`]
-    /// in this thread's counting space.
-    fn fill_counts(&self, rows: &[u32], hist: &mut [Bin], codes: &[u8]) {
+    /// Sets the bins of `features` alone to the sums of `records`. Small nodes only:
+    /// the bins a record adds to come from per-feature tables.
+    fn fill_record_features(&self, records: &[Record], features: &[usize], hist: &mut [Bin]) {
+        let l = &self.layout;
+        hist[l.spare()] = Bin::default();
+        let mut columns: Vec<(u32, &[u32; 256])> = Vec::with_capacity(features.len());
+        for &f in features {
+            match l.places[f] {
+                Place::Own(start) => {
+                    hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default())
+                }
+                Place::Bundled(at) => hist[at] = Bin::default(),
+            }
+            let d = &l.decoders[f];
+            columns.push((8 * d.unit as u32, &d.slots));
+        }
+        for &rec in records {
+            let (g, h) = record_stat(rec);
+            for &(shift, slots) in &columns {
+                let b = &mut hist[slots[usize::from((rec >> shift) as u8)] as usize];
+                b.g += g;
+                b.h += h;
+                b.n += 1;
+            }
+        }
+    }
+
+    /// Sets the bins of every counted column of `hist` to the sums of `rows` (indices
+    /// or records), reading each row once: `count` counts a chunk of them into this
+    /// thread's counting space (see [`Self::fill_packed`]). Product members' bins are
+    /// left to [`Layout::marginalize`].
+    fn fill_counts<T>(
+        &self,
+        rows: &[T],
+        hist: &mut [Bin],
+        count: impl Fn(&[T], &mut [[u64; 256]]),
+    ) {
         thread_local! {
             /// Counting space, reused: allocating it per node was 2.5% of a
             /// full-depth forest's fit in perf (zeroing 256 bins a column, fresh pages).
@@ -843,14 +1120,13 @@ impl<'a> Grower<'a> {
                 std::cell::RefCell::new(Vec::new())
             };
         }
-        let l = &self.layout;
-        let nu = l.units.len();
+        let nu = self.layout.units.len();
         if rows.is_empty() {
             hist.fill(Bin::default());
         }
         PACKED.with_borrow_mut(|packed| {
             packed.resize(nu, [0; 256]);
-            self.fill_packed(rows, hist, codes, &mut packed[..nu]);
+            self.fill_packed(rows, hist, &mut packed[..nu], count);
         });
     }
 
@@ -860,34 +1136,22 @@ impl<'a> Grower<'a> {
     /// labels), so each row adds once per column instead of three times: counting is
     /// bound by stores. A chunk of `2^14` rows of weight up to 127 cannot carry out of
     /// a field; each chunk is then unpacked into `hist`.
-    fn fill_packed(&self, rows: &[u32], hist: &mut [Bin], codes: &[u8], packed: &mut [[u64; 256]]) {
+    fn fill_packed<T>(
+        &self,
+        rows: &[T],
+        hist: &mut [Bin],
+        packed: &mut [[u64; 256]],
+        count: impl Fn(&[T], &mut [[u64; 256]]),
+    ) {
         const CHUNK: usize = 1 << 14;
         const FIELD: u64 = (1 << 21) - 1;
         let l = &self.layout;
-        let nu = l.units.len();
         for (k, chunk) in rows.chunks(CHUNK).enumerate() {
             // Only a column's own bins are ever set, so only they need clearing.
             for (unit, &(_, len)) in packed.iter_mut().zip(&l.units) {
                 unit[..len].fill(0);
             }
-            match nu {
-                1 => count_packed::<1>(chunk, &l.rows, codes, packed),
-                2 => count_packed::<2>(chunk, &l.rows, codes, packed),
-                3 => count_packed::<3>(chunk, &l.rows, codes, packed),
-                4 => count_packed::<4>(chunk, &l.rows, codes, packed),
-                5 => count_packed::<5>(chunk, &l.rows, codes, packed),
-                6 => count_packed::<6>(chunk, &l.rows, codes, packed),
-                _ => {
-                    for &r in chunk {
-                        let r = r as usize;
-                        let add = packed_add(codes[r]);
-                        let bins = &l.rows[r * nu..(r + 1) * nu];
-                        for (unit, &b) in packed.iter_mut().zip(bins) {
-                            unit[usize::from(b)] += add;
-                        }
-                    }
-                }
-            }
+            count(chunk, packed);
             for (unit, &(start, len)) in packed.iter().zip(&l.units) {
                 for (bin, &p) in hist[start..start + len].iter_mut().zip(unit) {
                     let sums = Sums {
@@ -1024,6 +1288,59 @@ fn packed_add(code: u8) -> u64 {
     1 | w << 21 | (w * (code & 1)) << 42
 }
 
+/// `(g, h)` of a record, as [`count_stat`] of its code.
+fn record_stat(rec: Record) -> (i64, i64) {
+    count_stat((rec >> CODE_SHIFT) as u8)
+}
+
+/// Counts rows given as indices into `packed`: each row's code and bins (`recs`, one
+/// byte per counted column) are looked up.
+fn count_indexed(rows: &[u32], recs: &[u8], codes: &[u8], packed: &mut [[u64; 256]]) {
+    match packed.len() {
+        1 => count_packed::<1>(rows, recs, codes, packed),
+        2 => count_packed::<2>(rows, recs, codes, packed),
+        3 => count_packed::<3>(rows, recs, codes, packed),
+        4 => count_packed::<4>(rows, recs, codes, packed),
+        5 => count_packed::<5>(rows, recs, codes, packed),
+        6 => count_packed::<6>(rows, recs, codes, packed),
+        nu => {
+            for &r in rows {
+                let r = r as usize;
+                let add = packed_add(codes[r]);
+                let bins = &recs[r * nu..(r + 1) * nu];
+                for (unit, &b) in packed.iter_mut().zip(bins) {
+                    unit[usize::from(b)] += add;
+                }
+            }
+        }
+    }
+}
+
+/// Counts records into `packed`, one array per counted column.
+fn count_records(records: &[Record], packed: &mut [[u64; 256]]) {
+    match packed.len() {
+        1 => count_records_of::<1>(records, packed),
+        2 => count_records_of::<2>(records, packed),
+        3 => count_records_of::<3>(records, packed),
+        4 => count_records_of::<4>(records, packed),
+        5 => count_records_of::<5>(records, packed),
+        6 => count_records_of::<6>(records, packed),
+        7 => count_records_of::<7>(records, packed),
+        nu => unreachable!("records hold at most {RECORD_UNITS} counted columns, not {nu}"),
+    }
+}
+
+/// [`count_records`] for `N` counted columns, unrolled.
+fn count_records_of<const N: usize>(records: &[Record], packed: &mut [[u64; 256]]) {
+    let packed: &mut [[u64; 256]; N] = packed.try_into().expect("one array per column");
+    for &rec in records {
+        let add = packed_add((rec >> CODE_SHIFT) as u8);
+        for (u, unit) in packed.iter_mut().enumerate() {
+            unit[usize::from((rec >> (8 * u)) as u8)] += add;
+        }
+    }
+}
+
 /// The packed counting loop for `N` counted columns, unrolled: with `N` known, a
 /// row's bins are one load and its adds need no loop.
 fn count_packed<const N: usize>(
@@ -1083,6 +1400,29 @@ fn partition(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8) -> usiz
         r += 1 - left;
     }
     rows[l..].copy_from_slice(&scratch[..r]);
+    l
+}
+
+/// [`partition`] for records, by the feature that `decoder` reads: a record goes
+/// left when the feature's bin is at most `bin`.
+fn partition_records(
+    records: &mut [Record],
+    scratch: &mut [Record],
+    decoder: &Decoder,
+    bin: u8,
+) -> usize {
+    let shift = 8 * decoder.unit as u32;
+    let (mut l, mut r, done) =
+        crate::simd::partition_records_prefix(records, scratch, shift, &decoder.bins, bin);
+    for i in done..records.len() {
+        let rec = records[i];
+        let left = usize::from(decoder.bins[usize::from((rec >> shift) as u8)] <= bin);
+        records[l] = rec;
+        scratch[r] = rec;
+        l += left;
+        r += 1 - left;
+    }
+    records[l..].copy_from_slice(&scratch[..r]);
     l
 }
 
@@ -1185,7 +1525,7 @@ mod tests {
         for bin in [0, 17, 100, 254] {
             let (mut a, mut b) = (rows.clone(), rows.clone());
             let mut scratch = vec![0; rows.len()];
-            let la = grower.partition(&mut a, &mut scratch, col, bin);
+            let la = grower.partition(&mut a, &mut scratch, |r, s| partition(r, s, col, bin));
             let lb = partition(&mut b, &mut scratch, col, bin);
             assert_eq!((la, &a), (lb, &b));
             assert!(a[..la].iter().all(|&r| col[r as usize] <= bin));
@@ -1222,6 +1562,41 @@ mod tests {
                     let mut got = rows.clone();
                     let l = partition(&mut got, &mut vec![0; len], &col, bin);
                     assert_eq!((l, &got), (left.len(), &expected), "{len} rows, bin {bin}");
+                }
+            }
+        }
+    }
+
+    /// Records split as the rows they hold would: a stable filter by the split
+    /// feature's bin, for every kind of feature (a numeric column, a one-hot member of
+    /// a bundle, members of a product), at lengths around the vector kernel's steps.
+    #[test]
+    fn record_partition_is_a_stable_filter() {
+        let (binned, _) = data(3000, 4);
+        let layout = Layout::new(&binned, true);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 3000] {
+            let rows: Vec<u32> = (0..len).map(|_| rng.random_range(0..3000)).collect();
+            let records: Vec<Record> = rows
+                .iter()
+                .map(|&r| layout.records[r as usize] | u64::from(r % 256) << CODE_SHIFT)
+                .collect();
+            for (f, d) in layout.decoders.iter().enumerate() {
+                for bin in [0, 1, 2, 100, 254, 255] {
+                    let col = &binned.columns[f];
+                    let (left, right): (Vec<_>, Vec<_>) = rows
+                        .iter()
+                        .zip(&records)
+                        .partition(|(r, _)| col[**r as usize] <= bin);
+                    let expected: Vec<Record> =
+                        left.iter().chain(&right).map(|(_, rec)| **rec).collect();
+                    let mut got = records.clone();
+                    let l = partition_records(&mut got, &mut vec![0; len], d, bin);
+                    assert_eq!(
+                        (l, &got),
+                        (left.len(), &expected),
+                        "{len} rows, feature {f}, bin {bin}"
+                    );
                 }
             }
         }
@@ -1361,36 +1736,75 @@ mod tests {
                 let w = f64::from(weights[i]);
                 (w * f64::from(labels[i]), w)
             });
-            let hist = |g: &Grower| g.histogram(&rows, &all, true, &mut Pool::default());
-            let (a, b) = (hist(&packed), hist(&wide));
-            for (x, y) in a.iter().zip(&b) {
-                assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n));
+            let indexed = Sample::Rows {
+                rows: rows.clone(),
+                scratch: Vec::new(),
+            };
+            let mut records = Vec::new();
+            packed.class_records(&rows, |i| weights[i], &labels, &mut records);
+            let records = Sample::Records {
+                records,
+                scratch: Vec::new(),
+            };
+            let n = rows.len();
+            let hist = |g: &Grower, s: &Sample, features: &[usize], all: bool| {
+                g.histogram(s, 0..n, features, all, &mut Pool::default())
+            };
+            let a = hist(&packed, &indexed, &all, true);
+            for other in [
+                hist(&wide, &indexed, &all, true),
+                hist(&packed, &records, &all, true),
+            ] {
+                for (x, y) in a.iter().zip(&other).take(packed.layout.spare()) {
+                    assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n));
+                }
             }
             // Counting one feature alone fills its bins as counting all of them does.
             for f in 0..binned.n_features() {
-                let one = packed.histogram(&rows, &[f], false, &mut Pool::default());
                 let bins = match packed.layout.places[f] {
                     Place::Own(start) => start..start + binned.mappers[f].n_bins(),
                     Place::Bundled(at) => at..at + 1,
                 };
-                for (x, y) in one[bins.clone()].iter().zip(&a[bins]) {
-                    assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n), "feature {f}");
+                for sample in [&indexed, &records] {
+                    let one = hist(&packed, sample, &[f], false);
+                    for (x, y) in one[bins.clone()].iter().zip(&a[bins.clone()]) {
+                        assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n), "feature {f}");
+                    }
                 }
             }
-            let a = packed.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
-            let b = wide.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
+            let seed = || ChaCha8Rng::seed_from_u64(1);
+            let a = packed.grow(rows.clone(), &mut seed());
+            let b = wide.grow(rows.clone(), &mut seed());
             assert!(a.tree.n_leaves() > 20, "{max_features:?}");
             assert_eq!(a.tree, b.tree, "{max_features:?}");
+            let grown = packed.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
+            assert_eq!(
+                (&grown.tree, &grown.rows),
+                (&b.tree, &rows),
+                "{max_features:?}"
+            );
             // Unbundled, the 7 columns are counted by the loop for more columns than
-            // the unrolled ones cover.
+            // the unrolled ones cover, and as records of 7 columns.
             let mut unbundled = Grower {
                 layout: Arc::new(Layout::new(&binned, false)),
                 ..Grower::new(&binned, &params)
             };
             assert_eq!(unbundled.layout.units.len(), 7);
-            unbundled.set_class_weights(|i| weights[i], &labels);
-            let c = unbundled.grow(rows.clone(), &mut ChaCha8Rng::seed_from_u64(1));
+            let c = unbundled.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
             assert_eq!(c.tree, b.tree, "{max_features:?}");
+            unbundled.set_class_weights(|i| weights[i], &labels);
+            let c = unbundled.grow(rows.clone(), &mut seed());
+            assert_eq!(c.tree, b.tree, "{max_features:?}");
+            // Data with too many counted columns for a record grows from indices.
+            let mut wide_data = Grower {
+                layout: Arc::new(Layout {
+                    records: Vec::new(),
+                    ..Layout::new(&binned, true)
+                }),
+                ..Grower::new(&binned, &params)
+            };
+            let d = wide_data.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
+            assert_eq!(d.tree, b.tree, "{max_features:?}");
         }
     }
 }

@@ -270,13 +270,12 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
                 } else {
                     rows.extend(subsample(&mut r, n, draws));
                 }
-                let counts = &counts;
-                if p.bootstrap {
-                    grower.set_class_weights(|i| counts[i], data.y);
+                let drawn = std::mem::take(&mut rows);
+                let out = if p.bootstrap {
+                    grower.grow_classes(drawn, |i| counts[i], data.y, &mut r)
                 } else {
-                    grower.set_class_weights(|_| 1, data.y);
-                }
-                let out = grower.grow(std::mem::take(&mut rows), &mut r);
+                    grower.grow_classes(drawn, |_| 1, data.y, &mut r)
+                };
                 rows = out.rows;
                 trees.push((t, out.tree));
                 tick(

@@ -26,6 +26,29 @@ pub fn partition_prefix(
     (0, 0, 0)
 }
 
+/// The vector part of a stable partition of records (`u64`) by one byte each: the
+/// byte at `shift` is looked up in `bins`, and the record goes left (to the front of
+/// `records`) when that is at most `bin`, else to `scratch`. Returns the records on
+/// each side and how many records it took; the caller finishes the rest.
+pub fn partition_records_prefix(
+    records: &mut [u64],
+    scratch: &mut [u64],
+    shift: u32,
+    bins: &[u8; 256],
+    bin: u8,
+) -> (usize, usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
+    {
+        // SAFETY: the CPU has AVX-512F, BW and VBMI, checked just above.
+        return unsafe { avx512::partition_records_prefix(records, scratch, shift, bins, bin) };
+    }
+    let _ = (records, scratch, shift, bins, bin);
+    (0, 0, 0)
+}
+
 /// Sets `g` and `h` to the log-loss gradient and hessian of each row, in the
 /// grower's fixed point: `p - y` and `p (1 - p)` with `p = sigmoid(score)`. Computed
 /// with [`exp`], which vectorizes; with AVX-512 eight rows a step.
@@ -236,6 +259,54 @@ mod avx512 {
             i += 16;
         }
         super::drawn_rows_from(counts, rows, i, kept)
+    }
+
+    /// Eight records a step: each one's byte is looked up in the 256-byte table by
+    /// two 128-byte permutes, the result compared, and each side's records
+    /// compressed into one vector stored whole, as in [`partition_prefix`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) fn partition_records_prefix(
+        records: &mut [u64],
+        scratch: &mut [u64],
+        shift: u32,
+        bins: &[u8; 256],
+        bin: u8,
+    ) -> (usize, usize, usize) {
+        let n = records.len().min(scratch.len());
+        // SAFETY: four 64-byte loads inside the 256-byte table.
+        let table =
+            [0, 64, 128, 192].map(|at| unsafe { _mm512_loadu_si512(bins.as_ptr().add(at).cast()) });
+        let shift = _mm_cvtsi32_si128(shift as i32);
+        let low_byte = _mm512_set1_epi64(0xFF);
+        let limit = _mm512_set1_epi64(i64::from(bin));
+        let (mut l, mut r, mut i) = (0, 0, 0);
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= records.len().
+            let v = unsafe { _mm512_loadu_si512(records.as_ptr().add(i).cast()) };
+            let byte = _mm512_and_si512(_mm512_srl_epi64(v, shift), low_byte);
+            // Each permute reads the index's low seven bits; the eighth picks one.
+            let low = _mm512_permutex2var_epi8(table[0], byte, table[1]);
+            let high = _mm512_permutex2var_epi8(table[2], byte, table[3]);
+            let looked_up = _mm512_mask_blend_epi8(_mm512_movepi8_mask(byte), low, high);
+            let left = _mm512_cmple_epu64_mask(_mm512_and_si512(looked_up, low_byte), limit);
+            // SAFETY: l + r == i, so both stores of eight lanes end by i + 8 <= n, and
+            // the store to `records` writes only records already loaded.
+            unsafe {
+                _mm512_storeu_si512(
+                    records.as_mut_ptr().add(l).cast(),
+                    _mm512_maskz_compress_epi64(left, v),
+                );
+                _mm512_storeu_si512(
+                    scratch.as_mut_ptr().add(r).cast(),
+                    _mm512_maskz_compress_epi64(!left, v),
+                );
+            }
+            let k = left.count_ones() as usize;
+            l += k;
+            r += 8 - k;
+            i += 8;
+        }
+        (l, r, i)
     }
 
     /// 16 rows a step: gather their bins, compare, and compress each side's rows
