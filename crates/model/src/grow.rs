@@ -239,8 +239,8 @@ struct Layout {
     hist_len: usize,
     /// Counted columns' bins row by row (`rows[r * units.len() + unit]`).
     rows: Vec<u8>,
-    /// The same as [`Record`]s with code 0, one per row, if there are at most
-    /// [`RECORD_UNITS`] counted columns (else empty).
+    /// The same as [`Record`]s with code 0, one per row, for classification trees
+    /// with at most [`RECORD_UNITS`] counted columns (else empty).
     records: Vec<Record>,
     /// How to read each feature from its counted column.
     decoders: Vec<Decoder>,
@@ -269,8 +269,9 @@ struct Product {
 }
 
 impl Layout {
-    /// Without `bundle`, each feature is its own group, counted on its own.
-    fn new(data: &Binned, bundle: bool) -> Self {
+    /// Without `bundle`, each feature is its own group, counted on its own. With
+    /// `records`, the rows are also laid out as [`Record`]s, if they fit.
+    fn new(data: &Binned, bundle: bool, records: bool) -> Self {
         let (n, nf) = (data.n_rows, data.n_features());
         // Members of each group, and for bundles the rows already taken, as bitsets:
         // checking a column against a bundle is then a word-wise AND.
@@ -419,7 +420,7 @@ impl Layout {
                 d
             })
             .collect();
-        let records = if nu <= RECORD_UNITS {
+        let records = if records && nu <= RECORD_UNITS {
             rows.chunks_exact(nu)
                 .map(|bins| {
                     let mut bytes = [0; 8];
@@ -500,7 +501,9 @@ impl Pool {
 impl<'a> Grower<'a> {
     /// A grower for `data`; set the rows' gradients before growing.
     pub fn new(data: &'a Binned, params: &'a GrowParams) -> Self {
-        Self::with_layout(data, params, Arc::new(Layout::new(data, true)))
+        // Boosting grows from indices: its rows carry gradients, not codes.
+        let records = params.criterion != Criterion::Newton;
+        Self::with_layout(data, params, Arc::new(Layout::new(data, true, records)))
     }
 
     /// Another grower for the same data and parameters, sharing this one's layout
@@ -638,6 +641,7 @@ impl<'a> Grower<'a> {
     /// with the gradients or class weights set before.
     pub fn grow(&mut self, rows: Vec<u32>, rng: &mut ChaCha8Rng) -> Grown {
         let mut scratch = std::mem::take(&mut self.scratch);
+        self.reserve_rows(&mut scratch);
         scratch.resize(rows.len(), 0);
         let mut sample = Sample::Rows { rows, scratch };
         let (tree, leaves, split_bins) = self.grow_sample(&mut sample, rng);
@@ -670,8 +674,10 @@ impl<'a> Grower<'a> {
             return self.grow(rows, rng);
         }
         let mut records = std::mem::take(&mut self.records);
+        self.reserve_rows(&mut records);
         self.class_records(&rows, weight, y, &mut records);
         let mut scratch = std::mem::take(&mut self.record_scratch);
+        self.reserve_rows(&mut scratch);
         scratch.resize(records.len(), 0);
         let mut sample = Sample::Records { records, scratch };
         let (tree, _, split_bins) = self.grow_sample(&mut sample, rng);
@@ -686,6 +692,13 @@ impl<'a> Grower<'a> {
             leaves: Vec::new(),
             split_bins,
         }
+    }
+
+    /// Gives a per-row buffer room for every row of the data at once. Grown to each
+    /// tree's rows instead, it would move whenever a tree had more rows than the last,
+    /// and each move is to fresh pages, which cost more to fault in than the copy.
+    fn reserve_rows<T>(&self, buf: &mut Vec<T>) {
+        buf.reserve(self.data.n_rows.saturating_sub(buf.len()));
     }
 
     /// Sets `records` to the records of `rows`, weighted and labelled as for
@@ -1573,7 +1586,7 @@ mod tests {
     #[test]
     fn record_partition_is_a_stable_filter() {
         let (binned, _) = data(3000, 4);
-        let layout = Layout::new(&binned, true);
+        let layout = Layout::new(&binned, true, true);
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 3000] {
             let rows: Vec<u32> = (0..len).map(|_| rng.random_range(0..3000)).collect();
@@ -1662,7 +1675,7 @@ mod tests {
         };
         let mut bundled = Grower::new(&binned, &params);
         let mut plain = Grower {
-            layout: Arc::new(Layout::new(&binned, false)),
+            layout: Arc::new(Layout::new(&binned, false, false)),
             ..Grower::new(&binned, &params)
         };
         // The one-hot columns share a group; the overlapping and the non-0/1 columns
@@ -1786,7 +1799,7 @@ mod tests {
             // Unbundled, the 7 columns are counted by the loop for more columns than
             // the unrolled ones cover, and as records of 7 columns.
             let mut unbundled = Grower {
-                layout: Arc::new(Layout::new(&binned, false)),
+                layout: Arc::new(Layout::new(&binned, false, true)),
                 ..Grower::new(&binned, &params)
             };
             assert_eq!(unbundled.layout.units.len(), 7);
@@ -1799,7 +1812,7 @@ mod tests {
             let mut wide_data = Grower {
                 layout: Arc::new(Layout {
                     records: Vec::new(),
-                    ..Layout::new(&binned, true)
+                    ..Layout::new(&binned, true, true)
                 }),
                 ..Grower::new(&binned, &params)
             };
