@@ -11,9 +11,10 @@
 //! split on a sample of features still count every feature in large nodes, so that
 //! subtraction keeps working.
 
+use std::borrow::Cow;
 use std::collections::BinaryHeap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -237,8 +238,9 @@ struct Layout {
     products: Vec<Product>,
     /// Bins in a histogram; the last is [`Layout::spare`].
     hist_len: usize,
-    /// Counted columns' bins row by row (`rows[r * units.len() + unit]`).
-    rows: Vec<u8>,
+    /// Counted columns' bins row by row (`bytes[r * units.len() + unit]`), for trees
+    /// grown from indices: built at once for boosting, on first use otherwise.
+    bytes: OnceLock<Vec<u8>>,
     /// The same as [`Record`]s with code 0, one per row, for classification trees
     /// with at most [`RECORD_UNITS`] counted columns (else empty).
     records: Vec<Record>,
@@ -312,14 +314,14 @@ impl Layout {
         let mut places = vec![Place::Own(0); nf];
         let mut starts = Vec::with_capacity(members.len());
         let mut bins = Vec::with_capacity(members.len());
-        let mut group_rows: Vec<Vec<u8>> = Vec::with_capacity(members.len());
+        let mut group_rows: Vec<Cow<[u8]>> = Vec::with_capacity(members.len());
         let mut hist_len = 0;
         for (g, fs) in members.iter().enumerate() {
             starts.push(hist_len);
             if taken[g].is_none() {
                 let f = fs[0];
                 places[f] = Place::Own(hist_len);
-                group_rows.push(data.columns[f].clone());
+                group_rows.push(Cow::Borrowed(&data.columns[f]));
                 bins.push(data.mappers[f].n_bins());
             } else {
                 // Bin 0: none of the members is set; bin k: member k - 1 is.
@@ -332,7 +334,7 @@ impl Layout {
                         *c = if b != 0 { member } else { *c };
                     }
                 }
-                group_rows.push(col);
+                group_rows.push(Cow::Owned(col));
                 bins.push(fs.len() + 1);
             }
             hist_len += bins[g];
@@ -360,25 +362,18 @@ impl Layout {
         let nu = packs.len();
         let mut units = Vec::with_capacity(nu);
         let mut products = Vec::new();
-        let mut rows = vec![0u8; n * nu];
         // Each group's counted column, and the stride of its bins in that column.
         let mut counted_in = vec![(0, 1); members.len()];
         for (u, (gs, size)) in packs.into_iter().enumerate() {
             if let [g] = gs[..] {
                 units.push((starts[g], bins[g]));
                 counted_in[g] = (u, 1);
-                for (r, &b) in group_rows[g].iter().enumerate() {
-                    rows[r * nu + u] = b;
-                }
                 continue;
             }
             units.push((hist_len, size));
             let mut stride = 1;
             for &g in &gs {
                 counted_in[g] = (u, stride);
-                for (r, &b) in group_rows[g].iter().enumerate() {
-                    rows[r * nu + u] += b * stride as u8;
-                }
                 stride *= bins[g];
             }
             products.push(Product {
@@ -420,26 +415,58 @@ impl Layout {
                 d
             })
             .collect();
-        let records = if records && nu <= RECORD_UNITS {
-            rows.chunks_exact(nu)
-                .map(|bins| {
-                    let mut bytes = [0; 8];
-                    bytes[..nu].copy_from_slice(bins);
-                    Record::from_le_bytes(bytes)
-                })
-                .collect()
+        // Row by row, each counted column's bin, in one parallel pass over the groups'
+        // columns: this runs before any tree can start.
+        let bins_of: Vec<Vec<(usize, &[u8])>> = (0..nu)
+            .map(|u| {
+                counted_in
+                    .iter()
+                    .zip(&group_rows)
+                    .filter(|((unit, _), _)| *unit == u)
+                    .map(|((_, stride), col)| (*stride, &col[..]))
+                    .collect()
+            })
+            .collect();
+        let unit_byte = |u: usize, r: usize| {
+            let sum: usize = bins_of[u]
+                .iter()
+                .map(|&(stride, col)| usize::from(col[r]) * stride)
+                .sum();
+            sum as u8
+        };
+        let (bytes, records) = if records && nu <= RECORD_UNITS {
+            let records = (0..n)
+                .into_par_iter()
+                .map(|r| (0..nu).fold(0, |rec, u| rec | Record::from(unit_byte(u, r)) << (8 * u)))
+                .collect();
+            (OnceLock::new(), records)
         } else {
-            Vec::new()
+            let mut bytes = vec![0; n * nu];
+            bytes.par_chunks_mut(nu).enumerate().for_each(|(r, row)| {
+                for (u, b) in row.iter_mut().enumerate() {
+                    *b = unit_byte(u, r);
+                }
+            });
+            (OnceLock::from(bytes), Vec::new())
         };
         Self {
             places,
             units,
             products,
             hist_len: spare + 1,
-            rows,
+            bytes,
             records,
             decoders,
         }
+    }
+
+    /// The counted columns' bins row by row, one byte each (see [`Layout::bytes`]).
+    fn bytes(&self) -> &[u8] {
+        let nu = self.units.len();
+        self.bytes.get_or_init(|| {
+            let bytes = self.records.iter().map(|r| r.to_le_bytes());
+            bytes.flat_map(|b| b.into_iter().take(nu)).collect()
+        })
     }
 
     /// The bin that collects rows no feature's bins want (see [`Decoder::slots`]).
@@ -669,13 +696,14 @@ impl<'a> Grower<'a> {
         y: &[u8],
         rng: &mut ChaCha8Rng,
     ) -> Grown {
-        if self.layout.records.is_empty() || self.params.leaf_rows {
+        let bins = &self.layout.records;
+        if bins.is_empty() || self.params.leaf_rows {
             self.set_class_weights(weight, y);
             return self.grow(rows, rng);
         }
         let mut records = std::mem::take(&mut self.records);
         self.reserve_rows(&mut records);
-        self.class_records(&rows, weight, y, &mut records);
+        class_records(bins, &rows, weight, y, &mut records);
         let mut scratch = std::mem::take(&mut self.record_scratch);
         self.reserve_rows(&mut scratch);
         scratch.resize(records.len(), 0);
@@ -699,24 +727,6 @@ impl<'a> Grower<'a> {
     /// and each move is to fresh pages, which cost more to fault in than the copy.
     fn reserve_rows<T>(&self, buf: &mut Vec<T>) {
         buf.reserve(self.data.n_rows.saturating_sub(buf.len()));
-    }
-
-    /// Sets `records` to the records of `rows`, weighted and labelled as for
-    /// [`Self::grow_classes`]. The layout must have records.
-    fn class_records(
-        &self,
-        rows: &[u32],
-        weight: impl Fn(usize) -> u8,
-        y: &[u8],
-        records: &mut Vec<Record>,
-    ) {
-        let bins = &self.layout.records;
-        records.clear();
-        records.extend(rows.iter().map(|&r| {
-            let r = r as usize;
-            let code = weight(r).min(MAX_WEIGHT) << 1 | (y[r] & 1);
-            bins[r] | Record::from(code) << CODE_SHIFT
-        }));
     }
 
     /// Grows a tree on `sample`, whose rows it leaves ordered leaf by leaf. Returns the
@@ -989,7 +999,7 @@ impl<'a> Grower<'a> {
                 pool,
                 |rows, hist| {
                     self.fill_counts(rows, hist, |rows, packed| {
-                        count_indexed(rows, &self.layout.rows, codes, packed)
+                        count_indexed(rows, self.layout.bytes(), codes, packed)
                     })
                 },
                 |rows, hist| self.fill_features(rows, features, hist, |r| count_stat(codes[r])),
@@ -1183,14 +1193,15 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// [`fill`](Self::fill) for boosting's rows, adding into a cleared histogram.
+    /// Counting every column for boosting's rows, adding into a cleared histogram.
     fn fill_gradients(&self, rows: &[u32], hist: &mut [Bin], g: &[i64], h: &[i64]) {
         let l = &self.layout;
         let nu = l.units.len();
+        let bytes = l.bytes();
         for &r in rows {
             let r = r as usize;
             let (g, h) = (g[r], h[r]);
-            let bins = &l.rows[r * nu..(r + 1) * nu];
+            let bins = &bytes[r * nu..(r + 1) * nu];
             for (&(offset, _), &b) in l.units.iter().zip(bins) {
                 let bin = &mut hist[offset + usize::from(b)];
                 bin.g += g;
@@ -1299,6 +1310,23 @@ fn packed_add(code: u8) -> u64 {
     let code = u64::from(code);
     let w = code >> 1;
     1 | w << 21 | (w * (code & 1)) << 42
+}
+
+/// Sets `records` to the records of `rows` (from their `bins`), weighted and
+/// labelled as for [`Grower::grow_classes`].
+fn class_records(
+    bins: &[Record],
+    rows: &[u32],
+    weight: impl Fn(usize) -> u8,
+    y: &[u8],
+    records: &mut Vec<Record>,
+) {
+    records.clear();
+    records.extend(rows.iter().map(|&r| {
+        let r = r as usize;
+        let code = weight(r).min(MAX_WEIGHT) << 1 | (y[r] & 1);
+        bins[r] | Record::from(code) << CODE_SHIFT
+    }));
 }
 
 /// `(g, h)` of a record, as [`count_stat`] of its code.
@@ -1754,7 +1782,13 @@ mod tests {
                 scratch: Vec::new(),
             };
             let mut records = Vec::new();
-            packed.class_records(&rows, |i| weights[i], &labels, &mut records);
+            class_records(
+                &packed.layout.records,
+                &rows,
+                |i| weights[i],
+                &labels,
+                &mut records,
+            );
             let records = Sample::Records {
                 records,
                 scratch: Vec::new(),
@@ -1808,12 +1842,10 @@ mod tests {
             unbundled.set_class_weights(|i| weights[i], &labels);
             let c = unbundled.grow(rows.clone(), &mut seed());
             assert_eq!(c.tree, b.tree, "{max_features:?}");
-            // Data with too many counted columns for a record grows from indices.
+            // A layout without records (as for data with too many counted columns)
+            // grows from indices.
             let mut wide_data = Grower {
-                layout: Arc::new(Layout {
-                    records: Vec::new(),
-                    ..Layout::new(&binned, true, true)
-                }),
+                layout: Arc::new(Layout::new(&binned, true, false)),
                 ..Grower::new(&binned, &params)
             };
             let d = wide_data.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
