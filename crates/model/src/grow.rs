@@ -124,13 +124,22 @@ struct Pending {
 /// booster updates its scores from these without walking the tree again.
 pub struct Grown {
     pub tree: Tree,
-    /// The rows the tree was grown on: from [`Grower::grow`], reordered so each leaf's
-    /// rows are contiguous; from [`Grower::grow_classes`], as they were given.
+    /// The rows the tree was grown on, reordered so each leaf's rows are contiguous.
     pub rows: Vec<u32>,
     /// `(rows, value)` per leaf, with [`GrowParams::leaf_rows`] only (else empty).
     pub leaves: Leaves,
     /// For each node, the bin of its split (so rows outside the sample can be routed).
     pub split_bins: Vec<u8>,
+}
+
+/// The rows a classification tree grows on, and what each weighs.
+#[derive(Debug, Clone, Copy)]
+pub enum Drawn<'s> {
+    /// How often each row of the data was drawn (a bootstrap sample): the rows drawn,
+    /// each weighing its count (capped at [`MAX_WEIGHT`]).
+    Counts(&'s [u8]),
+    /// These rows, in order, each weighing 1.
+    Rows(&'s [u32]),
 }
 
 /// Each leaf's rows (a range of [`Grown::rows`]) and value.
@@ -149,6 +158,8 @@ pub struct Grower<'a> {
     /// A classification tree's [`Record`]s and their partition space, kept likewise.
     records: Vec<Record>,
     record_scratch: Vec<Record>,
+    /// A classification tree's rows, when it grows from indices.
+    drawn: Vec<u32>,
     /// Histogram buffers, kept between trees for the same reason.
     pool: Pool,
     /// The last tree's node count: the next tree's buffers start about that large,
@@ -548,6 +559,7 @@ impl<'a> Grower<'a> {
             scratch: Vec::new(),
             records: Vec::new(),
             record_scratch: Vec::new(),
+            drawn: Vec::new(),
             pool: Pool::default(),
             nodes_hint: 1,
         }
@@ -684,42 +696,55 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// Grows one classification tree on `rows`, each weighing `weight(row)` (capped at
-    /// [`MAX_WEIGHT`]) with its 0/1 label in `y`. The tree is the one [`Self::grow`]
-    /// grows after [`Self::set_class_weights`], but from [`Record`]s where the data
-    /// allows; `rows` comes back in its order, and leaves are listed only if the
-    /// parameters ask for them.
-    pub fn grow_classes(
-        &mut self,
-        rows: Vec<u32>,
-        weight: impl Fn(usize) -> u8,
-        y: &[u8],
-        rng: &mut ChaCha8Rng,
-    ) -> Grown {
+    /// Grows one classification tree on the `drawn` rows, with their 0/1 labels in
+    /// `y` (one per row of the data). The tree is the one [`Self::grow`] grows after
+    /// [`Self::set_class_weights`], but grown from [`Record`]s where the data allows.
+    pub fn grow_classes(&mut self, drawn: Drawn<'_>, y: &[u8], rng: &mut ChaCha8Rng) -> Tree {
         let bins = &self.layout.records;
         if bins.is_empty() || self.params.leaf_rows {
-            self.set_class_weights(weight, y);
-            return self.grow(rows, rng);
+            let mut rows = std::mem::take(&mut self.drawn);
+            match drawn {
+                Drawn::Counts(counts) => {
+                    crate::sample::drawn(counts, &mut rows);
+                    self.set_class_weights(|i| counts[i], y);
+                }
+                Drawn::Rows(drawn) => {
+                    rows.clear();
+                    rows.extend_from_slice(drawn);
+                    self.set_class_weights(|_| 1, y);
+                }
+            }
+            let grown = self.grow(rows, rng);
+            self.drawn = grown.rows;
+            return grown.tree;
         }
         let mut records = std::mem::take(&mut self.records);
         self.reserve_rows(&mut records);
-        class_records(bins, &rows, weight, y, &mut records);
+        match drawn {
+            Drawn::Counts(counts) => {
+                records.resize(counts.len(), 0);
+                let kept = crate::simd::drawn_records(counts, y, bins, MAX_WEIGHT, &mut records);
+                records.truncate(kept);
+            }
+            Drawn::Rows(rows) => {
+                records.clear();
+                records.extend(rows.iter().map(|&r| {
+                    let code = 1 << 1 | (y[r as usize] & 1);
+                    bins[r as usize] | Record::from(code) << CODE_SHIFT
+                }));
+            }
+        }
         let mut scratch = std::mem::take(&mut self.record_scratch);
         self.reserve_rows(&mut scratch);
         scratch.resize(records.len(), 0);
         let mut sample = Sample::Records { records, scratch };
-        let (tree, _, split_bins) = self.grow_sample(&mut sample, rng);
+        let (tree, _, _) = self.grow_sample(&mut sample, rng);
         let Sample::Records { records, scratch } = sample else {
             unreachable!("made above")
         };
         self.records = records;
         self.record_scratch = scratch;
-        Grown {
-            tree,
-            rows,
-            leaves: Vec::new(),
-            split_bins,
-        }
+        tree
     }
 
     /// Gives a per-row buffer room for every row of the data at once. Grown to each
@@ -1312,23 +1337,6 @@ fn packed_add(code: u8) -> u64 {
     1 | w << 21 | (w * (code & 1)) << 42
 }
 
-/// Sets `records` to the records of `rows` (from their `bins`), weighted and
-/// labelled as for [`Grower::grow_classes`].
-fn class_records(
-    bins: &[Record],
-    rows: &[u32],
-    weight: impl Fn(usize) -> u8,
-    y: &[u8],
-    records: &mut Vec<Record>,
-) {
-    records.clear();
-    records.extend(rows.iter().map(|&r| {
-        let r = r as usize;
-        let code = weight(r).min(MAX_WEIGHT) << 1 | (y[r] & 1);
-        bins[r] | Record::from(code) << CODE_SHIFT
-    }));
-}
-
 /// `(g, h)` of a record, as [`count_stat`] of its code.
 fn record_stat(rec: Record) -> (i64, i64) {
     count_stat((rec >> CODE_SHIFT) as u8)
@@ -1781,14 +1789,11 @@ mod tests {
                 rows: rows.clone(),
                 scratch: Vec::new(),
             };
-            let mut records = Vec::new();
-            class_records(
-                &packed.layout.records,
-                &rows,
-                |i| weights[i],
-                &labels,
-                &mut records,
-            );
+            let mut records = vec![0; binned.n_rows];
+            let bins = &packed.layout.records;
+            let kept =
+                crate::simd::drawn_records(&weights, &labels, bins, MAX_WEIGHT, &mut records);
+            records.truncate(kept);
             let records = Sample::Records {
                 records,
                 scratch: Vec::new(),
@@ -1824,12 +1829,9 @@ mod tests {
             let b = wide.grow(rows.clone(), &mut seed());
             assert!(a.tree.n_leaves() > 20, "{max_features:?}");
             assert_eq!(a.tree, b.tree, "{max_features:?}");
-            let grown = packed.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
-            assert_eq!(
-                (&grown.tree, &grown.rows),
-                (&b.tree, &rows),
-                "{max_features:?}"
-            );
+            let counts = Drawn::Counts(&weights);
+            let tree = packed.grow_classes(counts, &labels, &mut seed());
+            assert_eq!(tree, b.tree, "{max_features:?}");
             // Unbundled, the 7 columns are counted by the loop for more columns than
             // the unrolled ones cover, and as records of 7 columns.
             let mut unbundled = Grower {
@@ -1837,8 +1839,8 @@ mod tests {
                 ..Grower::new(&binned, &params)
             };
             assert_eq!(unbundled.layout.units.len(), 7);
-            let c = unbundled.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
-            assert_eq!(c.tree, b.tree, "{max_features:?}");
+            let tree = unbundled.grow_classes(counts, &labels, &mut seed());
+            assert_eq!(tree, b.tree, "{max_features:?}");
             unbundled.set_class_weights(|i| weights[i], &labels);
             let c = unbundled.grow(rows.clone(), &mut seed());
             assert_eq!(c.tree, b.tree, "{max_features:?}");
@@ -1848,8 +1850,16 @@ mod tests {
                 layout: Arc::new(Layout::new(&binned, true, false)),
                 ..Grower::new(&binned, &params)
             };
-            let d = wide_data.grow_classes(rows.clone(), |i| weights[i], &labels, &mut seed());
-            assert_eq!(d.tree, b.tree, "{max_features:?}");
+            let tree = wide_data.grow_classes(counts, &labels, &mut seed());
+            assert_eq!(tree, b.tree, "{max_features:?}");
+            // Rows given as a list weigh one each, from records or from indices.
+            let ones: Vec<u8> = weights.iter().map(|&w| u8::from(w > 0)).collect();
+            let unweighted = packed.grow_classes(Drawn::Counts(&ones), &labels, &mut seed());
+            assert!(unweighted.n_leaves() > 8, "{max_features:?}");
+            for grower in [&mut packed, &mut wide_data] {
+                let tree = grower.grow_classes(Drawn::Rows(&rows), &labels, &mut seed());
+                assert_eq!(tree, unweighted, "{max_features:?}");
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::binning::Binned;
 use crate::ensemble::{Ensemble, Link};
-use crate::grow::{Criterion, GrowParams, Grower, route_binned};
+use crate::grow::{Criterion, Drawn, GrowParams, Grower, route_binned};
 use crate::sample::{bootstrap, subsample};
 use crate::tree::Tree;
 
@@ -259,25 +259,18 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
         .map(|w| {
             let mut grower = first.sibling();
             let mut counts = vec![0u8; if p.bootstrap { n } else { 0 }];
-            let mut rows = Vec::with_capacity(n);
             let mut trees = Vec::new();
             for t in (w..p.n_estimators).step_by(workers) {
                 let mut r = rng(p.random_state, 1000 + t as u64);
-                rows.clear();
                 // A row drawn k times weighs k; without bootstrap every row weighs 1.
-                if p.bootstrap {
-                    bootstrap(&mut r, draws, &mut counts, &mut rows);
+                let tree = if p.bootstrap {
+                    bootstrap(&mut r, draws, &mut counts);
+                    grower.grow_classes(Drawn::Counts(&counts), data.y, &mut r)
                 } else {
-                    rows.extend(subsample(&mut r, n, draws));
-                }
-                let drawn = std::mem::take(&mut rows);
-                let out = if p.bootstrap {
-                    grower.grow_classes(drawn, |i| counts[i], data.y, &mut r)
-                } else {
-                    grower.grow_classes(drawn, |_| 1, data.y, &mut r)
+                    let rows = subsample(&mut r, n, draws);
+                    grower.grow_classes(Drawn::Rows(&rows), data.y, &mut r)
                 };
-                rows = out.rows;
-                trees.push((t, out.tree));
+                trees.push((t, tree));
                 tick(
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                     p.n_estimators,

@@ -23,17 +23,16 @@ pub fn subsample(rng: &mut ChaCha8Rng, n: usize, k: usize) -> Vec<u32> {
 }
 
 /// Draws a bootstrap sample of `draws` rows out of `counts.len()`: `counts` gets how
-/// often each row was drawn (saturating at 255; weights are capped lower anyway), and
-/// `rows` the rows drawn at least once, in order. `draws` must not exceed the rows.
+/// often each row was drawn (saturating at 255; weights are capped lower anyway).
+/// `draws` must not exceed the rows.
 ///
 /// Why the result is exactly a bootstrap: with independent Poisson(λ) counts, given
 /// their total `s`, the counts are `s` uniform draws with replacement. Adding
 /// `draws - s` more uniform draws, or removing `s - draws` of the drawn ones picked
 /// uniformly, leaves `draws` uniform draws. The only approximation is the 32-bit
 /// uniform behind each count: every `P(count ≥ k)` is rounded to a multiple of 2^-32.
-pub fn bootstrap(rng: &mut impl RngCore, draws: usize, counts: &mut [u8], rows: &mut Vec<u32>) {
+pub fn bootstrap(rng: &mut impl RngCore, draws: usize, counts: &mut [u8]) {
     let n = counts.len();
-    rows.clear();
     if n == 0 {
         return;
     }
@@ -59,8 +58,11 @@ pub fn bootstrap(rng: &mut impl RngCore, draws: usize, counts: &mut [u8], rows: 
             excess -= 1;
         }
     }
+}
 
-    rows.resize(n, 0);
+/// Sets `rows` to the rows drawn at least once, in order.
+pub fn drawn(counts: &[u8], rows: &mut Vec<u32>) {
+    rows.resize(counts.len(), 0);
     let kept = crate::simd::drawn_rows(counts, rows);
     rows.truncate(kept);
 }
@@ -259,22 +261,14 @@ mod tests {
         let mut counts = vec![0u8; 10_007];
         let mut rows = Vec::new();
         for (seed, draws) in [(4, 10_007), (5, 10_007), (6, 3_000), (7, 1)] {
-            bootstrap(
-                &mut ChaCha8Rng::seed_from_u64(seed),
-                draws,
-                &mut counts,
-                &mut rows,
-            );
+            bootstrap(&mut ChaCha8Rng::seed_from_u64(seed), draws, &mut counts);
+            drawn(&counts, &mut rows);
             assert_eq!(counts.iter().map(|&c| usize::from(c)).sum::<usize>(), draws);
-            let drawn: Vec<u32> = (0..10_007).filter(|&r| counts[r as usize] > 0).collect();
-            assert_eq!(rows, drawn);
+            let expected: Vec<u32> = (0..10_007).filter(|&r| counts[r as usize] > 0).collect();
+            assert_eq!(rows, expected);
         }
-        bootstrap(
-            &mut ChaCha8Rng::seed_from_u64(4),
-            10_007,
-            &mut counts,
-            &mut rows,
-        );
+        bootstrap(&mut ChaCha8Rng::seed_from_u64(4), 10_007, &mut counts);
+        drawn(&counts, &mut rows);
         // About 1 - 1/e of the rows are drawn at least once.
         assert!((6_000..6_700).contains(&rows.len()), "{}", rows.len());
     }
@@ -284,12 +278,11 @@ mod tests {
     #[test]
     fn a_rows_count_is_binomial() {
         let mut counts = vec![0u8; 4];
-        let mut rows = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         let trials = 40_000;
         let mut freq = [0usize; 5];
         for _ in 0..trials {
-            bootstrap(&mut rng, 4, &mut counts, &mut rows);
+            bootstrap(&mut rng, 4, &mut counts);
             freq[usize::from(counts[1])] += 1;
         }
         // C(4, k) 3^(4-k) / 4^4
