@@ -58,7 +58,7 @@ pub struct GrowParams {
 /// histogram does not depend on the order of its rows, and a parent-minus-sibling
 /// histogram is exactly the histogram of the other child. 2^32 steps per unit keeps
 /// 1e-10 resolution and leaves room for ten million rows of weight up to 200.
-const SCALE: f64 = 4_294_967_296.0;
+pub(crate) const SCALE: f64 = 4_294_967_296.0;
 
 pub(crate) fn quantize(v: f64) -> i64 {
     // Truncation, not rounding: the error is below 2^-32 either way, and `round` is a
@@ -471,7 +471,8 @@ impl Layout {
         }
     }
 
-    /// The counted columns' bins row by row, one byte each (see [`Layout::bytes`]).
+    /// The counted columns' bins row by row, one byte each: for a classification
+    /// layout, laid out from its records the first time a tree grows from indices.
     fn bytes(&self) -> &[u8] {
         let nu = self.units.len();
         self.bytes.get_or_init(|| {
@@ -1128,6 +1129,8 @@ impl<'a> Grower<'a> {
     /// the bins a record adds to come from per-feature tables.
     fn fill_record_features(&self, records: &[Record], features: &[usize], hist: &mut [Bin]) {
         let l = &self.layout;
+        // Nothing reads the spare bin, but a reused histogram's sums there would
+        // otherwise grow from node to node until they overflowed.
         hist[l.spare()] = Bin::default();
         let mut columns: Vec<(u32, &[u32; 256])> = Vec::with_capacity(features.len());
         for &f in features {
