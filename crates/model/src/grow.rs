@@ -185,7 +185,7 @@ enum RowStats {
 /// grown from indices instead.
 type Record = u64;
 const RECORD_UNITS: usize = 7;
-const CODE_SHIFT: u32 = 56;
+pub(crate) const CODE_SHIFT: u32 = 56;
 
 /// The rows a tree grows on, ordered so that each node's rows are one range.
 enum Sample {
@@ -207,9 +207,14 @@ impl Sample {
     }
 }
 
-/// The largest row weight [`Grower::set_class_weights`] keeps. A bootstrap draw gives a
-/// row this weight with probability below 1e-200, so capping it changes nothing.
+/// The largest row weight a classification tree keeps. A bootstrap draw gives a row
+/// this weight with probability below 1e-200, so capping it changes nothing.
 pub const MAX_WEIGHT: u8 = 127;
+
+/// A classification row's code: its weight (capped at [`MAX_WEIGHT`]) and 0/1 label.
+pub(crate) fn class_code(weight: u8, y: u8) -> u8 {
+    weight.min(MAX_WEIGHT) << 1 | (y & 1)
+}
 
 /// `(g, h)` of a classification row from its code.
 fn count_stat(code: u8) -> (i64, i64) {
@@ -670,11 +675,7 @@ impl<'a> Grower<'a> {
             unreachable!("set just above")
         };
         codes.clear();
-        codes.extend(
-            y.iter()
-                .enumerate()
-                .map(|(i, &y)| weight(i).min(MAX_WEIGHT) << 1 | (y & 1)),
-        );
+        codes.extend(y.iter().enumerate().map(|(i, &y)| class_code(weight(i), y)));
     }
 
     /// Grows one tree on `rows` (indices into the data; rows with zero weight left out),
@@ -709,9 +710,9 @@ impl<'a> Grower<'a> {
                     crate::sample::drawn(counts, &mut rows);
                     self.set_class_weights(|i| counts[i], y);
                 }
-                Drawn::Rows(drawn) => {
+                Drawn::Rows(given) => {
                     rows.clear();
-                    rows.extend_from_slice(drawn);
+                    rows.extend_from_slice(given);
                     self.set_class_weights(|_| 1, y);
                 }
             }
@@ -724,13 +725,13 @@ impl<'a> Grower<'a> {
         match drawn {
             Drawn::Counts(counts) => {
                 records.resize(counts.len(), 0);
-                let kept = crate::simd::drawn_records(counts, y, bins, MAX_WEIGHT, &mut records);
+                let kept = crate::simd::drawn_records(counts, y, bins, &mut records);
                 records.truncate(kept);
             }
             Drawn::Rows(rows) => {
                 records.clear();
                 records.extend(rows.iter().map(|&r| {
-                    let code = 1 << 1 | (y[r as usize] & 1);
+                    let code = class_code(1, y[r as usize]);
                     bins[r as usize] | Record::from(code) << CODE_SHIFT
                 }));
             }
@@ -1221,7 +1222,8 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// Counting every column for boosting's rows, adding into a cleared histogram.
+    /// Sets every counted column's bins to the sums of boosting's `rows`, adding into
+    /// a cleared histogram.
     fn fill_gradients(&self, rows: &[u32], hist: &mut [Bin], g: &[i64], h: &[i64]) {
         let l = &self.layout;
         let nu = l.units.len();
@@ -1794,8 +1796,7 @@ mod tests {
             };
             let mut records = vec![0; binned.n_rows];
             let bins = &packed.layout.records;
-            let kept =
-                crate::simd::drawn_records(&weights, &labels, bins, MAX_WEIGHT, &mut records);
+            let kept = crate::simd::drawn_records(&weights, &labels, bins, &mut records);
             records.truncate(kept);
             let records = Sample::Records {
                 records,

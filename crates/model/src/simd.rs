@@ -2,8 +2,9 @@
 //! records (AVX-512, chosen at run time; elsewhere the scalar loop does all the work),
 //! the booster's gradients (a vectorizable `exp`, compiled for AVX-512 where there is
 //! one), the bootstrap's Poisson counts, drawn-row list and drawn rows' records
-//! (AVX-512, like the partitions) and a cache prefetch. This is the only unsafe code in the workspace: each unsafe call says why
-//! it is sound, and tests check each kernel against its scalar twin.
+//! (AVX-512, like the partitions) and a cache prefetch. This is the only unsafe code
+//! in the workspace: each unsafe call says why it is sound, and tests check each
+//! kernel against its scalar twin.
 #![allow(unsafe_code)]
 
 use crate::sample;
@@ -98,16 +99,10 @@ pub fn drawn_rows(counts: &[u8], rows: &mut [u32]) -> usize {
 }
 
 /// Writes to `records[..k]` the record of every row `i` drawn (`counts[i] > 0`), in
-/// order, and returns `k`: the row's `bins` with code `min(count, max_weight) << 1 |
-/// y & 1` in the top byte. `records` must be as long as `counts`, as `bins` and `y`.
+/// order, and returns `k`: the row's `bins` with its count and label as
+/// [`grow::class_code`](crate::grow::class_code) in the top byte. `records` must be as long as `counts`, as `bins` and `y`.
 /// With AVX-512 eight rows a step.
-pub fn drawn_records(
-    counts: &[u8],
-    y: &[u8],
-    bins: &[u64],
-    max_weight: u8,
-    records: &mut [u64],
-) -> usize {
+pub fn drawn_records(counts: &[u8], y: &[u8], bins: &[u64], records: &mut [u64]) -> usize {
     let n = counts.len();
     assert!(
         y.len() == n && bins.len() == n && records.len() == n,
@@ -116,9 +111,9 @@ pub fn drawn_records(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { avx512::drawn_records(counts, y, bins, max_weight, records) };
+        return unsafe { avx512::drawn_records(counts, y, bins, records) };
     }
-    drawn_records_from(counts, y, bins, max_weight, records, 0, 0)
+    drawn_records_from(counts, y, bins, records, 0, 0)
 }
 
 /// [`drawn_records`] from row `start`, with `kept` records already written.
@@ -126,14 +121,13 @@ fn drawn_records_from(
     counts: &[u8],
     y: &[u8],
     bins: &[u64],
-    max_weight: u8,
     records: &mut [u64],
     start: usize,
     mut kept: usize,
 ) -> usize {
     for i in start..counts.len() {
-        let code = counts[i].min(max_weight) << 1 | (y[i] & 1);
-        records[kept] = bins[i] | u64::from(code) << 56;
+        let code = crate::grow::class_code(counts[i], y[i]);
+        records[kept] = bins[i] | u64::from(code) << crate::grow::CODE_SHIFT;
         kept += usize::from(counts[i] > 0);
     }
     kept
@@ -349,11 +343,10 @@ mod avx512 {
         counts: &[u8],
         y: &[u8],
         bins: &[u64],
-        max_weight: u8,
         records: &mut [u64],
     ) -> usize {
         let n = counts.len();
-        let cap = _mm512_set1_epi64(i64::from(max_weight));
+        let cap = _mm512_set1_epi64(i64::from(crate::grow::MAX_WEIGHT));
         let one = _mm512_set1_epi64(1);
         let (mut kept, mut i) = (0, 0);
         while i + 8 <= n {
@@ -368,6 +361,7 @@ mod avx512 {
             let drawn = _mm512_test_epi64_mask(c, c);
             let weight = _mm512_slli_epi64::<1>(_mm512_min_epu64(c, cap));
             let code = _mm512_or_si512(weight, _mm512_and_si512(label, one));
+            const _: () = assert!(crate::grow::CODE_SHIFT == 56, "the shift below");
             let rec = _mm512_or_si512(b, _mm512_slli_epi64::<56>(code));
             // SAFETY: kept <= i, so the eight lanes land below i + 8 <= records.len().
             unsafe {
@@ -379,7 +373,7 @@ mod avx512 {
             kept += drawn.count_ones() as usize;
             i += 8;
         }
-        super::drawn_records_from(counts, y, bins, max_weight, records, i, kept)
+        super::drawn_records_from(counts, y, bins, records, i, kept)
     }
 
     /// Eight records a step: each one's byte is looked up in the 256-byte table by
@@ -522,10 +516,10 @@ mod tests {
                 let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
                 let bins: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> 8).collect();
                 let (mut a, mut b) = (vec![0; n], vec![0; n]);
-                let k = super::drawn_records(&counts, &y, &bins, 127, &mut a);
+                let k = super::drawn_records(&counts, &y, &bins, &mut a);
                 assert_eq!(
                     k,
-                    super::drawn_records_from(&counts, &y, &bins, 127, &mut b, 0, 0)
+                    super::drawn_records_from(&counts, &y, &bins, &mut b, 0, 0)
                 );
                 assert_eq!(a[..k], b[..k]);
                 let expected: Vec<u64> = (0..n)
