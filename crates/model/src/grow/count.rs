@@ -7,29 +7,38 @@ use rayon::prelude::*;
 
 use super::layout::Place;
 use super::rows::{CODE_SHIFT, RECORD_UNITS, Record, RowStats, Sample, count_stat, record_stat};
-use super::sums::{Bin, Sums};
+use super::sums::Sums;
 use super::{Grower, PARALLEL_WORK};
+
+/// Which features a histogram counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counted {
+    /// Every counted column: the histogram can be subtracted from.
+    Every,
+    /// Only the features the node may split on; other bins are stale.
+    Sample,
+}
 
 /// Histogram buffers, reused from node to node and tree to tree: fresh allocations of
 /// this size are fresh pages, and the kernel zeroing them cost more than the counting.
 #[derive(Default)]
-pub(super) struct Pool(Vec<Vec<Bin>>);
+pub(super) struct Pool(Vec<Vec<Sums>>);
 
 impl Pool {
-    pub(super) fn take(&mut self, len: usize) -> Vec<Bin> {
+    pub(super) fn take(&mut self, len: usize) -> Vec<Sums> {
         let mut h = self.take_dirty(len);
-        h.fill(Bin::default());
+        h.fill(Sums::default());
         h
     }
 
     /// A buffer whose contents are stale except where the caller clears it.
-    pub(super) fn take_dirty(&mut self, len: usize) -> Vec<Bin> {
+    pub(super) fn take_dirty(&mut self, len: usize) -> Vec<Sums> {
         let mut h = self.0.pop().unwrap_or_default();
-        h.resize(len, Bin::default());
+        h.resize(len, Sums::default());
         h
     }
 
-    pub(super) fn give(&mut self, h: Vec<Bin>) {
+    pub(super) fn give(&mut self, h: Vec<Sums>) {
         self.0.push(h);
     }
 }
@@ -40,8 +49,12 @@ impl Grower<'_> {
     /// subtraction, not two counts. Counting every group reads each row's bins in one
     /// record, where counting a sample gathers from a column per feature. Small nodes
     /// count just their sample, as clearing every bin would cost more.
-    pub(super) fn counts_all(&self, n: usize) -> bool {
-        self.params.max_features.is_none() || n >= self.layout.hist_len
+    pub(super) fn counted(&self, n: usize) -> Counted {
+        if self.params.max_features.is_none() || n >= self.layout.hist_len {
+            Counted::Every
+        } else {
+            Counted::Sample
+        }
     }
 
     /// The sums of all the sample's rows.
@@ -61,29 +74,29 @@ impl Grower<'_> {
             (Sample::Rows { rows, .. }, RowStats::Newton { g, h }) => {
                 sum(rows, |r| (g[r as usize], h[r as usize]))
             }
-            (Sample::Rows { rows, .. }, RowStats::Counts(codes)) => {
+            (Sample::Rows { rows, .. }, RowStats::Codes(codes)) => {
                 sum(rows, |r| count_stat(codes[r as usize]))
             }
         }
     }
 
-    /// The histogram of the sample's rows in `range`: over every group when `all`,
-    /// else over `features` only (other bins are stale).
+    /// The histogram of the sample's rows in `range`: over every group, or over
+    /// `features` only (other bins are stale).
     pub(super) fn histogram(
         &self,
         sample: &Sample,
         range: Range<usize>,
         features: &[usize],
-        all: bool,
+        counted: Counted,
         pool: &mut Pool,
-    ) -> Vec<Bin> {
+    ) -> Vec<Sums> {
         // One copy of the counting loops per kind of row, so the row's `(g, h)` is
         // computed inline.
         match (sample, &self.stats) {
             (Sample::Records { records, .. }, _) => self.histogram_with(
                 &records[range],
                 features,
-                all,
+                counted,
                 pool,
                 |rows, hist| self.fill_counts(rows, hist, count_records),
                 |rows, hist| self.fill_record_features(rows, features, hist),
@@ -91,18 +104,18 @@ impl Grower<'_> {
             (Sample::Rows { rows, .. }, RowStats::Newton { g, h }) => self.histogram_with(
                 &rows[range],
                 features,
-                all,
+                counted,
                 pool,
                 |rows, hist| {
-                    hist.fill(Bin::default());
+                    hist.fill(Sums::default());
                     self.fill_gradients(rows, hist, g, h)
                 },
                 |rows, hist| self.fill_features(rows, features, hist, |r| (g[r], h[r])),
             ),
-            (Sample::Rows { rows, .. }, RowStats::Counts(codes)) => self.histogram_with(
+            (Sample::Rows { rows, .. }, RowStats::Codes(codes)) => self.histogram_with(
                 &rows[range],
                 features,
-                all,
+                counted,
                 pool,
                 |rows, hist| {
                     self.fill_counts(rows, hist, |rows, packed| {
@@ -120,12 +133,12 @@ impl Grower<'_> {
         &self,
         rows: &[T],
         features: &[usize],
-        all: bool,
+        counted: Counted,
         pool: &mut Pool,
-        fill: impl Fn(&[T], &mut [Bin]) + Sync,
-        fill_features: impl FnOnce(&[T], &mut [Bin]),
-    ) -> Vec<Bin> {
-        if !all {
+        fill: impl Fn(&[T], &mut [Sums]) + Sync,
+        fill_features: impl FnOnce(&[T], &mut [Sums]),
+    ) -> Vec<Sums> {
+        if counted == Counted::Sample {
             let mut hist = pool.take_dirty(self.layout.hist_len);
             fill_features(rows, &mut hist);
             return hist;
@@ -142,7 +155,7 @@ impl Grower<'_> {
         // make the merged result independent of how rows were shared out.
         let threads = rayon::current_num_threads().max(1);
         let chunk = rows.len().div_ceil(threads).max(4096);
-        let mut parts: Vec<Vec<Bin>> = (0..rows.len().div_ceil(chunk))
+        let mut parts: Vec<Vec<Sums>> = (0..rows.len().div_ceil(chunk))
             .map(|_| pool.take_dirty(self.layout.hist_len))
             .collect();
         parts
@@ -168,7 +181,7 @@ impl Grower<'_> {
         &self,
         rows: &[u32],
         features: &[usize],
-        hist: &mut [Bin],
+        hist: &mut [Sums],
         stat: impl Fn(usize) -> (i64, i64),
     ) {
         let mut columns: Vec<(&[u8], usize)> = Vec::with_capacity(features.len());
@@ -185,7 +198,7 @@ impl Grower<'_> {
                     hist[start + 1] = ones;
                 }
                 Place::Own(start) => {
-                    hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default());
+                    hist[start..start + self.data.mappers[f].n_bins()].fill(Sums::default());
                     columns.push((col, start));
                 }
             }
@@ -212,19 +225,19 @@ impl Grower<'_> {
         &self,
         records: &[Record],
         features: &[usize],
-        hist: &mut [Bin],
+        hist: &mut [Sums],
     ) {
         let l = &self.layout;
         // Nothing reads the spare bin, but a reused histogram's sums there would
         // otherwise grow from node to node until they overflowed.
-        hist[l.spare()] = Bin::default();
+        hist[l.spare()] = Sums::default();
         let mut columns: Vec<(u32, &[u32; 256])> = Vec::with_capacity(features.len());
         for &f in features {
             match l.places[f] {
                 Place::Own(start) => {
-                    hist[start..start + self.data.mappers[f].n_bins()].fill(Bin::default())
+                    hist[start..start + self.data.mappers[f].n_bins()].fill(Sums::default())
                 }
-                Place::Bundled(at) => hist[at] = Bin::default(),
+                Place::Bundled(at) => hist[at] = Sums::default(),
             }
             let d = &l.decoders[f];
             columns.push((8 * d.unit as u32, &d.slots));
@@ -247,7 +260,7 @@ impl Grower<'_> {
     pub(super) fn fill_counts<T>(
         &self,
         rows: &[T],
-        hist: &mut [Bin],
+        hist: &mut [Sums],
         count: impl Fn(&[T], &mut [[u64; 256]]),
     ) {
         thread_local! {
@@ -259,7 +272,7 @@ impl Grower<'_> {
         }
         let nu = self.layout.units.len();
         if rows.is_empty() {
-            hist.fill(Bin::default());
+            hist.fill(Sums::default());
         }
         PACKED.with_borrow_mut(|packed| {
             packed.resize(nu, [0; 256]);
@@ -276,7 +289,7 @@ impl Grower<'_> {
     pub(super) fn fill_packed<T>(
         &self,
         rows: &[T],
-        hist: &mut [Bin],
+        hist: &mut [Sums],
         packed: &mut [[u64; 256]],
         count: impl Fn(&[T], &mut [[u64; 256]]),
     ) {
@@ -309,7 +322,7 @@ impl Grower<'_> {
 
     /// Sets every counted column's bins to the sums of boosting's `rows`, adding into
     /// a cleared histogram.
-    pub(super) fn fill_gradients(&self, rows: &[u32], hist: &mut [Bin], g: &[i64], h: &[i64]) {
+    pub(super) fn fill_gradients(&self, rows: &[u32], hist: &mut [Sums], g: &[i64], h: &[i64]) {
         let l = &self.layout;
         let nu = l.units.len();
         let bytes = l.bytes();
@@ -410,8 +423,8 @@ fn count_packed<const N: usize>(
 }
 
 /// The sums of the rows whose bin is 1, and of all rows, for a two-bin column.
-fn count_binary(rows: &[u32], col: &[u8], stat: &impl Fn(usize) -> (i64, i64)) -> (Bin, Bin) {
-    let (mut ones, mut all) = (Bin::default(), Bin::default());
+fn count_binary(rows: &[u32], col: &[u8], stat: &impl Fn(usize) -> (i64, i64)) -> (Sums, Sums) {
+    let (mut ones, mut all) = (Sums::default(), Sums::default());
     for &r in rows {
         let r = r as usize;
         let (g, h) = stat(r);

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::count::Pool;
-use super::layout::Layout;
+use super::count::{Counted, Pool};
+use super::layout::{Bundling, Layout, RowForm};
 use super::rows::{CODE_SHIFT, Record, RowStats, Sample, class_code};
 use super::split::Split;
+use super::sums::Sums;
 #[cfg(test)]
 use super::sums::quantize;
-use super::sums::{Bin, Sums};
 use super::{Criterion, Drawn, GrowParams, Grown, Leaves};
 use crate::binning::Binned;
 use crate::tree::{LEAF, Node, Tree};
@@ -23,7 +23,7 @@ struct Pending {
     end: usize,
     depth: usize,
     sums: Sums,
-    hist: Option<Vec<Bin>>,
+    hist: Option<Vec<Sums>>,
     split: Option<Split>,
 }
 
@@ -53,8 +53,12 @@ impl<'a> Grower<'a> {
     /// A grower for `data`; set the rows' gradients before growing.
     pub fn new(data: &'a Binned, params: &'a GrowParams) -> Self {
         // Boosting grows from indices: its rows carry gradients, not codes.
-        let records = params.criterion != Criterion::Newton;
-        Self::with_layout(data, params, Arc::new(Layout::new(data, true, records)))
+        let form = match params.criterion {
+            Criterion::Newton => RowForm::Indices,
+            Criterion::Gini | Criterion::Entropy => RowForm::Records,
+        };
+        let layout = Layout::new(data, Bundling::Exclusive, form);
+        Self::with_layout(data, params, Arc::new(layout))
     }
 
     /// Another grower for the same data and parameters, sharing this one's layout
@@ -71,7 +75,7 @@ impl<'a> Grower<'a> {
         Self {
             data,
             params,
-            stats: RowStats::Counts(Vec::new()),
+            stats: RowStats::Codes(Vec::new()),
             layout,
             scratch: Vec::new(),
             records: Vec::new(),
@@ -130,10 +134,10 @@ impl<'a> Grower<'a> {
     /// Sets each row's weight (capped at [`MAX_WEIGHT`]) and 0/1 label, for
     /// classification trees: a row then counts as `(w·y, w)`.
     pub(super) fn set_class_weights(&mut self, weight: impl Fn(usize) -> u8, y: &[u8]) {
-        if !matches!(self.stats, RowStats::Counts(_)) {
-            self.stats = RowStats::Counts(Vec::new());
+        if !matches!(self.stats, RowStats::Codes(_)) {
+            self.stats = RowStats::Codes(Vec::new());
         }
-        let RowStats::Counts(codes) = &mut self.stats else {
+        let RowStats::Codes(codes) = &mut self.stats else {
             unreachable!("set just above")
         };
         codes.clear();
@@ -241,8 +245,9 @@ impl<'a> Grower<'a> {
         let root_sums = self.sums(sample);
         let open = self.may_split(root_sums, 0);
         let hist = open.then(|| {
-            let all = self.counts_all(n);
-            (self.histogram(sample, 0..n, &features, all, &mut pool), all)
+            let counted = self.counted(n);
+            let hist = self.histogram(sample, 0..n, &features, counted, &mut pool);
+            (hist, counted)
         });
         let (root_split, root_hist) =
             self.split_and_keep(hist, open, &features, root_sums, &mut pool);
@@ -320,12 +325,16 @@ impl<'a> Grower<'a> {
             // parent's minus the smaller child's.
             let parent_hist = item.hist.take();
             let subtract = open[large] && parent_hist.is_some();
-            let mut hists: [Option<(Vec<Bin>, bool)>; 2] = [None, None];
+            let mut hists: [Option<(Vec<Sums>, Counted)>; 2] = [None, None];
             if open[small] || subtract {
                 let (start, end) = ranges[small];
-                let all = subtract || self.counts_all(end - start);
-                let hist = self.histogram(sample, start..end, &features, all, &mut pool);
-                hists[small] = Some((hist, all));
+                let counted = if subtract {
+                    Counted::Every
+                } else {
+                    self.counted(end - start)
+                };
+                let hist = self.histogram(sample, start..end, &features, counted, &mut pool);
+                hists[small] = Some((hist, counted));
             }
             match (parent_hist, &hists[small]) {
                 (Some(mut ph), Some((sh, _))) if subtract => {
@@ -336,7 +345,7 @@ impl<'a> Grower<'a> {
                         }
                     }
                     self.layout.marginalize(&mut ph, &features);
-                    hists[large] = Some((ph, true));
+                    hists[large] = Some((ph, Counted::Every));
                 }
                 (ph, _) => {
                     if let Some(h) = ph {
@@ -344,9 +353,10 @@ impl<'a> Grower<'a> {
                     }
                     if open[large] {
                         let (start, end) = ranges[large];
-                        let all = self.counts_all(end - start);
-                        let hist = self.histogram(sample, start..end, &features, all, &mut pool);
-                        hists[large] = Some((hist, all));
+                        let counted = self.counted(end - start);
+                        let hist =
+                            self.histogram(sample, start..end, &features, counted, &mut pool);
+                        hists[large] = Some((hist, counted));
                     }
                 }
             }
@@ -374,19 +384,18 @@ impl<'a> Grower<'a> {
         (Tree { nodes }, leaves, split_bins)
     }
 
-    /// The best split of a node from its histogram (`true`: counted over every
-    /// feature), and the histogram back if its children can subtract from it: when
+    /// The best split of a node from its histogram, and the histogram back if its children can subtract from it: when
     /// the node splits and the histogram counts every feature. Otherwise it returns
     /// to the pool.
     pub(super) fn split_and_keep(
         &self,
-        hist: Option<(Vec<Bin>, bool)>,
+        hist: Option<(Vec<Sums>, Counted)>,
         open: bool,
         features: &[usize],
         sums: Sums,
         pool: &mut Pool,
-    ) -> (Option<Split>, Option<Vec<Bin>>) {
-        let Some((hist, all)) = hist else {
+    ) -> (Option<Split>, Option<Vec<Sums>>) {
+        let Some((hist, counted)) = hist else {
             return (None, None);
         };
         let split = if open {
@@ -394,7 +403,7 @@ impl<'a> Grower<'a> {
         } else {
             None
         };
-        if all && split.is_some() {
+        if counted == Counted::Every && split.is_some() {
             return (split, Some(hist));
         }
         pool.give(hist);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::rows::{RECORD_UNITS, Record};
-use super::sums::{Bin, Sums};
+use super::sums::Sums;
 use crate::binning::Binned;
 
 /// Where a feature's bins live in a histogram.
@@ -52,6 +52,27 @@ pub(super) struct Layout {
     pub(super) decoders: Vec<Decoder>,
 }
 
+/// Whether a layout bundles features (see [`Layout`]); tests compare it with one that
+/// does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bundling {
+    /// Exclusive two-bin columns share a group, and small groups a product.
+    Exclusive,
+    /// Every feature is its own group and counted column. Only tests build such
+    /// layouts, to check that bundling finds exactly the unbundled splits.
+    #[cfg_attr(not(test), allow(dead_code))]
+    PerFeature,
+}
+
+/// Which form of the rows a layout prepares for the trees that grow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowForm {
+    /// [`Record`]s, for classification trees (when the counted columns fit in one).
+    Records,
+    /// Bytes for trees grown from row indices (boosting's rows carry gradients).
+    Indices,
+}
+
 /// How a feature is read from the byte of its counted column.
 #[derive(Debug, Clone)]
 pub(super) struct Decoder {
@@ -75,9 +96,11 @@ pub(super) struct Product {
 }
 
 impl Layout {
-    /// Without `bundle`, each feature is its own group, counted on its own. With
-    /// `records`, the rows are also laid out as [`Record`]s, if they fit.
-    pub(super) fn new(data: &Binned, bundle: bool, records: bool) -> Self {
+    /// With [`Bundling::PerFeature`], each feature is its own group, counted on its
+    /// own. With [`RowForm::Records`], the rows are also laid out as [`Record`]s, if
+    /// they fit.
+    pub(super) fn new(data: &Binned, bundling: Bundling, form: RowForm) -> Self {
+        let bundle = bundling == Bundling::Exclusive;
         let (n, nf) = (data.n_rows, data.n_features());
         // Members of each group, and for bundles the rows already taken, as bitsets:
         // checking a column against a bundle is then a word-wise AND.
@@ -238,7 +261,7 @@ impl Layout {
                 .sum();
             sum as u8
         };
-        let (bytes, records) = if records && nu <= RECORD_UNITS {
+        let (bytes, records) = if form == RowForm::Records && nu <= RECORD_UNITS {
             let records = (0..n)
                 .into_par_iter()
                 .map(|r| (0..nu).fold(0, |rec, u| rec | Record::from(unit_byte(u, r)) << (8 * u)))
@@ -281,7 +304,7 @@ impl Layout {
 
     /// Sets the bins of the product members that hold any of `features` to the
     /// product's marginals; other members' bins are left stale, as nothing reads them.
-    pub(super) fn marginalize(&self, hist: &mut [Bin], features: &[usize]) {
+    pub(super) fn marginalize(&self, hist: &mut [Sums], features: &[usize]) {
         for p in &self.products {
             // Products come after every group's own bins.
             let (groups, product) = hist.split_at_mut(p.start);

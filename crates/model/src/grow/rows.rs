@@ -8,7 +8,7 @@ pub(super) enum RowStats {
     /// Classification trees grown from indices (see [`Record`] for when):
     /// `weight << 1 | label`, adding `(w·y, w)`. One byte per row instead of sixteen
     /// keeps a forest worker's rows in its core's L2 cache.
-    Counts(Vec<u8>),
+    Codes(Vec<u8>),
 }
 
 /// A classification row as a forest's tree grows on it: byte `u` is the row's bin in

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::layout::Place;
-use super::sums::{Bin, Sums};
+use super::sums::Sums;
 use super::{Criterion, Grower};
 
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +51,7 @@ impl Grower<'_> {
     /// The best split of a node that [`may split`](Self::may_split).
     pub(super) fn best_split(
         &self,
-        hist: &[Bin],
+        hist: &[Sums],
         features: &[usize],
         total: Sums,
     ) -> Option<Split> {

@@ -12,9 +12,6 @@ pub(crate) fn quantize(v: f64) -> i64 {
     (v * SCALE) as i64
 }
 
-/// A histogram bin holds the sums of its rows.
-pub(super) type Bin = Sums;
-
 /// Sums of `g`, `h` and the row count over some rows: a node's or a bin's.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Sums {

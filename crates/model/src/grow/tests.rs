@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::count::Pool;
-use super::layout::{Layout, Place};
+use super::count::{Counted, Pool};
+use super::layout::{Bundling, Layout, Place, RowForm};
 use super::partition::{partition, partition_records};
 use super::rows::{CODE_SHIFT, Record, RowStats, Sample};
 use super::*;
@@ -113,7 +113,7 @@ fn partition_is_a_stable_filter() {
 #[test]
 fn record_partition_is_a_stable_filter() {
     let (binned, _) = data(3000, 4);
-    let layout = Layout::new(&binned, true, true);
+    let layout = Layout::new(&binned, Bundling::Exclusive, RowForm::Records);
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 3000] {
         let rows: Vec<u32> = (0..len).map(|_| rng.random_range(0..3000)).collect();
@@ -202,7 +202,7 @@ fn bundling_finds_exactly_the_unbundled_splits() {
     };
     let mut bundled = Grower::new(&binned, &params);
     let mut plain = Grower {
-        layout: Arc::new(Layout::new(&binned, false, false)),
+        layout: Arc::new(Layout::new(&binned, Bundling::PerFeature, RowForm::Indices)),
         ..Grower::new(&binned, &params)
     };
     // The one-hot columns share a group; the overlapping and the non-0/1 columns
@@ -289,13 +289,13 @@ fn class_weights_count_exactly_as_their_gradients() {
             scratch: Vec::new(),
         };
         let n = rows.len();
-        let hist = |g: &Grower, s: &Sample, features: &[usize], all: bool| {
-            g.histogram(s, 0..n, features, all, &mut Pool::default())
+        let hist = |g: &Grower, s: &Sample, features: &[usize], counted: Counted| {
+            g.histogram(s, 0..n, features, counted, &mut Pool::default())
         };
-        let a = hist(&packed, &indexed, &all, true);
+        let a = hist(&packed, &indexed, &all, Counted::Every);
         for other in [
-            hist(&wide, &indexed, &all, true),
-            hist(&packed, &records, &all, true),
+            hist(&wide, &indexed, &all, Counted::Every),
+            hist(&packed, &records, &all, Counted::Every),
         ] {
             for (x, y) in a.iter().zip(&other).take(packed.layout.spare()) {
                 assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n));
@@ -308,7 +308,7 @@ fn class_weights_count_exactly_as_their_gradients() {
                 Place::Bundled(at) => at..at + 1,
             };
             for sample in [&indexed, &records] {
-                let one = hist(&packed, sample, &[f], false);
+                let one = hist(&packed, sample, &[f], Counted::Sample);
                 for (x, y) in one[bins.clone()].iter().zip(&a[bins.clone()]) {
                     assert_eq!((x.g, x.h, x.n), (y.g, y.h, y.n), "feature {f}");
                 }
@@ -325,7 +325,7 @@ fn class_weights_count_exactly_as_their_gradients() {
         // Unbundled, the 7 columns are counted by the loop for more columns than
         // the unrolled ones cover, and as records of 7 columns.
         let mut unbundled = Grower {
-            layout: Arc::new(Layout::new(&binned, false, true)),
+            layout: Arc::new(Layout::new(&binned, Bundling::PerFeature, RowForm::Records)),
             ..Grower::new(&binned, &params)
         };
         assert_eq!(unbundled.layout.units.len(), 7);
@@ -337,7 +337,7 @@ fn class_weights_count_exactly_as_their_gradients() {
         // A layout without records (as for data with too many counted columns)
         // grows from indices.
         let mut wide_data = Grower {
-            layout: Arc::new(Layout::new(&binned, true, false)),
+            layout: Arc::new(Layout::new(&binned, Bundling::Exclusive, RowForm::Indices)),
             ..Grower::new(&binned, &params)
         };
         let tree = wide_data.grow_classes(counts, &labels, &mut seed());
