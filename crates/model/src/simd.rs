@@ -476,23 +476,103 @@ mod avx512 {
     }
 }
 
+/// Running the AVX-512 kernels themselves, for tests: the public functions fall back
+/// to the scalar loops on a CPU without AVX-512, so comparing them with the scalar
+/// loops there would compare the scalar loops with themselves.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The environment variable that turns a skipped AVX-512 test into a failure, for
+    /// machines that are meant to run the kernels (this one, and CI's).
+    pub(crate) const REQUIRE_AVX512: &str = "PREDICT_BUY_REQUIRE_AVX512";
+
+    /// Whether the CPU has every one of `features`, so that `test` can run the AVX-512
+    /// kernel it checks. When not, the test is skipped and says so on stderr, or fails
+    /// when [`REQUIRE_AVX512`] is `1`.
+    pub(crate) fn avx512_or_skip(test: &str, features: &[&str]) -> bool {
+        let missing: Vec<&str> = features.iter().copied().filter(|f| !detected(f)).collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let missing = missing.join(", ");
+        assert!(
+            std::env::var(REQUIRE_AVX512).as_deref() != Ok("1"),
+            "{test}: {REQUIRE_AVX512}=1, but this CPU lacks {missing}"
+        );
+        eprintln!(
+            "{test}: skipped: this CPU lacks {missing}, so the AVX-512 kernel cannot run \
+             (set {REQUIRE_AVX512}=1 to make this a failure)"
+        );
+        false
+    }
+
+    /// Run-time detection of one feature, by name (the detection macro takes literals).
+    fn detected(feature: &str) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match feature {
+                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+                "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+                "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+                "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+                "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+                other => panic!("no detection for CPU feature `{other}`"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = feature;
+            false
+        }
+    }
+
+    /// The AVX-512 Poisson kernel; call it only after [`avx512_or_skip`] with
+    /// `avx512f`, `avx512bw` and `avx512vl`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn poisson_counts_avx512(
+        lanes: &mut crate::sample::Lanes,
+        survival: &[u32; crate::sample::POISSON_MAX],
+        counts: &mut [u8],
+    ) {
+        assert!(
+            detected("avx512f") && detected("avx512bw") && detected("avx512vl"),
+            "the caller checks the CPU first"
+        );
+        // SAFETY: the CPU has AVX-512F, BW and VL, asserted just above.
+        unsafe { super::avx512::poisson_counts(lanes, survival, counts) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// The vector compaction of drawn rows agrees with the scalar loop, at every
-    /// length around the sixteen-row steps and for sparse and dense counts.
+    use super::testing::avx512_or_skip;
+
+    /// The vector compaction of drawn rows agrees with the scalar loop and with the
+    /// definition, at every length around the sixteen-row steps and for sparse and
+    /// dense counts.
     #[test]
     fn drawn_rows_match_the_scalar_loop() {
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        for n in 0..200 {
-            for p in [0.05, 0.63, 1.0] {
-                let counts: Vec<u8> = (0..n).map(|_| u8::from(rng.random_bool(p))).collect();
-                let (mut a, mut b) = (vec![0; n], vec![0; n]);
-                let k = super::drawn_rows(&counts, &mut a);
-                assert_eq!(k, super::drawn_rows_from(&counts, &mut b, 0, 0));
-                assert_eq!(a[..k], b[..k]);
+        let test = "drawn_rows_match_the_scalar_loop";
+        if !avx512_or_skip(test, &["avx512f", "avx512bw", "avx512vl"]) {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut rng = ChaCha8Rng::seed_from_u64(6);
+            for n in 0..200 {
+                for p in [0.05, 0.63, 1.0] {
+                    let counts: Vec<u8> = (0..n).map(|_| u8::from(rng.random_bool(p))).collect();
+                    let (mut a, mut b) = (vec![0; n], vec![0; n]);
+                    // SAFETY: the CPU has AVX-512F, BW and VL, checked above.
+                    let k = unsafe { super::avx512::drawn_rows(&counts, &mut a) };
+                    assert_eq!(k, super::drawn_rows_from(&counts, &mut b, 0, 0));
+                    assert_eq!(a[..k], b[..k]);
+                    let expected: Vec<u32> =
+                        (0..n as u32).filter(|&i| counts[i as usize] > 0).collect();
+                    assert_eq!(a[..k], expected[..], "{n} rows, p {p}");
+                }
             }
         }
     }
@@ -501,32 +581,41 @@ mod tests {
     /// every length around the eight-row steps, with counts above the weight cap.
     #[test]
     fn drawn_records_match_the_scalar_loop() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for n in 0..100 {
-            for p in [0.05, 0.63, 1.0] {
-                let counts: Vec<u8> = (0..n)
-                    .map(|_| {
-                        if rng.random_bool(p) {
-                            rng.random_range(1..=255)
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
-                let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
-                let bins: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> 8).collect();
-                let (mut a, mut b) = (vec![0; n], vec![0; n]);
-                let k = super::drawn_records(&counts, &y, &bins, &mut a);
-                assert_eq!(
-                    k,
-                    super::drawn_records_from(&counts, &y, &bins, &mut b, 0, 0)
-                );
-                assert_eq!(a[..k], b[..k]);
-                let expected: Vec<u64> = (0..n)
-                    .filter(|&i| counts[i] > 0)
-                    .map(|i| bins[i] | u64::from(counts[i].min(127)) << 57 | u64::from(y[i]) << 56)
-                    .collect();
-                assert_eq!(a[..k], expected[..]);
+        if !avx512_or_skip("drawn_records_match_the_scalar_loop", &["avx512f"]) {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            for n in 0..100 {
+                for p in [0.05, 0.63, 1.0] {
+                    let counts: Vec<u8> = (0..n)
+                        .map(|_| {
+                            if rng.random_bool(p) {
+                                rng.random_range(1..=255)
+                            } else {
+                                0
+                            }
+                        })
+                        .collect();
+                    let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
+                    let bins: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> 8).collect();
+                    let (mut a, mut b) = (vec![0; n], vec![0; n]);
+                    // SAFETY: the CPU has AVX-512F, checked above.
+                    let k = unsafe { super::avx512::drawn_records(&counts, &y, &bins, &mut a) };
+                    assert_eq!(
+                        k,
+                        super::drawn_records_from(&counts, &y, &bins, &mut b, 0, 0)
+                    );
+                    assert_eq!(a[..k], b[..k]);
+                    let expected: Vec<u64> = (0..n)
+                        .filter(|&i| counts[i] > 0)
+                        .map(|i| {
+                            bins[i] | u64::from(counts[i].min(127)) << 57 | u64::from(y[i]) << 56
+                        })
+                        .collect();
+                    assert_eq!(a[..k], expected[..]);
+                }
             }
         }
     }
@@ -535,13 +624,26 @@ mod tests {
     /// (no fused multiply-adds, no reassociation), so models do not depend on the CPU.
     #[test]
     fn gradients_are_the_same_bits_on_every_cpu() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let n = 4099;
-        let scores: Vec<f64> = (0..n).map(|_| rng.random_range(-40.0..40.0)).collect();
-        let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
-        let (mut g1, mut h1, mut g2, mut h2) = (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
-        super::logistic_gradients(&scores, &y, &mut g1, &mut h1);
-        super::logistic_gradients_any(&scores, &y, &mut g2, &mut h2);
-        assert_eq!((g1, h1), (g2, h2));
+        let test = "gradients_are_the_same_bits_on_every_cpu";
+        if !avx512_or_skip(test, &["avx512f", "avx512dq"]) {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            // Not a multiple of the eight-row steps or the 64-row blocks: the scalar
+            // tails run too.
+            let n = 4099;
+            let mut scores: Vec<f64> = (0..n).map(|_| rng.random_range(-40.0..40.0)).collect();
+            // Far outside `exp`'s range, where it saturates.
+            scores[..4].copy_from_slice(&[800.0, -800.0, 0.0, 1e-300]);
+            let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..2)).collect();
+            let (mut g1, mut h1, mut g2, mut h2) = (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
+            // SAFETY: the CPU has AVX-512F and DQ, checked above.
+            unsafe { super::avx512::logistic_gradients(&scores, &y, &mut g1, &mut h1) };
+            super::logistic_gradients_any(&scores, &y, &mut g2, &mut h2);
+            assert!(g1.iter().any(|&g| g != 0) && h1.iter().any(|&h| h > 0));
+            assert_eq!((g1, h1), (g2, h2));
+        }
     }
 }
