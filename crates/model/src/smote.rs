@@ -6,12 +6,13 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::preprocess::Matrix;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Read from the training config by hand (see `config.rs`), so that imbalanced-learn's
+/// names for these settings are accepted too.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SmoteParams {
     /// Nearest neighbours to interpolate towards.
     pub k: usize,
