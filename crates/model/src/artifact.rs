@@ -4,6 +4,10 @@
 //! Layout: the 8-byte magic `PBUYMDL\n`, the format version (u32, little-endian), the
 //! payload length (u64, little-endian), the payload (JSON: schema, preprocessing,
 //! trees, threshold, metadata), then the SHA-256 of everything before it.
+//!
+//! That frame is the same for every format version; only the payload changes. So a
+//! reader checks the checksum before it believes the header: a damaged version field
+//! is corruption, and only an intact file can be "a newer format".
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -27,6 +31,12 @@ pub enum ArtifactError {
     NotAnArtifact,
     #[error("truncated: the file has {actual} bytes, the header promises {expected}")]
     Truncated { expected: u64, actual: u64 },
+    #[error("corrupt: the file has {actual} bytes, more than the {expected} its header promises")]
+    Oversized { expected: u64, actual: u64 },
+    #[error(
+        "corrupt: the header's {field} is damaged (the checksum matches the rest of the file once it is repaired)"
+    )]
+    CorruptHeader { field: &'static str },
     #[error(
         "artifact format version {found} is newer than this predict-buy reads ({supported}); upgrade predict-buy"
     )]
@@ -137,6 +147,11 @@ impl Model {
     /// Loads an artifact, refusing anything truncated, corrupt, or of a newer format.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ArtifactError> {
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            if whole_but_for_its_header(bytes) {
+                return Err(ArtifactError::CorruptHeader {
+                    field: "magic bytes",
+                });
+            }
             return Err(ArtifactError::NotAnArtifact);
         }
         if bytes.len() < HEADER {
@@ -145,27 +160,35 @@ impl Model {
                 actual: bytes.len() as u64,
             });
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version > FORMAT_VERSION {
-            return Err(ArtifactError::NewerFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let expected = (HEADER as u64)
             .saturating_add(len)
             .saturating_add(CHECKSUM as u64);
-        if bytes.len() as u64 != expected {
-            return Err(ArtifactError::Truncated {
-                expected,
-                actual: bytes.len() as u64,
+        let actual = bytes.len() as u64;
+        if actual != expected {
+            if whole_but_for_its_header(bytes) {
+                return Err(ArtifactError::CorruptHeader {
+                    field: "payload length",
+                });
+            }
+            return Err(if actual < expected {
+                ArtifactError::Truncated { expected, actual }
+            } else {
+                ArtifactError::Oversized { expected, actual }
             });
         }
         let body_end = HEADER + len as usize;
         let sum = Sha256::digest(&bytes[..body_end]);
         if sum.as_slice() != &bytes[body_end..] {
             return Err(ArtifactError::Checksum);
+        }
+        // Only now is the version known to be what the writer wrote.
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(ArtifactError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let payload: Payload =
             serde_json::from_slice(&bytes[HEADER..body_end]).map_err(ArtifactError::Payload)?;
@@ -399,6 +422,22 @@ pub fn raw_from_json(v: &serde_json::Value) -> Result<RawValue<'_>, String> {
         Value::Array(_) => Err("expected a number or a string, found an array".into()),
         Value::Object(_) => Err("expected a number or a string, found an object".into()),
     }
+}
+
+/// Whether `bytes` are a whole artifact whose magic or length field alone was damaged:
+/// its last 32 bytes are the checksum of the rest once those two fields are rewritten
+/// as the writer wrote them. Only called on a file already refused, so the extra hash
+/// costs nothing on the way to a valid model.
+fn whole_but_for_its_header(bytes: &[u8]) -> bool {
+    let Some(body_end) = bytes.len().checked_sub(CHECKSUM).filter(|&e| e >= HEADER) else {
+        return false;
+    };
+    let mut sha = Sha256::new();
+    sha.update(MAGIC);
+    sha.update(&bytes[8..12]);
+    sha.update(((body_end - HEADER) as u64).to_le_bytes());
+    sha.update(&bytes[HEADER..body_end]);
+    sha.finalize().as_slice() == &bytes[body_end..]
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {

@@ -2,6 +2,7 @@
 
 use predict_buy_data::Table;
 use predict_buy_model::{ArtifactError, Model, TrainConfig, TrainRequest, train};
+use sha2::Digest as _;
 
 fn tables(rows: usize, seed: u64) -> (Table, Table) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -191,16 +192,48 @@ fn corrupt_truncated_and_newer_artifacts_are_refused() {
         Err(ArtifactError::Truncated { .. })
     ));
 
-    let mut flipped = bytes.clone();
-    let mid = flipped.len() / 2;
-    flipped[mid] ^= 0x20;
-    assert!(matches!(
-        Model::from_bytes(&flipped),
-        Err(ArtifactError::Checksum)
-    ));
+    // A flipped bit anywhere is corruption, whatever field it lands in: the version
+    // field included, which must not pass for a newer format.
+    let payload_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
+    let header = 20;
+    for (at, what) in [
+        (9, "the version field"),
+        (header + payload_len / 2, "the payload"),
+        (bytes.len() - 1, "the checksum"),
+    ] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x20;
+        let err = Model::from_bytes(&flipped).unwrap_err();
+        assert!(matches!(err, ArtifactError::Checksum), "{what}: {err}");
+        assert!(err.to_string().starts_with("corrupt:"), "{what}: {err}");
+    }
+    for (at, field) in [
+        (3, "magic bytes"),
+        (13, "payload length"),
+        (19, "payload length"),
+    ] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x01;
+        let err = Model::from_bytes(&flipped).unwrap_err();
+        assert!(
+            matches!(err, ArtifactError::CorruptHeader { field: f } if f == field),
+            "byte {at}: {err}"
+        );
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(b'\n');
+    let err = Model::from_bytes(&longer).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::Oversized { expected, actual } if actual == expected + 1),
+        "{err}"
+    );
 
-    let mut newer = bytes.clone();
+    // A genuinely newer format: an intact file, checksum and all, with a higher version.
+    let mut newer = bytes[..bytes.len() - 32].to_vec();
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let sum = sha2::Sha256::digest(&newer);
+    newer.extend_from_slice(&sum);
     let err = Model::from_bytes(&newer).unwrap_err();
     assert!(matches!(err, ArtifactError::NewerFormat { found: 99, .. }));
     assert!(err.to_string().contains("upgrade predict-buy"), "{err}");
