@@ -61,6 +61,77 @@ mod tests {
         assert_eq!(parse_currency("NaN"), None);
     }
 
+    /// `1234567.5` as the raw data writes it: `1,234,567.50`.
+    fn with_separators(v: f64) -> String {
+        let text = format!("{v:.2}");
+        let (whole, cents) = text.split_once('.').expect("two decimals");
+        let digits = whole.as_bytes();
+        let mut out = String::new();
+        for (i, d) in digits.iter().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(char::from(*d));
+        }
+        format!("{out}.{cents}")
+    }
+
+    proptest::proptest! {
+        /// Every way the raw data and API clients write an amount parses to the amount
+        /// written plainly.
+        #[test]
+        fn currency_strings_parse_to_their_amount(
+            pence in 0u64..10_000_000_000,
+            symbol in proptest::sample::select(vec!["", "£", "$", "€"]),
+            before in "[ ]{0,2}",
+            after in proptest::sample::select(vec!["", " ", "  ", "\u{a0}"]),
+        ) {
+            let v = pence as f64 / 100.0;
+            let plain = format!("{v:.2}");
+            let written = format!("{before}{symbol}{}{after}", with_separators(v));
+            proptest::prop_assert_eq!(parse_currency(&written), parse_number(&plain));
+            proptest::prop_assert_eq!(parse_currency(&plain), Some(plain.parse::<f64>().unwrap()));
+        }
+
+        /// Nothing makes parsing panic or return NaN or an infinity; and whatever
+        /// parses as a plain number parses to the same amount as currency.
+        #[test]
+        fn parsing_any_text_is_total_and_finite(s in "\\PC{0,24}") {
+            if let Some(v) = parse_currency(&s) {
+                proptest::prop_assert!(v.is_finite());
+            }
+            if let Some(v) = parse_number(&s) {
+                proptest::prop_assert!(v.is_finite());
+                let plain = !s.contains(['£', '$', '€', ',', ' ', '\u{a0}']);
+                if plain {
+                    proptest::prop_assert_eq!(parse_currency(&s), Some(v));
+                }
+            }
+        }
+
+        /// Numbers survive being written out and read back, with the spaces and the
+        /// `69.0` style the raw data has.
+        #[test]
+        fn numbers_round_trip(v in proptest::num::f64::NORMAL | proptest::num::f64::ZERO, pad in "[ \t]{0,2}") {
+            proptest::prop_assert_eq!(parse_number(&format!("{pad}{v}{pad}")), Some(v));
+            proptest::prop_assert_eq!(parse_number(&format!("{v:?}")), Some(v));
+            let whole = v.trunc();
+            if whole.abs() < 1e15 {
+                proptest::prop_assert_eq!(parse_number(&format!("{whole:.1}")), Some(whole));
+            }
+        }
+
+        /// Text that is not a number is refused, not read as zero.
+        #[test]
+        fn words_are_not_numbers(s in "[a-zA-Z_]{1,12}") {
+            let lower = s.to_ascii_lowercase();
+            let special = ["inf", "infinity", "nan"].contains(&lower.as_str());
+            proptest::prop_assume!(!special && lower != "e");
+            proptest::prop_assert_eq!(parse_number(&s), None);
+            proptest::prop_assert_eq!(parse_currency(&s), None);
+        }
+    }
+
     #[test]
     fn categories_normalise_numbers() {
         assert_eq!(normalize_category("1.0"), "1");
