@@ -118,6 +118,13 @@ container=$(pm create --network=none "$image")
 rootfs=$(pm mount "$container")
 as_root cp -a "$project/.predict-buy/registry" "$rootfs/registry"
 as_root chmod -R a+rX "$rootfs/registry"
+# Every container runtime gives a container these devices; chroot does not. Without
+# /dev/urandom the static binary panics as soon as it needs random numbers (the S3
+# client does): its getrandom falls back to reading the device (seen here).
+as_root mkdir -p "$rootfs/dev"
+as_root mknod -m 666 "$rootfs/dev/null" c 1 3
+as_root mknod -m 444 "$rootfs/dev/random" c 1 8
+as_root mknod -m 444 "$rootfs/dev/urandom" c 1 9
 port=$(free_port)
 mapfile -t entry < <(jq -r '.[]' <<<"$entrypoint")
 # Bound to 127.0.0.1 rather than the image's default 0.0.0.0: tests stay on loopback.
