@@ -50,7 +50,11 @@ async fn slow_clients_time_out() {
         "answered 408 after {:?}, before the deadline",
         started.elapsed()
     );
-    assert_eq!(s.state.predictions_in_flight(), 0, "the slot was given back");
+    assert_eq!(
+        s.state.predictions_in_flight(),
+        0,
+        "the slot was given back"
+    );
     assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
     s.stop().await;
 }
@@ -81,7 +85,11 @@ async fn load_beyond_capacity_is_shed() {
         .post_json("/predict/batch", &serde_json::json!([sample_row()]))
         .await;
     assert_eq!(status, 503, "batch predictions share the limit: {body}");
-    assert_eq!(s.state.predictions_in_flight(), 2, "a shed request holds no place");
+    assert_eq!(
+        s.state.predictions_in_flight(),
+        2,
+        "a shed request holds no place"
+    );
     // Probes are not behind the limit.
     assert_eq!(s.get("/healthz").await.0, 200);
     assert_eq!(s.get("/readyz").await.0, 200);
@@ -119,7 +127,10 @@ async fn shutdown_drains_requests_in_flight() {
     let stopping = tokio::spawn(s.stop());
     // The listener closes first: from then on the server is shutting down.
     eventually("the listener to close", || async {
-        tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
     assert!(

@@ -2,8 +2,8 @@
 //! ephemeral port.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
