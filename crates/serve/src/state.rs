@@ -154,12 +154,17 @@ impl ReloadError {
         out
     }
 
-    /// A refused artifact, as opposed to a source that could not be reached.
+    /// A refused artifact, as opposed to a source that could not be reached. Stored
+    /// bytes that do not hash to their digest are the artifact's fault, not the
+    /// registry's reachability: trying again fetches the same bytes.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            ReloadError::Load { .. } | ReloadError::SelfCheck { .. }
-        )
+        match self {
+            ReloadError::Load { .. } | ReloadError::SelfCheck { .. } => true,
+            ReloadError::Registry { source, .. } => {
+                matches!(**source, predict_buy_registry::Error::Corrupt { .. })
+            }
+            ReloadError::Read { .. } => false,
+        }
     }
 }
 
@@ -237,6 +242,13 @@ impl AppState {
             })
             .ok()
             .map(|_| Slot(self.clone()))
+    }
+
+    /// Prediction requests holding a place under [`Limits::concurrency`] right now.
+    /// Unlike the `http_requests_in_flight` gauge, which the process's metrics recorder
+    /// shares among every app in it, this counts this state's requests only.
+    pub fn predictions_in_flight(&self) -> usize {
+        self.inner.slots_taken.load(Ordering::Acquire)
     }
 
     /// The last reload failure, cleared by the next success.

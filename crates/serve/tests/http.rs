@@ -342,3 +342,48 @@ async fn metrics_show_the_golden_signals() {
     assert!(count >= 3.0, "{count}");
     s.stop().await;
 }
+
+/// A known route asked with the wrong method is a 405 with the error body and an
+/// `Allow` header, never a 404 (the route exists) or a 500.
+#[tokio::test]
+async fn wrong_methods_get_405_with_allow() {
+    let s = TestServer::start().await;
+    // (method, path, the methods `Allow` must list)
+    let cases: [(&str, &str, &[&str]); 7] = [
+        ("GET", "/predict", &["POST"]),
+        ("PUT", "/predict", &["POST"]),
+        ("DELETE", "/predict/batch", &["POST"]),
+        ("POST", "/", &["GET", "HEAD"]),
+        ("PATCH", "/metrics", &["GET", "HEAD"]),
+        ("POST", "/openapi.json", &["GET", "HEAD"]),
+        ("GET", "/admin/reload", &["POST"]),
+    ];
+    for (method, path, allowed) in cases {
+        let r = s
+            .client
+            .request(method.parse().unwrap(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{method} {path}");
+        assert_eq!(r.status().as_u16(), 405, "{what}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{what}");
+        let allow = r
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("{what}: no Allow header"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        let mut listed: Vec<&str> = allow.split(',').map(str::trim).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, allowed, "{what}: Allow: {allow}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed", "{what}: {body}");
+        assert_eq!(fields(&body), ["request"], "{what}: {body}");
+    }
+    // The right method on the same routes still works.
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+    assert_eq!(s.get("/metrics").await.0, 200);
+    s.stop().await;
+}

@@ -1,41 +1,26 @@
 //! Slow clients time out, load beyond capacity is shed, shutdown drains.
+//!
+//! Requests are held in flight by the test itself ([`HeldPredict`]), and every wait is
+//! for a condition with a generous deadline, so a loaded machine slows these tests
+//! down but cannot make them fail.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Options, TestServer, sample_row};
+use common::{HeldPredict, Options, TestServer, eventually, sample_row};
 use predict_buy_serve::Limits;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Starts a /predict whose body never finishes arriving.
-async fn stalled_predict(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"Age\":")
-        .await
-        .unwrap();
-    stream
-}
+/// Long enough that a normal request on a loaded machine never hits it, short enough
+/// for a test to wait out.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn read_status(stream: &mut tokio::net::TcpStream) -> String {
-    let mut buf = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// A server that gives a client 300 ms to send its request.
-async fn server_with_300ms_timeout() -> TestServer {
+/// A server that gives a client [`SHORT_TIMEOUT`] to send its request.
+async fn server_with_short_timeout() -> TestServer {
     TestServer::with(Options {
         limits: Limits {
-            request_timeout: Duration::from_millis(300),
+            request_timeout: SHORT_TIMEOUT,
             ..Default::default()
         },
         ..Default::default()
@@ -43,14 +28,33 @@ async fn server_with_300ms_timeout() -> TestServer {
     .await
 }
 
+/// Waits until exactly `n` prediction requests hold a place under the limit.
+async fn until_in_flight(s: &TestServer, n: usize) {
+    eventually(&format!("{n} predictions in flight"), || async {
+        (s.state.predictions_in_flight() == n).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn slow_clients_time_out() {
-    let s = server_with_300ms_timeout().await;
-    let started = std::time::Instant::now();
-    let mut slow = stalled_predict(s.addr).await;
-    let status = read_status(&mut slow).await;
+    let s = server_with_short_timeout().await;
+    // Taken before connecting: the server's deadline starts after this, so the answer
+    // cannot honestly come sooner than SHORT_TIMEOUT.
+    let started = Instant::now();
+    let mut slow = HeldPredict::start(s.addr).await;
+    let status = slow.status().await;
     assert_eq!(status, "HTTP/1.1 408 Request Timeout");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= SHORT_TIMEOUT,
+        "answered 408 after {:?}, before the deadline",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.state.predictions_in_flight(),
+        0,
+        "the slot was given back"
+    );
     assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
     s.stop().await;
 }
@@ -60,19 +64,32 @@ async fn load_beyond_capacity_is_shed() {
     let s = TestServer::with(Options {
         limits: Limits {
             concurrency: 2,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(120),
             ..Default::default()
         },
         ..Default::default()
     })
     .await;
-    // Two stalled requests hold both slots.
-    let _a = stalled_predict(s.addr).await;
-    let _b = stalled_predict(s.addr).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One held: the second place is still free.
+    let a = HeldPredict::start(s.addr).await;
+    until_in_flight(&s, 1).await;
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+
+    // Two held: the limit is reached and the next one is shed.
+    let b = HeldPredict::start(s.addr).await;
+    until_in_flight(&s, 2).await;
     let (status, body) = s.post_json("/predict", &sample_row()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "overloaded");
+    let (status, body) = s
+        .post_json("/predict/batch", &serde_json::json!([sample_row()]))
+        .await;
+    assert_eq!(status, 503, "batch predictions share the limit: {body}");
+    assert_eq!(
+        s.state.predictions_in_flight(),
+        2,
+        "a shed request holds no place"
+    );
     // Probes are not behind the limit.
     assert_eq!(s.get("/healthz").await.0, 200);
     assert_eq!(s.get("/readyz").await.0, 200);
@@ -89,59 +106,67 @@ async fn load_beyond_capacity_is_shed() {
         metrics.contains("http_requests_total{route=\"/predict\",status=\"503\"}"),
         "{metrics}"
     );
-    drop((_a, _b));
-    // Capacity comes back once they leave.
-    let mut ok = false;
-    for _ in 0..50 {
-        if s.post_json("/predict", &sample_row()).await.0 == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "capacity did not come back");
+
+    // The held requests were real predictions, answered once their bodies arrive.
+    assert_eq!(a.finish().await, "HTTP/1.1 200 OK");
+    until_in_flight(&s, 1).await;
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+    // A client that goes away gives its place back too.
+    drop(b);
+    until_in_flight(&s, 0).await;
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
     let s = TestServer::start().await;
-    let mut slow = stalled_predict(s.addr).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held = HeldPredict::start(s.addr).await;
+    until_in_flight(&s, 1).await;
     let addr = s.addr;
     let stopping = tokio::spawn(s.stop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!stopping.is_finished(), "waits for the request in flight");
-    // The request completes and gets its answer.
-    let rest = b"46,\"Gender\":\"Female\",\"HasDrivingLicense\":1,\"RegionID\":21,\"Switch\":0,\"PastAccident\":\"Yes\",\"AnnualPremium\":2305.4}";
-    let mut body = rest.to_vec();
-    body.resize(200 - 7, b' ');
-    slow.write_all(&body).await.unwrap();
-    let status = read_status(&mut slow).await;
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("shutdown finishes")
-        .unwrap();
+    // The listener closes first: from then on the server is shutting down.
+    eventually("the listener to close", || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
     assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no longer listening"
+        !stopping.is_finished(),
+        "shutdown finished with a request in flight"
     );
+    // The request completes and gets its answer.
+    assert_eq!(held.finish().await, "HTTP/1.1 200 OK");
+    tokio::time::timeout(common::PATIENCE, stopping)
+        .await
+        .expect("shutdown finishes once the request is answered")
+        .unwrap();
 }
 
 #[tokio::test]
 async fn clients_trickling_headers_are_cut_off() {
-    let s = server_with_300ms_timeout().await;
+    let s = server_with_short_timeout().await;
+    let started = Instant::now();
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     stream
         .write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    let read = tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection stayed open");
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        started.elapsed() >= SHORT_TIMEOUT,
+        "cut off after {:?}, before the deadline",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        !answer.starts_with("HTTP/1.1 2"),
+        "a request without its headers was answered: {answer}"
+    );
     assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
     s.stop().await;
 }

@@ -5,12 +5,11 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use common::{TOKEN, TestServer, artifacts, sample_row, write_model};
+use common::{TOKEN, TestServer, artifacts, eventually, sample_row, write_model};
 use predict_buy_model::Model;
 use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseRecord, ReleaseTag};
-use predict_buy_serve::{AppState, Limits, ModelSource};
+use predict_buy_serve::{AppState, Limits, ModelSource, ReloadOutcome};
 use serde_json::Value;
 
 #[tokio::test]
@@ -102,6 +101,8 @@ async fn refused_models_leave_the_old_one_serving() {
 /// answer must be a 200 from one of the two models.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_request_fails_during_swaps() {
+    const CLIENTS: usize = 16;
+    const SWAPS: usize = 40;
     let s = Arc::new(TestServer::start().await);
     let versions: Vec<String> = [&artifacts().0, &artifacts().1]
         .iter()
@@ -109,24 +110,43 @@ async fn no_request_fails_during_swaps() {
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
+    // Answers per model, to show that both served while the clients ran.
+    let by_version = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let mut clients = Vec::new();
-    for _ in 0..16 {
-        let (s, stop, ok, versions) = (s.clone(), stop.clone(), ok.clone(), versions.clone());
+    for _ in 0..CLIENTS {
+        let (s, stop, ok, by_version, versions) = (
+            s.clone(),
+            stop.clone(),
+            ok.clone(),
+            by_version.clone(),
+            versions.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let (status, body) = s.post_json("/predict", &sample_row()).await;
-                if status != 200 || !versions.iter().any(|v| body["model_version"] == v.as_str()) {
-                    failures.push((status, body));
-                } else {
-                    ok.fetch_add(1, Ordering::Relaxed);
+                match versions
+                    .iter()
+                    .position(|v| body["model_version"] == v.as_str())
+                {
+                    Some(i) if status == 200 => {
+                        by_version[i].fetch_add(1, Ordering::Relaxed);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => failures.push((status, body)),
                 }
             }
             failures
         }));
     }
-    let mut swaps = 0;
-    for i in 0..40 {
+    for i in 0..SWAPS {
+        // Each swap waits for fresh traffic rather than for a time, so on a slow
+        // machine every swap still lands among requests in flight.
+        let seen = ok.load(Ordering::Relaxed);
+        eventually("requests between swaps", || async {
+            (ok.load(Ordering::Relaxed) >= seen + CLIENTS).then_some(())
+        })
+        .await;
         let bytes = if i % 2 == 0 {
             &artifacts().1
         } else {
@@ -136,25 +156,93 @@ async fn no_request_fails_during_swaps() {
         let (status, body) = s.reload(Some(TOKEN)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "swapped");
-        swaps += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let seen = ok.load(Ordering::Relaxed);
+    eventually("requests after the last swap", || async {
+        (ok.load(Ordering::Relaxed) >= seen + CLIENTS).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
     for c in clients {
         failures.extend(c.await.unwrap());
     }
-    assert_eq!(swaps, 40);
     assert!(
         failures.is_empty(),
         "{} failures: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(
-        ok.load(Ordering::Relaxed) > 200,
-        "load was too light to mean anything"
+    assert!(ok.load(Ordering::Relaxed) >= (SWAPS + 1) * CLIENTS);
+    for (i, v) in versions.iter().enumerate() {
+        assert!(
+            by_version[i].load(Ordering::Relaxed) > 0,
+            "model {v} never answered"
+        );
+    }
+}
+
+/// One flipped byte anywhere after the header (payload or checksum): reload refuses the
+/// artifact as corrupt, says so, and the old model keeps serving under its version.
+#[tokio::test]
+async fn a_flipped_byte_is_refused_by_reload() {
+    let s = TestServer::start().await;
+    let before = s.state.current().unwrap();
+    let (status, root) = s.get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(root["model_version"], before.version.as_str());
+    let (_, expected) = s.post_json("/predict", &sample_row()).await;
+
+    let good = &artifacts().1;
+    // The payload's first byte, its middle, its last, and the checksum's last.
+    let header = 8 + 4 + 8;
+    let checksum = 32;
+    for at in [
+        header,
+        good.len() / 2,
+        good.len() - checksum - 1,
+        good.len() - 1,
+    ] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x01;
+        write_model(&s.model_path, &bytes);
+        let (status, body) = s.reload(Some(TOKEN)).await;
+        assert_eq!(status, 422, "byte {at}: {body}");
+        assert_eq!(body["error"], "model_refused", "byte {at}");
+        let reason = body["detail"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains("checksum"), "byte {at}: {reason}");
+        assert!(reason.contains("model.pbm"), "byte {at}: {reason}");
+
+        let (status, root) = s.get("/").await;
+        assert_eq!(status, 200, "byte {at}");
+        assert_eq!(root["model_version"], before.version.as_str(), "byte {at}");
+        assert_eq!(
+            s.state.current().unwrap().digest,
+            before.digest,
+            "byte {at}"
+        );
+        let (status, answer) = s.post_json("/predict", &sample_row()).await;
+        assert_eq!((status, &answer), (200, &expected), "byte {at}");
+        let (_, info) = s.get("/model").await;
+        assert_eq!(info["digest"], before.digest.as_str(), "byte {at}");
+        assert!(
+            info["last_reload_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("checksum")),
+            "byte {at}: {info}"
+        );
+        assert_eq!(s.get("/readyz").await.0, 200, "byte {at}: still ready");
+    }
+    // The same bytes unflipped are taken: the flip alone was the reason.
+    write_model(&s.model_path, good);
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &Value::from("swapped")),
+        "{body}"
     );
+    assert_ne!(s.get("/").await.1["model_version"], before.version.as_str());
+    s.stop().await;
 }
 
 async fn release(registry: &Registry, tag: &str, bytes: &[u8]) -> ReleaseTag {
@@ -178,17 +266,11 @@ async fn release(registry: &Registry, tag: &str, bytes: &[u8]) -> ReleaseTag {
 }
 
 async fn wait_for(s: &TestServer, version: &str) -> Value {
-    for _ in 0..200 {
+    eventually(&format!("the server to report {version}"), || async {
         let (status, body) = s.get("/").await;
-        if status == 200 && body["model_version"] == version {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the server never reported {version}: {:?}",
-        s.get("/").await
-    );
+        (status == 200 && body["model_version"] == version).then_some(body)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -246,8 +328,19 @@ async fn follows_a_registry_environment() {
             .contains("v1.2.0"),
         "{body}"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // What the poller does next: it does not fetch the refused release again, and
+    // v1.1.0 keeps serving.
+    assert_eq!(
+        s.state.reload(false).await.unwrap(),
+        ReloadOutcome::RefusedBefore {
+            what: "v1.2.0".into()
+        }
+    );
     assert_eq!(s.get("/").await.1["model_version"], "v1.1.0");
+    assert_eq!(
+        s.post_json("/predict", &sample_row()).await.1["model_version"],
+        "v1.1.0"
+    );
 
     // Rolling back to a release of a model already seen swaps promptly.
     registry
@@ -255,5 +348,83 @@ async fn follows_a_registry_environment() {
         .await
         .unwrap();
     wait_for(&s, "v1.0.0").await;
+    s.stop().await;
+}
+
+/// The registry's copy of an artifact damaged in place (one flipped byte): following the
+/// environment refuses it as corrupt, the release serving before keeps serving, and
+/// polling does not fetch the damaged object again.
+#[tokio::test]
+async fn a_flipped_byte_in_the_registry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let url = RegistryUrl::parse(&format!("file://{}", root.display())).unwrap();
+    let registry = Arc::new(Registry::open(&url).unwrap());
+    let env = EnvName::parse("nonprod").unwrap();
+    let state = AppState::new(
+        ModelSource::Registry {
+            registry: registry.clone(),
+            env: env.clone(),
+        },
+        Limits::default(),
+        Some(TOKEN.into()),
+    );
+    let v1 = release(&registry, "v1.0.0", &artifacts().0).await;
+    registry
+        .set_desired(&env, Some(&v1), "test", None)
+        .await
+        .unwrap();
+    state.reload(true).await.unwrap();
+    let s = TestServer::serve(state, dir, Default::default()).await;
+    wait_for(&s, "v1.0.0").await;
+
+    let v2 = release(&registry, "v1.1.0", &artifacts().1).await;
+    let digest = Model::from_bytes(&artifacts().1)
+        .unwrap()
+        .digest()
+        .to_string();
+    let object = root
+        .join("registry-v1/objects/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&object).expect("the object is stored where the layout says");
+    assert_eq!(&bytes, &artifacts().1);
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    // Objects may be stored read-only; damage it the way a disk would, in place.
+    let mut perms = std::fs::metadata(&object).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, &bytes).unwrap();
+
+    registry
+        .set_desired(&env, Some(&v2), "test", None)
+        .await
+        .unwrap();
+    let (status, body) = s.reload(Some(TOKEN)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "model_refused");
+    let reason = body["detail"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("corrupt"), "{reason}");
+    assert!(reason.contains(&digest), "names the object: {reason}");
+    let (status, root_body) = s.get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(root_body["model_version"], "v1.0.0");
+    assert_eq!(s.get("/model").await.1["release"], "v1.0.0");
+    assert_eq!(
+        s.post_json("/predict", &sample_row()).await.1["model_version"],
+        "v1.0.0"
+    );
+    assert!(
+        s.get("/model").await.1["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("corrupt")),
+    );
+    assert_eq!(
+        s.state.reload(false).await.unwrap(),
+        ReloadOutcome::RefusedBefore {
+            what: "v1.1.0".into()
+        }
+    );
     s.stop().await;
 }

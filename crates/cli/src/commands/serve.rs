@@ -1,5 +1,9 @@
 //! `predict-buy serve`: the HTTP prediction service, from a model file or following an
 //! environment of the registry.
+//!
+//! Once it listens it says where, so supervisors and tests can start it on port 0: the
+//! stderr line `predict-buy serve: listening on http://ADDR` (stable; scripts may match
+//! it) and, with `--addr-file PATH`, the bound `IP:PORT` written atomically to PATH.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,9 +31,14 @@ pub struct ServeArgs {
     /// Follow this environment's desired release in the registry.
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on. Port 0 picks a free port; the one bound is reported on
+    /// stderr as `predict-buy serve: listening on http://IP:PORT` and in --addr-file.
     #[arg(long, env = env::SERVE_ADDR, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Once listening, write the bound address (`IP:PORT` and a newline) to this file,
+    /// atomically (a reader sees no file or the whole line). Removed on a clean stop.
+    #[arg(long, value_name = "PATH")]
+    pub addr_file: Option<PathBuf>,
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = env::SERVE_BODY_LIMIT, default_value_t = 1 << 20)]
     pub body_limit: usize,
@@ -77,6 +86,9 @@ pub fn run(a: ServeArgs) -> Outcome {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Handlers go in before anything is announced: a supervisor that sends SIGTERM
+        // as soon as it reads the address must get a drain, not the default action.
+        let shutdown = shutdown_signal().context("cannot install the SIGTERM/SIGINT handlers")?;
         let state = AppState::new(source, limits, admin_token);
         initial_load(&state).await?;
         let listener = tokio::net::TcpListener::bind(a.addr)
@@ -84,10 +96,18 @@ pub fn run(a: ServeArgs) -> Outcome {
             .with_context(|| format!("cannot listen on {}", a.addr))
             .map_err(CliError::input)?;
         let local = listener.local_addr().context("no local address")?;
+        if let Some(path) = &a.addr_file {
+            crate::project::write_atomic(path, format!("{local}\n").as_bytes())
+                .with_context(|| format!("cannot write the address file {}", path.display()))?;
+        }
         eprintln!("predict-buy serve: listening on http://{local}");
-        predict_buy_serve::serve(listener, state, a.poll_interval, shutdown_signal())
+        predict_buy_serve::serve(listener, state, a.poll_interval, shutdown)
             .await
             .context("the server failed")?;
+        // A stale file would send the next reader to a port nobody listens on.
+        if let Some(path) = &a.addr_file {
+            let _ = std::fs::remove_file(path);
+        }
         eprintln!("predict-buy serve: stopped");
         Ok(())
     })
@@ -169,26 +189,29 @@ async fn initial_load(state: &AppState) -> Result<(), CliError> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Installs the SIGTERM and SIGINT handlers now and returns the future that completes
+/// on the first of them. Installing them lazily, when the future is first polled,
+/// would leave a window after start in which SIGTERM kills the process undrained.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("predict-buy serve: {name}: shutting down, draining requests in flight");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    eprintln!("predict-buy serve: shutting down, draining requests in flight");
+        eprintln!("predict-buy serve: Ctrl-C: shutting down, draining requests in flight");
+    })
 }
 
 /// `250ms`, `10s`, `2m`, or a bare number of seconds.

@@ -2,14 +2,39 @@
 //! ephemeral port.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use predict_buy_model::{Model, TrainConfig, TrainRequest};
 use predict_buy_serve::{AppState, Limits, ModelSource};
 use serde_json::{Value, json};
+
+/// How long a test waits for something that should happen promptly. Generous, because
+/// these tests share two cores with whole builds: a condition that never comes fails
+/// the test, one that comes late only slows it.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it gives a value, or panics naming `what` after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// A model trained on synthetic data; `seed` changes the data so two seeds give two
 /// different artifacts.
@@ -234,6 +259,61 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    // A reset after the answer (the server refusing the rest of a body) still leaves
+    // the answer in `out`; callers assert on what arrived.
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `/predict` held open by the test: its headers and the start of its body are sent,
+/// the rest only when the test says. While held, it occupies a place under the
+/// concurrency limit, so the test, not a timing window, decides how long it is in flight.
+pub struct HeldPredict {
+    stream: tokio::net::TcpStream,
+}
+
+const HELD_LENGTH: usize = 200;
+const HELD_START: &[u8] = b"{\"Age\":";
+
+impl HeldPredict {
+    pub async fn start(addr: SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {HELD_LENGTH}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(HELD_START).await.unwrap();
+        Self { stream }
+    }
+
+    /// Sends the rest of the body (the sample row, padded to the announced length)
+    /// and returns the status line of the answer.
+    pub async fn finish(mut self) -> String {
+        use tokio::io::AsyncWriteExt as _;
+        let mut rest = b"46,\"Gender\":\"Female\",\"HasDrivingLicense\":1,\"RegionID\":21,\"Switch\":0,\"PastAccident\":\"Yes\",\"AnnualPremium\":2305.4}".to_vec();
+        rest.resize(HELD_LENGTH - HELD_START.len(), b' ');
+        self.stream.write_all(&rest).await.unwrap();
+        self.status().await
+    }
+
+    /// The status line of the answer, waiting for it up to [`PATIENCE`].
+    pub async fn status(&mut self) -> String {
+        read_status(&mut self.stream).await
+    }
+}
+
+/// The first line of the next answer on `stream`, waiting for it up to [`PATIENCE`].
+pub async fn read_status(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
