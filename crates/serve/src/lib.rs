@@ -106,12 +106,19 @@ pub async fn serve(
             upkeep_state.metrics().upkeep();
         }
     });
-    if matches!(state.source(), ModelSource::Registry { .. }) {
+    let follows = matches!(state.source(), ModelSource::Registry { .. });
+    let pinned = matches!(state.source(), ModelSource::Release { .. });
+    if follows || pinned {
         let follow = state.clone();
         background.spawn(async move {
             let mut tick = tokio::time::interval(poll_interval.max(Duration::from_millis(10)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // A pinned release is loaded once; until then (the registry was not
+                // reachable yet) it is retried like a followed environment.
+                if pinned && follow.current().is_some() {
+                    break;
+                }
                 tick.tick().await;
                 // Errors are logged and recorded by `reload`; polling goes on.
                 let _ = follow.reload(false).await;

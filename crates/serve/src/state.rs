@@ -10,7 +10,7 @@ use arc_swap::ArcSwapOption;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use predict_buy_model::{ArtifactError, Model};
-use predict_buy_registry::{EnvName, Registry, ReleaseTag};
+use predict_buy_registry::{Digest, EnvName, Registry, ReleaseTag};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -25,6 +25,14 @@ pub enum ModelSource {
         registry: Arc<Registry>,
         env: EnvName,
     },
+    /// One release, pinned for the life of the process (a Kubernetes pod): loaded once
+    /// at start, with its model's digest checked against the one the pod template
+    /// names, and never changed after.
+    Release {
+        registry: Arc<Registry>,
+        tag: ReleaseTag,
+        expected_digest: Option<Digest>,
+    },
 }
 
 impl ModelSource {
@@ -33,6 +41,9 @@ impl ModelSource {
             ModelSource::File(p) => format!("file {}", p.display()),
             ModelSource::Registry { registry, env } => {
                 format!("environment `{env}` of registry {}", registry.describe())
+            }
+            ModelSource::Release { registry, tag, .. } => {
+                format!("release {tag} of registry {}", registry.describe())
             }
         }
     }
@@ -133,6 +144,14 @@ pub enum ReloadError {
         #[source]
         source: ArtifactError,
     },
+    #[error(
+        "refused release {tag}: its model is {recorded}, but this server was told to expect {expected}"
+    )]
+    DigestMismatch {
+        tag: ReleaseTag,
+        expected: Digest,
+        recorded: Digest,
+    },
     #[error("cannot follow {what}")]
     Registry {
         what: String,
@@ -159,7 +178,9 @@ impl ReloadError {
     /// registry's reachability: trying again fetches the same bytes.
     pub fn is_refusal(&self) -> bool {
         match self {
-            ReloadError::Load { .. } | ReloadError::SelfCheck { .. } => true,
+            ReloadError::Load { .. }
+            | ReloadError::SelfCheck { .. }
+            | ReloadError::DigestMismatch { .. } => true,
             ReloadError::Registry { source, .. } => {
                 matches!(**source, predict_buy_registry::Error::Corrupt { .. })
             }
@@ -267,6 +288,14 @@ impl AppState {
                 self.reload_registry(registry, env, force, &mut refused)
                     .await
             }
+            ModelSource::Release {
+                registry,
+                tag,
+                expected_digest,
+            } => {
+                self.reload_pinned(registry, tag, expected_digest.as_ref())
+                    .await
+            }
         };
         match &result {
             Ok(ReloadOutcome::Swapped { version, digest }) => {
@@ -369,6 +398,47 @@ impl AppState {
                 Err(e)
             }
         }
+    }
+
+    /// Loads a pinned release once; after that its model is what the process serves
+    /// until it exits, whatever the registry says.
+    async fn reload_pinned(
+        &self,
+        registry: &Registry,
+        tag: &ReleaseTag,
+        expected: Option<&Digest>,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        if let Some(cur) = self.current() {
+            return Ok(ReloadOutcome::Unchanged {
+                version: cur.version.clone(),
+            });
+        }
+        let what = format!("release {tag} of registry {}", registry.describe());
+        let registry_error = |source| ReloadError::Registry {
+            what: what.clone(),
+            source: Box::new(source),
+        };
+        let record = registry.get_release(tag).await.map_err(registry_error)?;
+        if let Some(expected) = expected
+            && *expected != record.model_digest
+        {
+            return Err(ReloadError::DigestMismatch {
+                tag: tag.clone(),
+                expected: expected.clone(),
+                recorded: record.model_digest,
+            });
+        }
+        // The registry checks the bytes against their digest as it reads them.
+        let bytes = registry
+            .pull(&record.model_digest)
+            .await
+            .map_err(registry_error)?;
+        let model = load_checked(
+            bytes.to_vec(),
+            format!("{} of release {tag}", record.model_digest),
+        )
+        .await?;
+        Ok(self.swap(LoadedModel::new(Arc::new(model), Some(tag.clone()))))
     }
 
     fn swap(&self, loaded: LoadedModel) -> ReloadOutcome {
