@@ -428,3 +428,75 @@ async fn a_flipped_byte_in_the_registry_is_refused() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_pinned_release_loads_once_and_never_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = RegistryUrl::parse(&format!("file://{}", dir.path().join("reg").display())).unwrap();
+    let registry = Arc::new(Registry::open(&url).unwrap());
+    let v1 = release(&registry, "v1.0.0", &artifacts().0).await;
+    let v2 = release(&registry, "v1.1.0", &artifacts().1).await;
+    let digest = registry.get_release(&v1).await.unwrap().model_digest;
+    let state = AppState::new(
+        ModelSource::Release {
+            registry: registry.clone(),
+            tag: v1.clone(),
+            expected_digest: Some(digest),
+        },
+        Limits::default(),
+        Some(TOKEN.into()),
+    );
+    let outcome = state.reload(false).await.unwrap();
+    assert!(
+        matches!(&outcome, ReloadOutcome::Swapped { version, .. } if version == "v1.0.0"),
+        "{outcome:?}"
+    );
+    // Whatever an environment of the registry says, a pinned server keeps its release.
+    let env = EnvName::parse("prod").unwrap();
+    registry
+        .set_desired(&env, Some(&v2), "test", None)
+        .await
+        .unwrap();
+    let again = state.reload(true).await.unwrap();
+    assert_eq!(
+        again,
+        ReloadOutcome::Unchanged {
+            version: "v1.0.0".into()
+        }
+    );
+    let s = TestServer::serve(state, dir, Default::default()).await;
+    assert_eq!(s.get("/readyz").await.0, 200);
+    let (status, body) = s.post_json("/predict", &sample_row()).await;
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (200, Some("v1.0.0"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_pinned_release_with_another_digest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = RegistryUrl::parse(&format!("file://{}", dir.path().join("reg").display())).unwrap();
+    let registry = Arc::new(Registry::open(&url).unwrap());
+    let v1 = release(&registry, "v1.0.0", &artifacts().0).await;
+    let v2 = release(&registry, "v1.1.0", &artifacts().1).await;
+    let other = registry.get_release(&v2).await.unwrap().model_digest;
+    let state = AppState::new(
+        ModelSource::Release {
+            registry,
+            tag: v1,
+            expected_digest: Some(other.clone()),
+        },
+        Limits::default(),
+        None,
+    );
+    let err = state.reload(false).await.unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("v1.0.0") && msg.contains(&other.to_string()),
+        "{msg}"
+    );
+    assert!(state.current().is_none(), "nothing serves a refused pin");
+}
