@@ -295,6 +295,12 @@ fn dispatch(
             }
             let (items, rv) = sim.store.list(&t.res, t.namespace.as_deref());
             let items: Vec<Value> = items.into_iter().filter(|o| selector.matches(o)).collect();
+            if wants_table(headers) {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &crate::table::render(&t.res, &items, &rv.to_string()),
+                ));
+            }
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -429,6 +435,14 @@ fn dispatch(
             format!("{method} is not supported here"),
         )),
     }
+}
+
+/// kubectl's human output asks for a Table first and takes plain JSON as the fallback.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table") && a.contains("g=meta.k8s.io"))
 }
 
 fn short_id(uid: &str) -> String {

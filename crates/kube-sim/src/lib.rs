@@ -34,6 +34,7 @@ pub mod resources;
 mod runtime;
 mod selectors;
 mod store;
+mod table;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
