@@ -40,10 +40,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::SERVE_CONCURRENCY_LIMIT, default_value_t = 1024)]
     pub concurrency_limit: usize,
     /// Longest a request may take, body included (408 beyond): `10s`, `500ms`.
-    #[arg(long, env = env::SERVE_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = env::SERVE_TIMEOUT, default_value = "10s", value_parser = crate::settings::parse_duration)]
     pub timeout: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
-    #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
     pub poll_interval: Duration,
     /// Worker threads (default: one per core).
     #[arg(long, env = env::SERVE_WORKERS)]
@@ -56,7 +56,8 @@ pub struct ServeArgs {
 
 pub fn run(a: ServeArgs) -> Outcome {
     let source = source(&a)?;
-    let admin_token = admin_token(a.admin_token_file.as_deref())?;
+    let admin_token =
+        crate::settings::Settings::from_process()?.admin_token(a.admin_token_file.as_deref())?;
     if a.batch_limit == 0 || a.concurrency_limit == 0 || a.body_limit == 0 {
         return Err(CliError::input(anyhow!(
             "--body-limit, --batch-limit and --concurrency-limit must be at least 1"
@@ -75,7 +76,8 @@ pub fn run(a: ServeArgs) -> Outcome {
     let runtime = builder
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+        .map_err(CliError::failed)?;
     runtime.block_on(async move {
         let state = AppState::new(source, limits, admin_token);
         initial_load(&state).await?;
@@ -83,11 +85,15 @@ pub fn run(a: ServeArgs) -> Outcome {
             .await
             .with_context(|| format!("cannot listen on {}", a.addr))
             .map_err(CliError::input)?;
-        let local = listener.local_addr().context("no local address")?;
+        let local = listener
+            .local_addr()
+            .context("no local address")
+            .map_err(CliError::failed)?;
         eprintln!("predict-buy serve: listening on http://{local}");
         predict_buy_serve::serve(listener, state, a.poll_interval, shutdown_signal())
             .await
-            .context("the server failed")?;
+            .context("the server failed")
+            .map_err(CliError::failed)?;
         eprintln!("predict-buy serve: stopped");
         Ok(())
     })
@@ -106,32 +112,11 @@ fn source(a: &ServeArgs) -> Result<ModelSource, CliError> {
     // The same resolution as every other command: flag, environment, predict-buy.yaml.
     let url = crate::registry_url::registry_url(a.registry.as_deref())?;
     let registry = Registry::open(&url)
-        .map_err(|e| CliError::input(e).context(format!("cannot open the registry {url}")))?;
+        .map_err(|e| CliError::from(e).context(format!("cannot open the registry {url}")))?;
     Ok(ModelSource::Registry {
         registry: Arc::new(registry),
         env: env_name,
     })
-}
-
-/// The token from PREDICT_BUY_ADMIN_TOKEN, else from the token file.
-fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>, CliError> {
-    if let Ok(token) = std::env::var(env::ADMIN_TOKEN)
-        && !token.trim().is_empty()
-    {
-        return Ok(Some(token.trim().to_string()));
-    }
-    let Some(path) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the admin token file {}", path.display()))
-        .map_err(CliError::input)?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(CliError::input(anyhow!(
-            "the admin token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(Some(token.to_string()))
 }
 
 /// A model file must load before the server listens; an environment may have no
@@ -154,9 +139,9 @@ async fn initial_load(state: &AppState) -> Result<(), CliError> {
             }
             Ok(())
         }
-        (ModelSource::File(path), Err(e)) => Err(CliError::input(e)
-            .context(format!("cannot serve {}", path.display()))
-            .with_hint("check the path, or train one with `predict-buy train`")),
+        (ModelSource::File(path), Err(e)) => {
+            Err(CliError::from(e).context(format!("cannot serve {}", path.display())))
+        }
         // The registry may come back or the environment may be fixed by the next
         // deploy; keep polling, not ready meanwhile.
         (ModelSource::Registry { .. }, Err(e)) => {
@@ -189,47 +174,4 @@ async fn shutdown_signal() {
         () = term => {},
     }
     eprintln!("predict-buy serve: shutting down, draining requests in flight");
-}
-
-/// `250ms`, `10s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`; use ms, s or m"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
-        return Err(format!("`{text}` is out of range (0 < duration ≤ 24h)"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 }
