@@ -50,7 +50,7 @@ pub enum SettingsError {
     RegistryUrl {
         from: String,
         #[source]
-        source: predict_buy_registry::Error,
+        source: Box<predict_buy_registry::Error>,
     },
     #[error("cannot read the admin token file {}", .path.display())]
     AdminTokenFile {
@@ -182,7 +182,7 @@ impl Settings {
         let parse = |text: &str, from: &str| {
             RegistryUrl::parse(text).map_err(|source| SettingsError::RegistryUrl {
                 from: from.to_string(),
-                source,
+                source: Box::new(source),
             })
         };
         if let Some(flag) = flag {
