@@ -60,6 +60,13 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// A training config the user named.
+    #[error("cannot read config {}", .path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write {}", .path.display())]
     Write {
         path: PathBuf,
@@ -173,7 +180,7 @@ fn io_input(e: &std::io::Error) -> Code {
 impl From<IoError> for CliError {
     fn from(e: IoError) -> Self {
         let code = match &e {
-            IoError::Read { source, .. } => io_input(source),
+            IoError::Read { source, .. } | IoError::Config { source, .. } => io_input(source),
             IoError::Write { .. } | IoError::Spawn { .. } => Code::Failed,
             IoError::Stdout(source) if source.kind() == ErrorKind::BrokenPipe => Code::ClosedStdout,
             IoError::Stdout(_) => Code::Failed,

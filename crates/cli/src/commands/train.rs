@@ -40,7 +40,10 @@ pub struct Trained {
 pub fn load_config(path: Option<&Path>) -> Result<TrainConfig, CliError> {
     let (text, name) = match path {
         Some(p) => (
-            std::fs::read_to_string(p).map_err(IoError::read(p))?,
+            std::fs::read_to_string(p).map_err(|source| IoError::Config {
+                path: p.to_path_buf(),
+                source,
+            })?,
             p.display().to_string(),
         ),
         None => (
