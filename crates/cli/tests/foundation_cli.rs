@@ -340,3 +340,51 @@ fn quickstart_stops_its_server_on_sigterm_and_sigint() {
         });
     }
 }
+
+/// A signal while the deploy step runs (the server started, quickstart busy on another
+/// thread) stops the server too.
+#[cfg(unix)]
+#[test]
+fn quickstart_stops_its_server_on_a_signal_mid_deploy() {
+    let ctx = TestContext::new();
+    let port = free_port();
+    let mut child = ctx
+        .command()
+        .args(["quickstart", "--rows", "3000", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("[6/6]") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "quickstart ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    // The server was started in step 5; wait until it listens, so it is there to stop.
+    wait_for("the server to listen", Duration::from_secs(60), || {
+        port_answers(port)
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).ok();
+        rest
+    });
+    let status = child.wait().unwrap();
+    // Checked before the stderr reader is joined: an orphaned server would hold
+    // stderr open, and the test must fail, not hang.
+    assert!(!port_answers(port), "the server outlived quickstart");
+    let rest = rest.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{seen}{rest}");
+    assert!(rest.contains("stopped by SIGTERM"), "{seen}{rest}");
+}
