@@ -1,39 +1,136 @@
-//! The CLI's error: an `anyhow` chain plus the exit code it maps to and an optional hint.
+//! The CLI's error: the chain to print, the exit code it maps to and an optional hint.
+//!
+//! Exit codes are decided here and nowhere else: each library error converts with
+//! `From`, so a plain `?` in a command is correct, and each conversion matches every
+//! variant, so a new variant forces a decision. 0 success, 1 the operation failed,
+//! 2 bad usage or invalid input; a quickstart stopped by a signal exits 128 + its
+//! number, as a shell reports it; a closed stdout (`predict-buy … | head`) exits 0
+//! quietly, as ripgrep does.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use predict_buy_data::DataError;
+use predict_buy_model::{ArtifactError, TrainError};
+use predict_buy_serve::ReloadError;
+
+use crate::settings::SettingsError;
 
 pub type Outcome = Result<(), CliError>;
+
+/// What the process reports to its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The operation failed (1).
+    Failed,
+    /// Bad usage or invalid input (2).
+    Input,
+    /// Stopped by this signal (128 + its number).
+    Signal(i32),
+    /// Whoever read stdout went away; nothing is left to tell anyone (0, silent).
+    ClosedStdout,
+}
+
+impl Code {
+    pub fn exit(self) -> u8 {
+        match self {
+            Code::Failed => 1,
+            Code::Input => 2,
+            Code::Signal(n) => u8::try_from(128 + n).unwrap_or(1),
+            Code::ClosedStdout => 0,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct CliError {
     pub error: anyhow::Error,
-    /// 1: the operation failed; 2: bad usage or invalid input.
-    pub code: u8,
+    pub code: Code,
     pub hint: Option<String>,
 }
 
+/// File and stream operations of the CLI itself, with the path they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A file the user named, or one a command reads as its input.
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A training config the user named.
+    #[error("cannot read config {}", .path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot start {what}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl IoError {
+    pub fn read(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| IoError::Read { path, source }
+    }
+
+    pub fn write(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| IoError::Write { path, source }
+    }
+}
+
 impl CliError {
-    /// Bad usage or invalid input (exit code 2).
-    pub fn input(error: impl Into<anyhow::Error>) -> Self {
-        Self {
+    fn new(error: impl Into<anyhow::Error>, code: Code, hint: Option<String>) -> Self {
+        CliError {
             error: error.into(),
-            code: 2,
-            hint: None,
+            code,
+            hint,
         }
     }
 
-    /// The operation failed (exit code 1).
+    /// Bad usage or invalid input found by the command itself (exit code 2).
+    pub fn input(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(error, Code::Input, None)
+    }
+
+    /// The operation failed, found by the command itself (exit code 1).
     pub fn failed(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            error: error.into(),
-            code: 1,
-            hint: None,
-        }
+        Self::new(error, Code::Failed, None)
+    }
+
+    /// A plain message as an input error.
+    pub fn usage(message: impl Display) -> Self {
+        Self::input(anyhow::anyhow!("{message}"))
     }
 
     pub fn with_hint(mut self, hint: impl Display) -> Self {
         self.hint = Some(hint.to_string());
         self
+    }
+
+    /// Keeps the hint the conversion gave unless there was none.
+    pub fn or_hint(self, hint: impl Display) -> Self {
+        if self.hint.is_some() {
+            self
+        } else {
+            self.with_hint(hint)
+        }
     }
 
     pub fn context(mut self, context: impl Display + Send + Sync + 'static) -> Self {
@@ -42,10 +139,14 @@ impl CliError {
     }
 
     pub fn exit_code(&self) -> u8 {
-        self.code
+        self.code.exit()
     }
 
+    /// Prints the chain and hint on stderr; a closed stdout prints nothing.
     pub fn report(&self) {
+        if self.code == Code::ClosedStdout {
+            return;
+        }
         eprintln!("error: {}", self.error);
         for cause in self.error.chain().skip(1) {
             eprintln!("  caused by: {cause}");
@@ -56,9 +157,317 @@ impl CliError {
     }
 }
 
-/// Lets `?` turn any error into "operation failed"; input errors are marked explicitly.
-impl<E: Into<anyhow::Error>> From<E> for CliError {
-    fn from(e: E) -> Self {
-        CliError::failed(e)
+impl Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+/// A file the user pointed at is missing or not readable: their input. Anything else
+/// (a full disk, an I/O error) is an operation that failed.
+fn io_input(e: &std::io::Error) -> Code {
+    match e.kind() {
+        ErrorKind::NotFound
+        | ErrorKind::PermissionDenied
+        | ErrorKind::IsADirectory
+        | ErrorKind::NotADirectory
+        | ErrorKind::InvalidData
+        | ErrorKind::InvalidInput => Code::Input,
+        _ => Code::Failed,
+    }
+}
+
+impl From<IoError> for CliError {
+    fn from(e: IoError) -> Self {
+        let code = match &e {
+            IoError::Read { source, .. } | IoError::Config { source, .. } => io_input(source),
+            IoError::Write { .. } | IoError::Spawn { .. } => Code::Failed,
+            IoError::Stdout(source) if source.kind() == ErrorKind::BrokenPipe => Code::ClosedStdout,
+            IoError::Stdout(_) => Code::Failed,
+        };
+        Self::new(e, code, None)
+    }
+}
+
+impl From<SettingsError> for CliError {
+    fn from(e: SettingsError) -> Self {
+        let (code, hint) = match &e {
+            SettingsError::Duration { .. } => (Code::Input, None),
+            SettingsError::RegistryUrl { .. } => (
+                Code::Input,
+                Some(format!(
+                    "set the registry with --registry, {} or `registry:` in {}",
+                    crate::project::env::REGISTRY,
+                    predict_buy_deploy::CONFIG_FILE
+                )),
+            ),
+            SettingsError::AdminTokenFile { .. } | SettingsError::AdminTokenEmpty { .. } => (
+                Code::Input,
+                Some(format!(
+                    "set {} or point {} at a file holding the token",
+                    crate::project::env::ADMIN_TOKEN,
+                    crate::project::env::ADMIN_TOKEN_FILE
+                )),
+            ),
+            SettingsError::CurrentDir(_) | SettingsError::Runtime(_) => (Code::Failed, None),
+        };
+        Self::new(e, code, hint)
+    }
+}
+
+/// The data crate reads the user's files and rows: all of it is their input, except an
+/// I/O failure that is not about a missing or unreadable file.
+impl From<DataError> for CliError {
+    fn from(e: DataError) -> Self {
+        let code = match &e {
+            DataError::Io { source, .. } => io_input(source),
+            DataError::Csv { .. }
+            | DataError::Empty { .. }
+            | DataError::Ragged { .. }
+            | DataError::DuplicateColumn { .. }
+            | DataError::MissingColumn { .. }
+            | DataError::BadValue { .. }
+            | DataError::Config { .. }
+            | DataError::Target { .. }
+            | DataError::Invalid { .. } => Code::Input,
+        };
+        Self::new(e, code, None)
+    }
+}
+
+impl From<TrainError> for CliError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Data(d) => d.into(),
+            e @ (TrainError::Config { .. } | TrainError::Invalid(_)) => {
+                Self::new(e, Code::Input, None)
+            }
+            // The model it just trained failed its own checks: our fault, not the data's.
+            e @ TrainError::Artifact(_) => Self::new(e, Code::Failed, None),
+        }
+    }
+}
+
+/// An artifact is loaded from a file the user named; whatever is wrong with it is
+/// wrong with their input. (Artifacts from the registry come through the registry,
+/// which checks digests first.)
+impl From<ArtifactError> for CliError {
+    fn from(e: ArtifactError) -> Self {
+        let hint = match &e {
+            ArtifactError::NotAnArtifact
+            | ArtifactError::Truncated { .. }
+            | ArtifactError::Oversized { .. }
+            | ArtifactError::CorruptHeader { .. }
+            | ArtifactError::Checksum
+            | ArtifactError::Payload(_)
+            | ArtifactError::Invalid(_) => {
+                Some("pass a file `predict-buy train` wrote (models/model.pbm by default)")
+            }
+            ArtifactError::NewerFormat { .. } => None,
+        };
+        Self::new(e, Code::Input, hint.map(str::to_string))
+    }
+}
+
+impl From<ReloadError> for CliError {
+    fn from(e: ReloadError) -> Self {
+        let code = match &e {
+            ReloadError::Registry { .. } => {
+                let ReloadError::Registry { what, source } = e else {
+                    unreachable!("matched above")
+                };
+                return CliError::from(*source).context(format!("cannot follow {what}"));
+            }
+            ReloadError::Read { source, .. } => io_input(source),
+            ReloadError::Load { .. }
+            | ReloadError::SelfCheck { .. }
+            | ReloadError::DigestMismatch { .. } => Code::Input,
+        };
+        Self::new(
+            e,
+            code,
+            Some("check the path, or train one with `predict-buy train`".into()),
+        )
+    }
+}
+
+impl From<predict_buy_registry::Error> for CliError {
+    fn from(e: predict_buy_registry::Error) -> Self {
+        use predict_buy_registry::Error as R;
+        let (code, hint) = match &e {
+            R::UnknownRelease { .. } => (
+                Code::Input,
+                Some("run `predict-buy release list` to see releases".to_string()),
+            ),
+            R::UnknownDigest { .. } | R::AmbiguousDigest { .. } => (
+                Code::Input,
+                Some("run `predict-buy model list` to see stored artifacts".to_string()),
+            ),
+            R::InvalidUrl { .. } => (
+                Code::Input,
+                Some(format!(
+                    "set the registry with --registry, {} or `registry:` in {}",
+                    crate::project::env::REGISTRY,
+                    predict_buy_deploy::CONFIG_FILE
+                )),
+            ),
+            R::InvalidDigest { .. }
+            | R::InvalidTag { .. }
+            | R::InvalidEnv { .. }
+            | R::InvalidRecord { .. }
+            | R::MissingCredentials { .. }
+            | R::ReleaseExists { .. }
+            | R::Pointer { .. } => (Code::Input, None),
+            R::Corrupt { .. } => (
+                Code::Failed,
+                Some(
+                    "run `predict-buy model verify`; pushing the original file again repairs the object"
+                        .to_string(),
+                ),
+            ),
+            R::Store { .. } | R::Open { .. } => (
+                Code::Failed,
+                Some(format!(
+                    "check that the registry is reachable and the URL is right (--registry, {} or {})",
+                    crate::project::env::REGISTRY,
+                    predict_buy_deploy::CONFIG_FILE
+                )),
+            ),
+            R::LeaseHeld { env, .. } => (
+                Code::Failed,
+                Some(format!(
+                    "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
+                )),
+            ),
+            R::Decode { .. }
+            | R::LeaseLost { .. }
+            | R::Conflict { .. }
+            | R::Contention { .. }
+            | R::ChangedDuringPush { .. }
+            | R::Io { .. } => (Code::Failed, None),
+            // The enum is `#[non_exhaustive]`, so the compiler cannot force a decision
+            // here; a variant added later is classified as the registry classifies it.
+            other => (
+                if other.is_user_error() {
+                    Code::Input
+                } else {
+                    Code::Failed
+                },
+                None,
+            ),
+        };
+        Self::new(e, code, hint)
+    }
+}
+
+impl From<predict_buy_deploy::Error> for CliError {
+    fn from(e: predict_buy_deploy::Error) -> Self {
+        use predict_buy_deploy::Error as D;
+        let code = match &e {
+            D::Registry(_) => {
+                // The registry's own decision, with its hint.
+                let D::Registry(r) = e else {
+                    unreachable!("matched above")
+                };
+                return r.into();
+            }
+            // A config file the user named that is not there is bad input in every
+            // command; any other failure to read it is not.
+            D::ConfigRead { source, .. } => io_input(source),
+            D::ConfigNotFound { .. }
+            | D::ConfigInvalid { .. }
+            | D::UnknownEnv { .. }
+            | D::NoEnvForBranch { .. }
+            | D::NoBranch { .. }
+            | D::GitTagMissing { .. }
+            | D::NotAGitRepo { .. }
+            | D::NotVerifiedIn { .. }
+            | D::NotARollbackTarget { .. }
+            | D::NoRollbackTarget { .. }
+            | D::TargetUnsupported { .. }
+            | D::NoEndpoints { .. } => Code::Input,
+            D::Git { .. } | D::Http(_) => Code::Failed,
+            // `#[non_exhaustive]`: see the registry's conversion.
+            other => {
+                if other.exit_code() == 2 {
+                    Code::Input
+                } else {
+                    Code::Failed
+                }
+            }
+        };
+        let hint = e.hint();
+        Self::new(e, code, hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Code::Failed.exit(), 1);
+        assert_eq!(Code::Input.exit(), 2);
+        assert_eq!(Code::Signal(15).exit(), 143);
+        assert_eq!(Code::Signal(2).exit(), 130);
+        assert_eq!(Code::ClosedStdout.exit(), 0);
+    }
+
+    #[test]
+    fn a_missing_input_file_is_bad_input_and_a_full_disk_is_not() {
+        let missing = std::io::Error::from(ErrorKind::NotFound);
+        let e: CliError = IoError::read("x.csv")(missing).into();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.to_string(), "cannot read x.csv: entity not found");
+        let full = std::io::Error::from(ErrorKind::StorageFull);
+        assert_eq!(CliError::from(IoError::read("x.csv")(full)).exit_code(), 1);
+        let full = std::io::Error::from(ErrorKind::NotFound);
+        assert_eq!(
+            CliError::from(IoError::write("out.csv")(full)).exit_code(),
+            1
+        );
+        let pipe = std::io::Error::from(ErrorKind::BrokenPipe);
+        assert_eq!(
+            CliError::from(IoError::Stdout(pipe)).code,
+            Code::ClosedStdout
+        );
+    }
+
+    #[test]
+    fn a_missing_project_config_is_bad_input() {
+        let e: CliError = predict_buy_deploy::LoadedConfig::load(std::path::Path::new(
+            "/nonexistent/predict-buy.yaml",
+        ))
+        .unwrap_err()
+        .into();
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+
+    #[test]
+    fn registry_errors_keep_their_hints_through_deploy_errors() {
+        let tag = predict_buy_registry::ReleaseTag::parse("v1.0.0").unwrap();
+        let r = predict_buy_registry::Error::UnknownRelease {
+            tag,
+            registry: "file:///r".into(),
+        };
+        let e: CliError = predict_buy_deploy::Error::Registry(r).into();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("run `predict-buy release list` to see releases")
+        );
+    }
+
+    #[test]
+    fn data_errors_are_input_and_artifact_errors_hint_at_train() {
+        let e: CliError = DataError::Empty {
+            source_name: "a.csv".into(),
+        }
+        .into();
+        assert_eq!(e.exit_code(), 2);
+        let e: CliError = ArtifactError::NotAnArtifact.into();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.hint.unwrap().contains("predict-buy train"));
     }
 }

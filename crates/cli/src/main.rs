@@ -11,6 +11,7 @@ mod error;
 mod progress;
 mod project;
 mod registry_url;
+mod settings;
 
 pub use error::{CliError, Outcome};
 
@@ -69,6 +70,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    quiet_on_closed_stdout();
     let result = match cli.command {
         Command::Data(c) => commands::data::run(c),
         Command::Train(a) => commands::train::run(a),
@@ -101,7 +103,7 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter =
-        EnvFilter::try_from_env("PREDICT_BUY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+        EnvFilter::try_from_env(project::env::LOG).unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var(project::env::LOG_FORMAT).is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -111,4 +113,26 @@ fn init_logging(verbose: u8) {
     } else {
         builder.init();
     }
+}
+
+/// Commands write stdout through `project::out`, which turns a closed pipe into a quiet
+/// exit. This catches the `println!`s that remain: std panics with "failed printing to
+/// stdout" when the reader of `predict-buy … | head` has gone, and that is no bug, so
+/// the process ends as ripgrep does (exit 0, nothing printed) instead of with a panic.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.ends_with(&format!("(os error {})", nix::errno::Errno::EPIPE as i32))
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -620,9 +620,10 @@ fn quickstart_from_nothing_to_a_verified_deploy() {
         run.stdout.contains("v0.1.0 is verified on nonprod"),
         "{run}"
     );
+    // --no-serve stops the server, so there is nothing to curl.
+    assert!(!run.stdout.contains("curl"), "{run}");
     assert!(
-        run.stdout
-            .contains(&format!("curl -s http://127.0.0.1:{port}/predict")),
+        run.stdout.contains(&format!("--addr 127.0.0.1:{port}")),
         "{run}"
     );
     let config = std::fs::read_to_string(dir.join("predict-buy.yaml")).unwrap();

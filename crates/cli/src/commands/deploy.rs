@@ -5,17 +5,16 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use predict_buy_deploy::{
-    Deployer, Environment, Identity, Kind, LoadedConfig, LocalTarget, Plan, Report, Verifier,
-    history, target_for,
+    Deployer, Environment, Kind, LoadedConfig, LocalTarget, Plan, Report, Verifier, history,
+    target_for,
 };
-use predict_buy_registry::{Outcome as Step, Registry, RegistryUrl, ReleaseTag};
+use predict_buy_registry::{Outcome as Step, Registry, ReleaseTag};
 
-use crate::project::env as vars;
 use crate::registry_url::{RegistryArg, registry_error};
+use crate::settings::{self, Settings};
 use crate::{CliError, Outcome};
 
 /// Flags shared by every command that changes what an environment runs.
@@ -123,95 +122,39 @@ pub struct HistoryArgs {
     pub project: ProjectArgs,
 }
 
+/// The exit code and hint of a deploy error; the same as `?` does.
 pub(crate) fn deploy_error(e: predict_buy_deploy::Error) -> CliError {
-    let hint = e.hint();
-    let err = CliError {
-        code: e.exit_code(),
-        error: e.into(),
-        hint: None,
-    };
-    match hint {
-        Some(h) => err.with_hint(h),
-        None => err,
-    }
+    e.into()
 }
 
 /// The project config, one of its environments and the registry.
 struct Project {
+    settings: Settings,
     config: LoadedConfig,
     env: Environment,
     registry: Arc<Registry>,
 }
 
 fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project, CliError> {
-    let config = match &p.config {
-        Some(path) => LoadedConfig::load(path),
-        None => {
-            let here = std::env::current_dir().map_err(|e| {
-                CliError::failed(anyhow::anyhow!("cannot read current folder: {e}"))
-            })?;
-            LoadedConfig::discover(&here)
-        }
-    }
-    .map_err(deploy_error)?;
-    let env = config.resolve_environment(env).map_err(deploy_error)?;
-    let url = registry_url(p.registry.registry.as_deref(), &config, p.config.is_some())?;
-    let registry = Registry::open(&url).map_err(registry_error)?;
+    let settings = Settings::from_process()?;
+    let config = settings.require_project(p.config.as_deref())?;
+    let env = settings.environment(&config, env)?;
+    let url = settings.registry_url_in(p.registry.registry.as_deref(), Some(&config))?;
+    let registry = Registry::open(&url)?;
     Ok(Project {
+        settings,
         config,
         env,
         registry: Arc::new(registry),
     })
 }
 
-/// The registry as `registry_url` resolves it (flag, environment, the config's
-/// `registry`, default); with an explicit `--config`, its `registry` key counts.
-fn registry_url(
-    flag: Option<&str>,
-    config: &LoadedConfig,
-    explicit: bool,
-) -> Result<RegistryUrl, CliError> {
-    let from_env = std::env::var(vars::REGISTRY)
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    if explicit
-        && flag.is_none()
-        && from_env.is_none()
-        && let Some(url) = config.registry_url().map_err(deploy_error)?
-    {
-        return Ok(url);
-    }
-    crate::registry_url::registry_url(flag)
-}
-
-fn admin_token() -> Option<String> {
-    if let Ok(t) = std::env::var(vars::ADMIN_TOKEN) {
-        return Some(t);
-    }
-    let file = std::env::var(vars::ADMIN_TOKEN_FILE).ok()?;
-    std::fs::read_to_string(file)
-        .ok()
-        .map(|t| t.trim().to_string())
-}
-
-fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
-    predict_buy_deploy::config::parse_duration(value)
-        .map_err(|reason| CliError::input(anyhow::anyhow!("{flag} `{value}` {reason}")))
-}
-
 fn deployer(project: &Project, t: &TransitionArgs) -> Result<Deployer<LocalTarget>, CliError> {
-    let timeout = match &t.timeout {
-        Some(v) => duration("--timeout", v)?,
-        None => project
-            .env
-            .verify_timeout
-            .unwrap_or(predict_buy_deploy::verify::DEFAULT_TIMEOUT),
-    };
-    let lease_ttl = duration("--lease-ttl", &t.lease_ttl)?;
-    let target = target_for(&project.env).map_err(deploy_error)?;
-    let verifier = Verifier::new(timeout)
-        .map_err(deploy_error)?
-        .with_admin_token(admin_token());
+    let s = &project.settings;
+    let timeout = s.verify_timeout(t.timeout.as_deref(), &project.env)?;
+    let lease_ttl = settings::duration("--lease-ttl", &t.lease_ttl)?;
+    let target = target_for(&project.env)?;
+    let verifier = Verifier::new(timeout)?.with_admin_token(s.admin_token(None)?);
     let git_root = project
         .config
         .config
@@ -222,7 +165,7 @@ fn deployer(project: &Project, t: &TransitionArgs) -> Result<Deployer<LocalTarge
         project.env.clone(),
         target,
         verifier,
-        Identity::current(),
+        s.identity(),
     )
     .require_git_tags_in(git_root)
     .with_lease_ttl(lease_ttl))
@@ -233,11 +176,7 @@ fn parse_tag(input: &str) -> Result<ReleaseTag, CliError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
+    settings::runtime(settings::Runtime::Deploy)
 }
 
 pub fn run_deploy(a: DeployArgs) -> Outcome {

@@ -1,10 +1,13 @@
+//! `predict-buy evaluate`: score a model on a labelled CSV.
+
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use clap::Args;
 use predict_buy_data::Table;
 use predict_buy_model::Model;
 
+use crate::error::IoError;
+use crate::project::{out_json, outln};
 use crate::{CliError, Outcome};
 
 #[derive(Args)]
@@ -18,32 +21,25 @@ pub struct EvaluateArgs {
     pub json: bool,
 }
 
+/// A model artifact from a file the user named.
 pub fn load_model(path: &Path) -> Result<Model, CliError> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read model {}", path.display()))
-        .map_err(CliError::input)?;
+    let bytes = std::fs::read(path).map_err(IoError::read(path))?;
     Model::from_bytes(&bytes)
-        .with_context(|| format!("cannot load model {}", path.display()))
-        .map_err(CliError::input)
+        .map_err(|e| CliError::from(e).context(format!("cannot load model {}", path.display())))
 }
 
 pub fn run(a: EvaluateArgs) -> Outcome {
     let model = load_model(&a.model)?;
-    let table = Table::from_path(&a.data).map_err(CliError::input)?;
-    let report = model.evaluate_table(&table).map_err(CliError::input)?;
+    let table = Table::from_path(&a.data)?;
+    let report = model.evaluate_table(&table)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("reports serialise")
-        );
-    } else {
-        println!("model      {} ({})", a.model.display(), model.digest());
-        println!(
-            "threshold  {:.4} ({})",
-            report.threshold,
-            model.threshold().method
-        );
-        crate::commands::train::print_eval(&report);
+        return out_json(&report);
     }
-    Ok(())
+    outln!("model      {} ({})", a.model.display(), model.digest())?;
+    outln!(
+        "threshold  {:.4} ({})",
+        report.threshold,
+        model.threshold().method
+    )?;
+    crate::commands::train::print_eval(&report)
 }

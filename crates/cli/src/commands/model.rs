@@ -191,7 +191,7 @@ async fn pull(a: &PullArgs) -> Outcome {
         .or_else(|| pointer.map(|p| artifact_beside_pointer(&a.digest, &p)))
         .unwrap_or_else(|| PathBuf::from(format!("model-{}.pbm", digest.short())));
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(crate::error::IoError::write(dir))?;
     }
     let size = registry
         .pull_to(&digest, &out)
@@ -232,7 +232,7 @@ async fn list(a: &ListArgs) -> Outcome {
         })
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&listed)?);
+        crate::project::out_json(&listed)?;
         return Ok(());
     }
     if listed.is_empty() {
@@ -303,8 +303,11 @@ async fn show(a: &ShowArgs) -> Outcome {
         .await
         .map_err(registry_error)?;
     let bytes = registry.pull(&digest).await.map_err(registry_error)?;
-    let model = Model::from_bytes(&bytes)
-        .with_context(|| format!("artifact {digest} is not a loadable model artifact"))?;
+    let model = Model::from_bytes(&bytes).map_err(|e| {
+        CliError::failed(anyhow::Error::new(e).context(format!(
+            "artifact {digest} is not a loadable model artifact"
+        )))
+    })?;
     let releases = releases_by_digest(&registry)
         .await?
         .remove(&digest)
@@ -327,7 +330,7 @@ async fn show(a: &ShowArgs) -> Outcome {
         },
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        crate::project::out_json(&shown)?;
         return Ok(());
     }
     println!("digest     {}", info.digest);
@@ -385,7 +388,7 @@ async fn verify(a: &VerifyArgs) -> Outcome {
                 .map(|(t, d)| serde_json::json!({"release": t, "model_digest": d}))
                 .collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::project::out_json(&doc)?;
     } else {
         for c in &report.corrupt {
             eprintln!(

@@ -161,12 +161,9 @@ fn git_commit() -> Option<String> {
     Some(commit)
 }
 
-/// Who cut the release: the CI actor, else the local user.
-fn actor() -> String {
-    ["GITHUB_ACTOR", "USER", "USERNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".to_string())
+/// Who cut the release, as the settings layer names the actor.
+fn actor() -> Result<String, CliError> {
+    Ok(crate::settings::Settings::from_process()?.actor())
 }
 
 /// What `release create` is asked to record.
@@ -188,13 +185,13 @@ pub async fn create_release(
     let record = ReleaseRecord {
         tag: new.tag,
         golden: golden_predictions(&model, &digest)?,
-        metrics: serde_json::to_value(&model.metadata().metrics)?,
+        metrics: serde_json::to_value(&model.metadata().metrics).map_err(CliError::failed)?,
         model_digest: digest,
         image: new.image,
         git_commit: git_commit(),
         notes: new.notes,
         created_at: jiff::Timestamp::now(),
-        created_by: actor(),
+        created_by: actor()?,
     };
     match registry.create_release(&record).await {
         Ok(o) => Ok(o),
@@ -217,7 +214,7 @@ async fn create(a: &CreateArgs) -> Outcome {
     )
     .await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.record)?);
+        crate::project::out_json(&outcome.record)?;
     }
     let r = &outcome.record;
     if outcome.created {
@@ -313,7 +310,7 @@ async fn list(a: &ListArgs) -> Outcome {
                 notes: &r.notes,
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&listed)?);
+        crate::project::out_json(&listed)?;
         return Ok(());
     }
     if releases.is_empty() {
@@ -347,7 +344,7 @@ async fn show(a: &ShowArgs) -> Outcome {
     let registry = open_registry(a.registry.registry.as_deref())?;
     let r = registry.get_release(&tag).await.map_err(registry_error)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::project::out_json(&r)?;
         return Ok(());
     }
     println!("release    {}", r.tag);

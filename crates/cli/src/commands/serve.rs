@@ -1,5 +1,5 @@
-//! `predict-buy serve`: the HTTP prediction service, from a model file or following an
-//! environment of the registry.
+//! `predict-buy serve`: the HTTP prediction service, from a model file, following an
+//! environment of the registry, or pinned to one release (`--release`, as a pod runs).
 //!
 //! Once it listens it says where, so supervisors and tests can start it on port 0: the
 //! stderr line `predict-buy serve: listening on http://ADDR` (stable; scripts may match
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::Args;
-use predict_buy_registry::{EnvName, Registry};
+use predict_buy_registry::{Digest, EnvName, Registry, ReleaseTag};
 use predict_buy_serve::{AppState, Limits, ModelSource, ReloadOutcome};
 
 use crate::project::env;
@@ -22,15 +22,23 @@ use crate::{CliError, Outcome};
 pub struct ServeArgs {
     /// Serve this model artifact (reloaded from the same path on SIGHUP and
     /// `POST /admin/reload`).
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["registry", "env"], required_unless_present = "env")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["registry", "env", "release"], required_unless_present_any = ["env", "release"])]
     pub model: Option<PathBuf>,
-    /// Registry to follow with --env. Default: env PREDICT_BUY_REGISTRY, else
-    /// file://.predict-buy/registry.
-    #[arg(long, value_name = "URL", requires = "env")]
+    /// Registry of --env or --release. Default: env PREDICT_BUY_REGISTRY, else
+    /// `registry:` in predict-buy.yaml, else file://.predict-buy/registry.
+    #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
     /// Follow this environment's desired release in the registry.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "release")]
     pub env: Option<String>,
+    /// Serve this one release for the life of the process (what a Kubernetes pod
+    /// runs): pulled from the registry at start, not ready before, never changed.
+    #[arg(long, value_name = "TAG")]
+    pub release: Option<String>,
+    /// With --release: refuse to serve unless the release's model has this digest
+    /// (`sha256:…`), as the pod template names it.
+    #[arg(long, value_name = "DIGEST", requires = "release")]
+    pub model_digest: Option<String>,
     /// Address to listen on. Port 0 picks a free port; the one bound is reported on
     /// stderr as `predict-buy serve: listening on http://IP:PORT` and in --addr-file.
     #[arg(long, env = env::SERVE_ADDR, default_value = "127.0.0.1:8080")]
@@ -49,10 +57,10 @@ pub struct ServeArgs {
     #[arg(long, env = env::SERVE_CONCURRENCY_LIMIT, default_value_t = 1024)]
     pub concurrency_limit: usize,
     /// Longest a request may take, body included (408 beyond): `10s`, `500ms`.
-    #[arg(long, env = env::SERVE_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = env::SERVE_TIMEOUT, default_value = "10s", value_parser = crate::settings::parse_duration)]
     pub timeout: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
-    #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
     pub poll_interval: Duration,
     /// Worker threads (default: one per core).
     #[arg(long, env = env::SERVE_WORKERS)]
@@ -65,7 +73,8 @@ pub struct ServeArgs {
 
 pub fn run(a: ServeArgs) -> Outcome {
     let source = source(&a)?;
-    let admin_token = admin_token(a.admin_token_file.as_deref())?;
+    let admin_token =
+        crate::settings::Settings::from_process()?.admin_token(a.admin_token_file.as_deref())?;
     if a.batch_limit == 0 || a.concurrency_limit == 0 || a.body_limit == 0 {
         return Err(CliError::input(anyhow!(
             "--body-limit, --batch-limit and --concurrency-limit must be at least 1"
@@ -84,26 +93,34 @@ pub fn run(a: ServeArgs) -> Outcome {
     let runtime = builder
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+        .map_err(CliError::failed)?;
     runtime.block_on(async move {
         // Handlers go in before anything is announced: a supervisor that sends SIGTERM
         // as soon as it reads the address must get a drain, not the default action.
-        let shutdown = shutdown_signal().context("cannot install the SIGTERM/SIGINT handlers")?;
+        let shutdown = shutdown_signal()
+            .context("cannot install the SIGTERM/SIGINT handlers")
+            .map_err(CliError::failed)?;
         let state = AppState::new(source, limits, admin_token);
         initial_load(&state).await?;
         let listener = tokio::net::TcpListener::bind(a.addr)
             .await
             .with_context(|| format!("cannot listen on {}", a.addr))
             .map_err(CliError::input)?;
-        let local = listener.local_addr().context("no local address")?;
+        let local = listener
+            .local_addr()
+            .context("no local address")
+            .map_err(CliError::failed)?;
         if let Some(path) = &a.addr_file {
-            crate::project::write_atomic(path, format!("{local}\n").as_bytes())
-                .with_context(|| format!("cannot write the address file {}", path.display()))?;
+            crate::project::write_atomic(path, format!("{local}\n").as_bytes()).map_err(|e| {
+                e.context(format!("cannot write the address file {}", path.display()))
+            })?;
         }
         eprintln!("predict-buy serve: listening on http://{local}");
         predict_buy_serve::serve(listener, state, a.poll_interval, shutdown)
             .await
-            .context("the server failed")?;
+            .context("the server failed")
+            .map_err(CliError::failed)?;
         // A stale file would send the next reader to a port nobody listens on.
         if let Some(path) = &a.addr_file {
             let _ = std::fs::remove_file(path);
@@ -117,41 +134,37 @@ fn source(a: &ServeArgs) -> Result<ModelSource, CliError> {
     if let Some(path) = &a.model {
         return Ok(ModelSource::File(path.clone()));
     }
+    // The same resolution as every other command: flag, environment, predict-buy.yaml.
+    let open = || -> Result<Arc<Registry>, CliError> {
+        let url = crate::registry_url::registry_url(a.registry.as_deref())?;
+        let registry = Registry::open(&url)
+            .map_err(|e| CliError::from(e).context(format!("cannot open the registry {url}")))?;
+        Ok(Arc::new(registry))
+    };
+    if let Some(tag) = &a.release {
+        let tag = ReleaseTag::parse(tag).map_err(CliError::input)?;
+        let expected_digest = a
+            .model_digest
+            .as_deref()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(|e| CliError::input(e).context("--model-digest"))?;
+        return Ok(ModelSource::Release {
+            registry: open()?,
+            tag,
+            expected_digest,
+        });
+    }
     let Some(env_name) = &a.env else {
         return Err(CliError::input(anyhow!(
-            "pass --model PATH, or --env NAME to follow a registry environment"
+            "pass --model PATH, --env NAME to follow a registry environment, or --release TAG"
         )));
     };
     let env_name = EnvName::parse(env_name).map_err(CliError::input)?;
-    // The same resolution as every other command: flag, environment, predict-buy.yaml.
-    let url = crate::registry_url::registry_url(a.registry.as_deref())?;
-    let registry = Registry::open(&url)
-        .map_err(|e| CliError::input(e).context(format!("cannot open the registry {url}")))?;
     Ok(ModelSource::Registry {
-        registry: Arc::new(registry),
+        registry: open()?,
         env: env_name,
     })
-}
-
-/// The token from PREDICT_BUY_ADMIN_TOKEN, else from the token file.
-fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>, CliError> {
-    if let Ok(token) = std::env::var(env::ADMIN_TOKEN)
-        && !token.trim().is_empty()
-    {
-        return Ok(Some(token.trim().to_string()));
-    }
-    let Some(path) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the admin token file {}", path.display()))
-        .map_err(CliError::input)?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(CliError::input(anyhow!(
-            "the admin token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(Some(token.to_string()))
 }
 
 /// A model file must load before the server listens; an environment may have no
@@ -174,12 +187,17 @@ async fn initial_load(state: &AppState) -> Result<(), CliError> {
             }
             Ok(())
         }
-        (ModelSource::File(path), Err(e)) => Err(CliError::input(e)
-            .context(format!("cannot serve {}", path.display()))
-            .with_hint("check the path, or train one with `predict-buy train`")),
+        (ModelSource::File(path), Err(e)) => {
+            Err(CliError::from(e).context(format!("cannot serve {}", path.display())))
+        }
+        // A pinned release whose model is refused will never serve: exit, so the pod
+        // shows the reason (a crash loop) instead of staying unready in silence.
+        (ModelSource::Release { tag, .. }, Err(e)) if e.is_refusal() => {
+            Err(CliError::from(e).context(format!("cannot serve release {tag}")))
+        }
         // The registry may come back or the environment may be fixed by the next
         // deploy; keep polling, not ready meanwhile.
-        (ModelSource::Registry { .. }, Err(e)) => {
+        (ModelSource::Registry { .. } | ModelSource::Release { .. }, Err(e)) => {
             eprintln!(
                 "predict-buy serve: warning: {}; not ready until a release loads",
                 e.chain()
@@ -212,47 +230,4 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("predict-buy serve: Ctrl-C: shutting down, draining requests in flight");
     })
-}
-
-/// `250ms`, `10s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`; use ms, s or m"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
-        return Err(format!("`{text}` is out of range (0 < duration ≤ 24h)"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 }

@@ -1,13 +1,13 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use clap::Args;
 use predict_buy_data::Table;
 use predict_buy_model::{TrainConfig, TrainReport, TrainRequest};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::IoError;
 use crate::progress::Bars;
-use crate::project::{now_rfc3339, write_atomic};
+use crate::project::{now_rfc3339, out_json, outln, write_atomic};
 use crate::{CliError, Outcome};
 
 #[derive(Args)]
@@ -26,14 +26,10 @@ pub struct TrainArgs {
 pub fn run(a: TrainArgs) -> Outcome {
     let out = train(&a)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out.report).expect("reports serialise")
-        );
+        out_json(&out.report)
     } else {
-        print_report(&out.report, &out.path);
+        print_report(&out.report, &out.path)
     }
-    Ok(())
 }
 
 pub struct Trained {
@@ -44,9 +40,10 @@ pub struct Trained {
 pub fn load_config(path: Option<&Path>) -> Result<TrainConfig, CliError> {
     let (text, name) = match path {
         Some(p) => (
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read config {}", p.display()))
-                .map_err(CliError::input)?,
+            std::fs::read_to_string(p).map_err(|source| IoError::Config {
+                path: p.to_path_buf(),
+                source,
+            })?,
             p.display().to_string(),
         ),
         None => (
@@ -70,13 +67,23 @@ fn resolve(path: &Path, config: Option<&Path>) -> PathBuf {
 }
 
 fn read_table(path: &Path) -> Result<(Table, String), CliError> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .map_err(CliError::input)?;
+    let bytes = std::fs::read(path).map_err(IoError::read(path))?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let table = Table::from_reader(bytes.as_slice(), &path.display().to_string())
-        .map_err(CliError::input)?;
+    let table = Table::from_reader(bytes.as_slice(), &path.display().to_string())?;
     Ok((table, digest))
+}
+
+/// The built-in config trains on `data/train.csv`: on a fresh folder that file is
+/// missing, and the next step is to make it.
+fn missing_data_hint(e: CliError, path: &Path, config: Option<&Path>) -> CliError {
+    if config.is_none() && !path.exists() {
+        e.with_hint(format!(
+            "make synthetic data with `predict-buy data synth --out {}`, or pass --config FILE naming your data",
+            path.parent().map_or(".".into(), |p| p.display().to_string())
+        ))
+    } else {
+        e
+    }
 }
 
 pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
@@ -86,10 +93,9 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
         .train_path
         .as_deref()
         .map(|p| resolve(p, a.config.as_deref()))
-        .ok_or_else(|| {
-            CliError::input(anyhow::anyhow!("config key `data.train_path` is required"))
-        })?;
-    let (train_table, digest) = read_table(&train_path)?;
+        .ok_or_else(|| CliError::usage("config key `data.train_path` is required"))?;
+    let (train_table, digest) = read_table(&train_path)
+        .map_err(|e| missing_data_hint(e, &train_path, a.config.as_deref()))?;
     let test_path = config
         .data
         .test_path
@@ -98,10 +104,11 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let test_table = match &test_path {
         Some(p) if p.exists() => Some(read_table(p)?.0),
         Some(p) => {
-            return Err(CliError::input(anyhow::anyhow!(
+            let e = CliError::usage(format!(
                 "config key `data.test_path`: {} does not exist",
                 p.display()
-            )));
+            ));
+            return Err(missing_data_hint(e, p, a.config.as_deref()));
         }
         None => None,
     };
@@ -118,10 +125,7 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
         &bars,
     );
     bars.finish();
-    let outcome = outcome.map_err(|e| match e {
-        predict_buy_model::TrainError::Artifact(_) => CliError::failed(e),
-        other => CliError::input(other),
-    })?;
+    let outcome = outcome?;
     let path = a
         .out
         .clone()
@@ -133,39 +137,46 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     })
 }
 
-fn print_report(r: &TrainReport, path: &Path) {
+fn print_report(r: &TrainReport, path: &Path) -> Outcome {
     let t = &r.test;
-    println!(
+    outln!(
         "model      {} ({} trees) in {:.2}s",
-        r.model, r.n_trees, r.fit_seconds
-    );
-    println!("artifact   {} ({})", path.display(), r.digest);
-    println!(
+        r.model,
+        r.n_trees,
+        r.fit_seconds
+    )?;
+    outln!("artifact   {} ({})", path.display(), r.digest)?;
+    outln!(
         "rows       train {} · validation {} · test {} · outliers dropped {}",
-        r.train_rows, r.validation_rows, r.test_rows, r.dropped_outliers
-    );
+        r.train_rows,
+        r.validation_rows,
+        r.test_rows,
+        r.dropped_outliers
+    )?;
     if let Some(s) = &r.smote {
-        println!(
+        outln!(
             "SMOTE      {} synthetic rows ({} minority vs {} majority)",
-            s.synthetic, s.minority_before, s.majority
-        );
+            s.synthetic,
+            s.minority_before,
+            s.majority
+        )?;
     }
-    println!("threshold  {:.4} — {}", r.threshold.value, r.threshold.note);
-    println!("calibrated {}", r.calibration.note);
-    print_eval(t);
+    outln!("threshold  {:.4} — {}", r.threshold.value, r.threshold.note)?;
+    outln!("calibrated {}", r.calibration.note)?;
+    print_eval(t)
 }
 
-pub fn print_eval(t: &predict_buy_model::EvalReport) {
+pub fn print_eval(t: &predict_buy_model::EvalReport) -> Outcome {
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-    println!(
+    outln!(
         "test       accuracy {:.4} · ROC AUC {} · PR AUC {} · log loss {:.4}",
         t.accuracy,
         fmt(t.roc_auc),
         fmt(t.pr_auc),
         t.log_loss
-    );
-    println!();
-    println!("              precision    recall  f1-score   support");
+    )?;
+    outln!()?;
+    outln!("              precision    recall  f1-score   support")?;
     let c = &t.classification_report;
     for (name, s) in [
         ("0", &c.negative),
@@ -173,13 +184,16 @@ pub fn print_eval(t: &predict_buy_model::EvalReport) {
         ("macro avg", &c.macro_avg),
         ("weighted avg", &c.weighted_avg),
     ] {
-        println!(
+        outln!(
             "{name:>12}  {:>9.4} {:>9.4} {:>9.4} {:>9}",
-            s.precision, s.recall, s.f1, s.support
-        );
+            s.precision,
+            s.recall,
+            s.f1,
+            s.support
+        )?;
     }
     let [[tn, fp], [fn_, tp]] = t.confusion_matrix;
-    println!();
-    println!("confusion matrix (rows: true 0/1, columns: predicted 0/1)");
-    println!("  {tn:>9} {fp:>9}\n  {fn_:>9} {tp:>9}");
+    outln!()?;
+    outln!("confusion matrix (rows: true 0/1, columns: predicted 0/1)")?;
+    outln!("  {tn:>9} {fp:>9}\n  {fn_:>9} {tp:>9}")
 }

@@ -223,3 +223,57 @@ pub fn sha256_of(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read file");
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
 }
+
+/// insta settings that hide what differs between runs and machines: the scratch
+/// folder, digests, times, durations, ports and pids. Numbers the model computes
+/// stay: training is deterministic, and a change there should show in review.
+pub fn insta_settings(ctx: &TestContext) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_prepend_module_to_snapshot(false);
+    for dir in [
+        ctx.path().to_path_buf(),
+        ctx.path()
+            .canonicalize()
+            .unwrap_or_else(|_| ctx.path().into()),
+    ] {
+        s.add_filter(&regex::escape(&dir.display().to_string()), "[DIR]");
+    }
+    s.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[DIGEST]");
+    s.add_filter(r"model [0-9a-f]{12}\b", "model [SHORT-DIGEST]");
+    s.add_filter(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
+        "[TIME]",
+    );
+    s.add_filter(
+        r#""fit_seconds": [0-9.e-]+"#,
+        r#""fit_seconds": "[SECONDS]""#,
+    );
+    s.add_filter(r"in \d+\.\d+s\b", "in [SECONDS]s");
+    s.add_filter(r#""verify_ms": [0-9.e-]+"#, r#""verify_ms": "[MS]""#);
+    s.add_filter(r"\b\d+ ms\b", "[MS] ms");
+    s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    s.add_filter(r"pid \d+", "pid [PID]");
+    s.add_filter(
+        r#""tool_version": "[^"]*""#,
+        r#""tool_version": "[VERSION]""#,
+    );
+    s
+}
+
+/// A port that was free a moment ago, for commands that must be told a port (the
+/// OS picks it; the window in which another process could take it is tiny).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn port_answers(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_millis(500),
+    )
+    .is_ok()
+}
