@@ -2,14 +2,31 @@
 //!
 //! ```text
 //! validate tag ─▶ check policy ─▶ plan ─▶ take lease ─▶ record `started` ─▶ apply
-//!   ─▶ verify ─┬─▶ record `verified`                                   ─▶ release lease
-//!              └─▶ record `failed` ─▶ apply previous good ─▶ verify it
-//!                    ─▶ record `rolled_back` (or `failed` if that fails too) ─▶ release lease
+//!   ─▶ verify ─┬─▶ verified ──────────────────────▶ record `verified`   ─▶ release lease
+//!              ├─▶ the release misbehaved ────────▶ record `failed`     ─▶ roll back
+//!              └─▶ the environment can't be checked ▶ record `unverified` ─▶ roll back
+//! roll back: apply the newest good release ─▶ verify it ─▶ record `rolled_back`, or
+//!            `failed` (it misbehaved too), or `unverified` (it could not be checked)
 //! ```
 //!
-//! The lease is renewed while the deploy runs and released on every path, errors
-//! included; a deployer that dies leaves a lease that expires, and the next deploy
-//! records the dangling `started` entry as `interrupted`.
+//! **Whom a failed verification blames.** A release misbehaves when it answers a golden
+//! input wrongly or a server refuses to load it: it is recorded `failed` and is no
+//! longer good (no policy, rollback or promote accepts it). When an endpoint cannot be
+//! reached, or the deadline passes before the release answers, nothing is known about
+//! the release: it is recorded `unverified` with the reason, and whatever was known
+//! before about it (and about the rollback target) still stands.
+//!
+//! **The rollback after an `unverified` deploy** still happens: the environment returns
+//! to the newest good release, because a release nobody could check must not keep the
+//! traffic that a checked one served. If that release cannot be checked either, it is
+//! recorded `unverified` too and stays good; deploy the new release again once the
+//! environment is healthy. With no good release to return to, the desired release is
+//! restored to what it was before.
+//!
+//! The lease is taken before anything is printed or recorded, renewed while the deploy
+//! runs, and released on every path, errors included; a deployer that dies leaves a
+//! lease that expires, and the next deploy records the dangling `started` entry as
+//! `interrupted`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,7 +42,7 @@ use crate::config::Environment;
 use crate::error::{Error, Result};
 use crate::history;
 use crate::target::Target;
-use crate::verify::{Verifier, VerifyFailure};
+use crate::verify::{Verified, Verifier, Verify, VerifyFailure};
 
 /// How long a lease lasts unless renewed; a crashed deploy blocks others this long.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
@@ -98,6 +115,13 @@ impl fmt::Display for Plan {
             Kind::Promote { from } => format!("promote (verified in {from})"),
             Kind::Rollback => "rollback".to_string(),
         };
+        let back = match &self.fallback {
+            Some(to) => format!("roll back to {to}"),
+            None => format!(
+                "restore the desired release to {} (nothing verified to roll back to)",
+                opt(&self.current)
+            ),
+        };
         writeln!(f, "plan: {what} {} to {}", self.release, self.env)?;
         writeln!(f, "  now running  {}", opt(&self.current))?;
         writeln!(
@@ -111,58 +135,183 @@ impl fmt::Display for Plan {
             "  steps        take the lease, record `started`, set desired release, verify every endpoint (timeout {:.0}s), record the outcome",
             self.verify_timeout_ms as f64 / 1000.0
         )?;
+        writeln!(
+            f,
+            "  on failure   a wrong golden answer or a model that does not load: record `failed`, {back}"
+        )?;
         write!(
             f,
-            "  on failure   roll back to {} and record `failed`",
-            opt(&self.fallback)
+            "  unreachable  an endpoint down or no answer in time: record `unverified` (the release is not blamed), {back}"
         )
     }
 }
 
-/// How a transition ended.
+/// How a transition ended: what the environment was, what was asked, and the verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub env: EnvName,
     pub release: ReleaseTag,
     pub previous: Option<ReleaseTag>,
-    /// `verified`, or `rolled_back` / `failed` (the rollback failed too).
-    pub outcome: Outcome,
-    pub verify_ms: Option<f64>,
-    pub endpoint_verify_ms: Vec<(String, f64)>,
-    pub failure: Option<VerifyFailure>,
-    pub rolled_back_to: Option<ReleaseTag>,
-    pub rollback_verify_ms: Option<f64>,
-    pub rollback_failure: Option<VerifyFailure>,
+    /// Serialised flat, with its variant as `outcome`.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// What the operator should know that did not decide the outcome, such as a
+    /// reload nudge the servers refused.
+    pub warnings: Vec<String>,
+}
+
+/// The end of a transition.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every endpoint serves the release correctly.
+    Verified {
+        verify_ms: f64,
+        endpoint_verify_ms: Vec<(String, f64)>,
+    },
+    /// The release misbehaved; the environment is back on a good release, verified.
+    RolledBack {
+        failure: VerifyFailure,
+        rolled_back_to: ReleaseTag,
+        rollback_verify_ms: f64,
+    },
+    /// The release misbehaved, and the environment could not be returned to a
+    /// verified release (see `rollback`).
+    Failed {
+        failure: VerifyFailure,
+        #[serde(flatten)]
+        rollback: Fallback,
+    },
+    /// The environment could not be checked, so the release is not blamed; the
+    /// environment went back to its last good release (see `rollback`).
+    Unverified {
+        failure: VerifyFailure,
+        #[serde(flatten)]
+        rollback: Fallback,
+    },
+    /// A promotion of the release the environment already runs, verified: nothing
+    /// was done.
+    AlreadyRunning,
+}
+
+/// What the automatic rollback after a failed verification did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "rollback", rename_all = "snake_case")]
+pub enum Fallback {
+    /// Returned to a good release and verified it.
+    Verified {
+        rolled_back_to: ReleaseTag,
+        rollback_verify_ms: f64,
+    },
+    /// Returned to a good release that could not be checked either; it stays good.
+    Unverified {
+        rolled_back_to: ReleaseTag,
+        rollback_failure: VerifyFailure,
+    },
+    /// Returned to a release that misbehaved too; it is recorded `failed`.
+    Failed {
+        rolled_back_to: ReleaseTag,
+        rollback_failure: VerifyFailure,
+    },
+    /// Nothing good to return to: the desired release was restored as it was.
+    Restored { rolled_back_to: Option<ReleaseTag> },
+}
+
+impl Verdict {
+    /// The verdict after verification failed with `failure` and the rollback did
+    /// `rollback`: the one place that decides between the three failing outcomes.
+    fn after(failure: VerifyFailure, rollback: Fallback) -> Self {
+        if !failure.kind.blames_release() {
+            return Verdict::Unverified { failure, rollback };
+        }
+        match rollback {
+            Fallback::Verified {
+                rolled_back_to,
+                rollback_verify_ms,
+            } => Verdict::RolledBack {
+                failure,
+                rolled_back_to,
+                rollback_verify_ms,
+            },
+            rollback => Verdict::Failed { failure, rollback },
+        }
+    }
+
+    /// The `outcome` string of `--json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Verified { .. } => "verified",
+            Verdict::RolledBack { .. } => "rolled_back",
+            Verdict::Failed { .. } => "failed",
+            Verdict::Unverified { .. } => "unverified",
+            Verdict::AlreadyRunning => "already_running",
+        }
+    }
 }
 
 impl Report {
+    /// True when the environment runs the release, verified.
     pub fn is_verified(&self) -> bool {
-        self.outcome == Outcome::Verified
+        matches!(
+            self.verdict,
+            Verdict::Verified { .. } | Verdict::AlreadyRunning
+        )
     }
+
+    /// How long verification took, when it succeeded.
+    pub fn verify_ms(&self) -> Option<f64> {
+        match &self.verdict {
+            Verdict::Verified { verify_ms, .. } => Some(*verify_ms),
+            _ => None,
+        }
+    }
+
+    /// Why verification failed, when it did.
+    pub fn failure(&self) -> Option<&VerifyFailure> {
+        match &self.verdict {
+            Verdict::RolledBack { failure, .. }
+            | Verdict::Failed { failure, .. }
+            | Verdict::Unverified { failure, .. } => Some(failure),
+            Verdict::Verified { .. } | Verdict::AlreadyRunning => None,
+        }
+    }
+}
+
+/// A step of [`Deployer::execute_observed`], for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The lease is ours; the environment is about to change.
+    Locked,
+    /// Verification failed; returning to this release (`None`: restoring nothing).
+    RollingBack { to: Option<ReleaseTag> },
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+fn show(tag: Option<&ReleaseTag>) -> String {
+    tag.map_or("nothing".into(), ToString::to_string)
+}
+
 /// Runs deploys, promotions and rollbacks of one environment.
-pub struct Deployer<T: Target> {
+pub struct Deployer<T: Target, V: Verify = Verifier> {
     registry: Arc<Registry>,
     env: Environment,
     target: T,
-    verifier: Verifier,
+    verifier: V,
     identity: Identity,
     lease_ttl: Duration,
     /// The repository whose tags releases must match; `None` skips the check.
     git_root: Option<PathBuf>,
 }
 
-impl<T: Target> Deployer<T> {
+impl<T: Target, V: Verify> Deployer<T, V> {
     pub fn new(
         registry: Arc<Registry>,
         env: Environment,
         target: T,
-        verifier: Verifier,
+        verifier: V,
         identity: Identity,
     ) -> Self {
         Deployer {
@@ -241,6 +390,16 @@ impl<T: Target> Deployer<T> {
         }
     }
 
+    /// True when the environment's desired release is `tag` and `tag` is good here:
+    /// promoting it again would change nothing.
+    pub async fn runs_verified(&self, tag: &ReleaseTag) -> Result<bool> {
+        if self.current().await?.as_ref() != Some(tag) {
+            return Ok(false);
+        }
+        let history = self.registry.history(&self.env.name).await?;
+        Ok(history::is_good(&history, tag))
+    }
+
     async fn current(&self) -> Result<Option<ReleaseTag>> {
         Ok(self
             .registry
@@ -275,6 +434,16 @@ impl<T: Target> Deployer<T> {
 
     /// Run the plan under the environment's lease.
     pub async fn execute(&self, plan: &Plan) -> Result<Report> {
+        self.execute_observed(plan, |_| {}).await
+    }
+
+    /// [`Deployer::execute`], telling `observe` about each step as it starts, so a
+    /// caller prints "applying" only once the lease is taken.
+    pub async fn execute_observed(
+        &self,
+        plan: &Plan,
+        observe: impl Fn(Progress) + Send + Sync,
+    ) -> Result<Report> {
         let operation = match &plan.kind {
             Kind::Deploy => format!("deploy {}", plan.release),
             Kind::Promote { .. } => format!("promote {}", plan.release),
@@ -290,13 +459,15 @@ impl<T: Target> Deployer<T> {
             )
             .await?;
         let renewer = self.keep_renewed(lease.clone());
-        let result = self.run_locked(plan).await;
+        let result = self.run_locked(plan, &observe).await;
         renewer.abort();
         let released = self.registry.release_lease(&lease).await;
         match (result, released) {
             (Ok(report), Ok(())) => Ok(report),
-            (Ok(report), Err(e)) => {
-                tracing::warn!("deploy finished but its lease could not be released: {e}");
+            (Ok(mut report), Err(e)) => {
+                report.warnings.push(format!(
+                    "the deploy finished but its lease could not be released: {e}"
+                ));
                 Ok(report)
             }
             (Err(e), Ok(())) => Err(e),
@@ -312,6 +483,7 @@ impl<T: Target> Deployer<T> {
         let ttl = self.lease_ttl;
         tokio::spawn(async move {
             loop {
+                // A third of the TTL leaves two more tries before the lease lapses.
                 tokio::time::sleep(ttl / 3).await;
                 if let Err(e) = registry.renew_lease(&lease, ttl).await {
                     tracing::warn!("cannot renew the deploy lease: {e}");
@@ -342,10 +514,41 @@ impl<T: Target> Deployer<T> {
         Ok(())
     }
 
-    async fn run_locked(&self, plan: &Plan) -> Result<Report> {
+    async fn verify(
+        &self,
+        record: &ReleaseRecord,
+        warnings: &mut Vec<String>,
+    ) -> std::result::Result<Verified, VerifyFailure> {
+        self.verifier
+            .verify(self.target.endpoints(), record, warnings)
+            .await
+    }
+
+    async fn run_locked(
+        &self,
+        plan: &Plan,
+        observe: &(impl Fn(Progress) + Sync),
+    ) -> Result<Report> {
         let env = &self.env.name;
         let tag = &plan.release;
         let history = self.registry.history(env).await?;
+        let state = self.registry.env_state(env).await?;
+        let generation = state.as_ref().map_or(0, |s| s.generation);
+        let current = state.and_then(|s| s.desired);
+        // Checked again under the lease: someone may have promoted it meanwhile.
+        if matches!(plan.kind, Kind::Promote { .. })
+            && current.as_ref() == Some(tag)
+            && history::is_good(&history, tag)
+        {
+            return Ok(Report {
+                env: env.clone(),
+                release: tag.clone(),
+                previous: current,
+                verdict: Verdict::AlreadyRunning,
+                warnings: Vec::new(),
+            });
+        }
+        observe(Progress::Locked);
         if let Some(dangling) = history.last().filter(|e| e.outcome == Outcome::Started) {
             self.record(
                 dangling.release.as_ref(),
@@ -358,16 +561,10 @@ impl<T: Target> Deployer<T> {
             )
             .await?;
         }
-        let state = self.registry.env_state(env).await?;
-        let generation = state.as_ref().map_or(0, |s| s.generation);
-        let current = state.and_then(|s| s.desired);
         let started = match &plan.kind {
             Kind::Deploy => "deploy".to_string(),
             Kind::Promote { from } => format!("promote from {from}"),
-            Kind::Rollback => format!(
-                "rollback from {}",
-                current.as_ref().map_or("nothing".into(), |c| c.to_string())
-            ),
+            Kind::Rollback => format!("rollback from {}", show(current.as_ref())),
         };
         self.record(Some(tag), current.as_ref(), Outcome::Started, started)
             .await?;
@@ -382,39 +579,28 @@ impl<T: Target> Deployer<T> {
             )
             .await
         {
-            self.record(
-                Some(tag),
-                current.as_ref(),
-                Outcome::Failed,
-                format!("could not apply: {e}"),
-            )
-            .await?;
-            return Err(e);
+            let recorded = self
+                .record(
+                    Some(tag),
+                    current.as_ref(),
+                    Outcome::Failed,
+                    format!("could not apply: {e}"),
+                )
+                .await;
+            // The apply error is what the operator must see first; the history write
+            // failing too is context.
+            return Err(match recorded {
+                Ok(()) => e,
+                Err(record) => Error::Unrecorded {
+                    env: env.clone(),
+                    original: Box::new(e),
+                    record: Box::new(record),
+                },
+            });
         }
-        let mut report = Report {
-            env: env.clone(),
-            release: tag.clone(),
-            previous: current.clone(),
-            outcome: Outcome::Verified,
-            verify_ms: None,
-            endpoint_verify_ms: Vec::new(),
-            failure: None,
-            rolled_back_to: None,
-            rollback_verify_ms: None,
-            rollback_failure: None,
-        };
-        match self
-            .verifier
-            .verify(self.target.endpoints(), &plan.record)
-            .await
-        {
+        let mut warnings = Vec::new();
+        let verdict = match self.verify(&plan.record, &mut warnings).await {
             Ok(v) => {
-                report.verify_ms = Some(ms(v.elapsed));
-                report.endpoint_verify_ms = v
-                    .endpoints
-                    .iter()
-                    .map(|(e, d)| (e.clone(), ms(*d)))
-                    .collect();
                 self.record(
                     Some(tag),
                     current.as_ref(),
@@ -426,91 +612,139 @@ impl<T: Target> Deployer<T> {
                     ),
                 )
                 .await?;
-                Ok(report)
+                Verdict::Verified {
+                    verify_ms: ms(v.elapsed),
+                    endpoint_verify_ms: v
+                        .endpoints
+                        .iter()
+                        .map(|(e, d)| (e.clone(), ms(*d)))
+                        .collect(),
+                }
             }
             Err(failure) => {
+                let (outcome, what) = if failure.kind.blames_release() {
+                    (Outcome::Failed, "verification failed")
+                } else {
+                    (Outcome::Unverified, "could not be verified")
+                };
                 self.record(
                     Some(tag),
                     current.as_ref(),
-                    Outcome::Failed,
-                    format!("verification failed: {failure}"),
+                    outcome,
+                    format!("{what}: {failure}"),
                 )
                 .await?;
-                report.failure = Some(failure);
-                self.roll_back(plan, current, &mut report).await?;
-                Ok(report)
+                let rollback = self
+                    .roll_back(tag, &failure, current.as_ref(), observe, &mut warnings)
+                    .await?;
+                Verdict::after(failure, rollback)
             }
-        }
+        };
+        Ok(Report {
+            env: env.clone(),
+            release: tag.clone(),
+            previous: current,
+            verdict,
+            warnings,
+        })
     }
 
-    /// After a failed verification: return to the newest good release (or, with none,
-    /// to whatever was desired before) and verify that.
+    /// After a failed verification of `tag`: return to the newest good release (or,
+    /// with none, to whatever was desired before) and verify that.
     async fn roll_back(
         &self,
-        plan: &Plan,
-        current: Option<ReleaseTag>,
-        report: &mut Report,
-    ) -> Result<()> {
+        tag: &ReleaseTag,
+        failure: &VerifyFailure,
+        current: Option<&ReleaseTag>,
+        observe: &(impl Fn(Progress) + Sync),
+        warnings: &mut Vec<String>,
+    ) -> Result<Fallback> {
         let env = &self.env.name;
-        let tag = &plan.release;
         let history = self.registry.history(env).await?;
-        let fallback = history::rollback_candidate(&history, Some(tag));
-        let Some(to) = fallback else {
-            // Nothing verified to return to: restore the previous desired state as is.
+        let why = if failure.kind.blames_release() {
+            "failed"
+        } else {
+            "could not be verified"
+        };
+        let Some(to) = history::rollback_candidate(&history, Some(tag)) else {
+            observe(Progress::RollingBack {
+                to: current.cloned(),
+            });
             self.target
-                .apply(
-                    &self.registry,
-                    env,
-                    current.as_ref(),
-                    &self.identity.actor,
-                    None,
-                )
+                .apply(&self.registry, env, current, &self.identity.actor, None)
                 .await?;
-            report.outcome = Outcome::Failed;
-            report.rolled_back_to = current.clone();
+            // `current` is never good here (else it would be the candidate), so this
+            // entry changes no release's standing; it records what runs now.
+            let outcome = if failure.kind.blames_release() {
+                Outcome::Failed
+            } else {
+                Outcome::Unverified
+            };
             self.record(
-                current.as_ref(),
+                current,
                 Some(tag),
-                Outcome::Failed,
+                outcome,
                 format!(
-                    "no verified release to roll back to; desired release restored to {}",
-                    current.as_ref().map_or("nothing".into(), |c| c.to_string())
+                    "no verified release to roll back to after {tag} {why}; desired release restored to {}",
+                    show(current)
                 ),
             )
             .await?;
-            return Ok(());
+            return Ok(Fallback::Restored {
+                rolled_back_to: current.cloned(),
+            });
         };
+        observe(Progress::RollingBack {
+            to: Some(to.clone()),
+        });
         let record = self.registry.get_release(&to).await?;
         self.target
             .apply(&self.registry, env, Some(&to), &self.identity.actor, None)
             .await?;
-        report.rolled_back_to = Some(to.clone());
-        match self.verifier.verify(self.target.endpoints(), &record).await {
+        match self.verify(&record, warnings).await {
             Ok(v) => {
-                report.outcome = Outcome::RolledBack;
-                report.rollback_verify_ms = Some(ms(v.elapsed));
                 self.record(
                     Some(&to),
                     Some(tag),
                     Outcome::RolledBack,
                     format!(
-                        "rolled back after {tag} failed; verified in {} ms",
+                        "rolled back after {tag} {why}; verified in {} ms",
                         ms(v.elapsed)
                     ),
                 )
-                .await
+                .await?;
+                Ok(Fallback::Verified {
+                    rolled_back_to: to,
+                    rollback_verify_ms: ms(v.elapsed),
+                })
             }
-            Err(failure) => {
-                report.outcome = Outcome::Failed;
+            Err(rollback_failure) if rollback_failure.kind.blames_release() => {
                 self.record(
                     Some(&to),
                     Some(tag),
                     Outcome::Failed,
-                    format!("rollback after {tag} failed did not verify: {failure}"),
+                    format!("rollback after {tag} {why} did not verify: {rollback_failure}"),
                 )
                 .await?;
-                report.rollback_failure = Some(failure);
-                Ok(())
+                Ok(Fallback::Failed {
+                    rolled_back_to: to,
+                    rollback_failure,
+                })
+            }
+            Err(rollback_failure) => {
+                self.record(
+                    Some(&to),
+                    Some(tag),
+                    Outcome::Unverified,
+                    format!(
+                        "rolled back after {tag} {why}, but could not verify it: {rollback_failure}"
+                    ),
+                )
+                .await?;
+                Ok(Fallback::Unverified {
+                    rolled_back_to: to,
+                    rollback_failure,
+                })
             }
         }
     }

@@ -196,14 +196,14 @@ pub fn run(a: QuickstartArgs) -> Outcome {
         return Err(CliError::failed(anyhow::anyhow!(
             "{TAG} was deployed but not verified: {}",
             report
-                .failure
+                .failure()
                 .map_or("unknown reason".into(), |f| f.to_string())
         ))
         .with_hint(format!("see `predict-buy history --env {ENV}`")));
     }
     println!(
         "\n{TAG} is verified on {ENV} in {:.0} ms and serving at {endpoint}",
-        report.verify_ms.unwrap_or_default()
+        report.verify_ms().unwrap_or_default()
     );
     let sample = created
         .record
