@@ -749,3 +749,744 @@ impl<T: Target, V: Verify> Deployer<T, V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every transition of the state machine, with a fake target and a fake verifier
+    //! over a real `file://` registry in a temp dir.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use predict_buy_registry::{
+        EnvState, Error as RegistryError, GoldenPrediction, HistoryEntry, RegistryUrl,
+    };
+    use reqwest::Url;
+
+    use super::*;
+    use crate::config::EnvironmentConfig;
+    use crate::verify::FailureKind;
+
+    fn tag(s: &str) -> ReleaseTag {
+        ReleaseTag::parse(s).unwrap()
+    }
+
+    fn env_name(s: &str) -> EnvName {
+        EnvName::parse(s).unwrap()
+    }
+
+    /// What the fake verifier answers for one release.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Good,
+        Bad(FailureKind),
+    }
+
+    /// Answers per release tag, after an optional delay; counts its calls.
+    #[derive(Default)]
+    struct FakeVerifier {
+        answers: HashMap<String, Answer>,
+        delay: Duration,
+        warning: Option<String>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeVerifier {
+        fn with(answers: &[(&str, Answer)]) -> Self {
+            FakeVerifier {
+                answers: answers.iter().map(|(t, a)| (t.to_string(), *a)).collect(),
+                ..FakeVerifier::default()
+            }
+        }
+    }
+
+    impl Verify for FakeVerifier {
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(7)
+        }
+
+        async fn verify(
+            &self,
+            endpoints: &[Url],
+            release: &ReleaseRecord,
+            warnings: &mut Vec<String>,
+        ) -> std::result::Result<Verified, VerifyFailure> {
+            let name = release.tag.to_string();
+            self.calls.lock().unwrap().push(name.clone());
+            tokio::time::sleep(self.delay).await;
+            warnings.extend(self.warning.clone());
+            match self.answers.get(&name).copied().unwrap_or(Answer::Good) {
+                Answer::Good => Ok(Verified {
+                    elapsed: Duration::from_millis(5),
+                    endpoints: endpoints
+                        .iter()
+                        .map(|e| (e.to_string(), Duration::from_millis(5)))
+                        .collect(),
+                }),
+                Answer::Bad(kind) => Err(VerifyFailure {
+                    endpoint: endpoints[0].to_string(),
+                    problem: format!("{kind:?} from {name}"),
+                    kind,
+                }),
+            }
+        }
+    }
+
+    /// Sets the desired release like a local target. Before that, it can play a
+    /// concurrent deployer (`someone_else_sets`) or break the history folder
+    /// (`break_history`: a file replaces it); `fail` refuses to apply.
+    #[derive(Default)]
+    struct FakeTarget {
+        endpoints: Vec<Url>,
+        fail: bool,
+        someone_else_sets: Option<ReleaseTag>,
+        break_history: Option<std::path::PathBuf>,
+    }
+
+    impl FakeTarget {
+        fn new() -> Self {
+            FakeTarget {
+                endpoints: vec![Url::parse("http://127.0.0.1:1/").unwrap()],
+                ..FakeTarget::default()
+            }
+        }
+    }
+
+    impl Target for FakeTarget {
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+
+        fn endpoints(&self) -> &[Url] {
+            &self.endpoints
+        }
+
+        async fn apply(
+            &self,
+            registry: &Registry,
+            env: &EnvName,
+            release: Option<&ReleaseTag>,
+            actor: &str,
+            expected_generation: Option<u64>,
+        ) -> Result<EnvState> {
+            if let Some(other) = &self.someone_else_sets {
+                registry
+                    .set_desired(env, Some(other), "someone else", None)
+                    .await?;
+            }
+            if let Some(dir) = &self.break_history {
+                std::fs::rename(dir, dir.with_extension("moved")).unwrap();
+                std::fs::write(dir, b"not a folder").unwrap();
+            }
+            if self.fail {
+                return Err(Error::TargetUnsupported {
+                    env: env.clone(),
+                    target: "fake (told to fail)",
+                });
+            }
+            Ok(registry
+                .set_desired(env, release, actor, expected_generation)
+                .await?)
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        registry: Arc<Registry>,
+    }
+
+    impl Fixture {
+        /// A registry with releases v1.0.1 and v1.1.0 (and v1.2.0) of tiny artifacts.
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let registry = Arc::new(
+                Registry::open(&RegistryUrl::File {
+                    root: dir.path().join("registry"),
+                })
+                .unwrap(),
+            );
+            for (i, t) in ["v1.0.1", "v1.1.0", "v1.2.0"].iter().enumerate() {
+                let pushed = registry
+                    .push_bytes(format!("model {i}").into_bytes().into())
+                    .await
+                    .unwrap();
+                registry
+                    .create_release(&ReleaseRecord {
+                        tag: tag(t),
+                        model_digest: pushed.digest,
+                        image: None,
+                        git_commit: None,
+                        notes: String::new(),
+                        created_at: jiff::Timestamp::now(),
+                        created_by: "test".into(),
+                        metrics: serde_json::Value::Null,
+                        golden: vec![GoldenPrediction {
+                            input: serde_json::json!({"Age": 30 + i}),
+                            predicted_class: 1,
+                            probability: 0.5,
+                        }],
+                    })
+                    .await
+                    .unwrap();
+            }
+            Fixture { dir, registry }
+        }
+
+        fn env(&self, name: &str, config: &str) -> Environment {
+            let config: EnvironmentConfig = serde_yaml_ng::from_str(config).unwrap();
+            Environment {
+                name: env_name(name),
+                config,
+                endpoints: Vec::new(),
+                verify_timeout: None,
+                source: self.dir.path().join("predict-buy.yaml"),
+            }
+        }
+
+        fn deployer<V: Verify>(
+            &self,
+            env: &str,
+            target: FakeTarget,
+            verifier: V,
+        ) -> Deployer<FakeTarget, V> {
+            let config = if env == "prod" {
+                "target: local\nrequire_verified_in: nonprod\n"
+            } else {
+                "target: local\n"
+            };
+            Deployer::new(
+                Arc::clone(&self.registry),
+                self.env(env, config),
+                target,
+                verifier,
+                Identity {
+                    actor: "tester@host".into(),
+                    holder: format!("tester@host ({env})"),
+                },
+            )
+        }
+
+        async fn history(&self, env: &str) -> Vec<HistoryEntry> {
+            self.registry.history(&env_name(env)).await.unwrap()
+        }
+
+        async fn outcomes(&self, env: &str) -> Vec<(Outcome, String)> {
+            self.history(env)
+                .await
+                .into_iter()
+                .map(|e| (e.outcome, e.release.map_or("-".into(), |t| t.to_string())))
+                .collect()
+        }
+
+        async fn desired(&self, env: &str) -> Option<ReleaseTag> {
+            self.registry
+                .env_state(&env_name(env))
+                .await
+                .unwrap()
+                .and_then(|s| s.desired)
+        }
+    }
+
+    async fn run<V: Verify>(d: &Deployer<FakeTarget, V>, t: &str, kind: Kind) -> Result<Report> {
+        let release = d.validate(&tag(t)).await?;
+        let plan = d.plan(release, kind).await?;
+        d.execute(&plan).await
+    }
+
+    fn pairs(list: &[(Outcome, &str)]) -> Vec<(Outcome, String)> {
+        list.iter().map(|(o, t)| (*o, t.to_string())).collect()
+    }
+
+    use Outcome::{Failed, Interrupted, RolledBack, Started, Unverified, Verified as Ok_};
+
+    #[tokio::test]
+    async fn a_good_release_is_verified_and_recorded() {
+        let fx = Fixture::new().await;
+        let verifier = FakeVerifier {
+            warning: Some("nudge refused".into()),
+            ..FakeVerifier::default()
+        };
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.1.0", Kind::Deploy).await.unwrap();
+        assert!(report.is_verified());
+        assert_eq!(report.verify_ms(), Some(5.0));
+        assert_eq!(report.warnings, vec!["nudge refused".to_string()]);
+        assert_eq!(report.previous, None);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "verified");
+        assert_eq!(json["verify_ms"], 5.0);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[(Started, "v1.1.0"), (Ok_, "v1.1.0")])
+        );
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.1.0")));
+        // The lease was given back.
+        assert_eq!(
+            fx.registry
+                .inspect_lease(&env_name("nonprod"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_answer_fails_the_release_and_rolls_back() {
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[("v1.2.0", Answer::Bad(FailureKind::WrongAnswer))]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.2.0", Kind::Deploy).await.unwrap();
+        let Verdict::RolledBack {
+            failure,
+            rolled_back_to,
+            ..
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::WrongAnswer);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "rolled_back");
+        assert_eq!(json["rolled_back_to"], "v1.1.0");
+        assert_eq!(json["failure"]["wrong_answer"], true);
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[
+                (Started, "v1.2.0"),
+                (Failed, "v1.2.0"),
+                (RolledBack, "v1.1.0")
+            ])
+        );
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.1.0")));
+        // The failed release is no rollback target, and no policy takes it.
+        assert!(matches!(
+            d.check_rollback_target(&tag("v1.2.0")).await,
+            Err(Error::NotARollbackTarget { .. })
+        ));
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        assert!(matches!(
+            prod.check_policy(&tag("v1.2.0")).await,
+            Err(Error::NotVerifiedIn { .. })
+        ));
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_environment_that_cannot_be_checked_blames_no_release() {
+        // The reproduction: v1.1.0 verified in nonprod and promoted to prod;
+        // then a nonprod server stops, and v1.0.1 cannot be verified there.
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[
+            ("v1.0.1", Answer::Bad(FailureKind::Unreachable)),
+            ("v1.1.0", Answer::Bad(FailureKind::Unreachable)),
+        ]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.0.1", Kind::Deploy).await.unwrap();
+        assert!(!report.is_verified());
+        let Verdict::Unverified {
+            failure,
+            rollback: Fallback::Unverified { rolled_back_to, .. },
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::Unreachable);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "unverified");
+        assert_eq!(json["rollback"], "unverified");
+        assert_eq!(json["rolled_back_to"], "v1.1.0");
+        assert_eq!(json["failure"]["kind"], "unreachable");
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Unverified, "v1.0.1"),
+                (Unverified, "v1.1.0")
+            ])
+        );
+        let history = fx.history("nonprod").await;
+        assert!(
+            history[3]
+                .message
+                .contains("could not be verified: http://127.0.0.1:1/: Unreachable"),
+            "{:?}",
+            history[3]
+        );
+        // v1.1.0 is still good: the next failed deploy's fallback, a valid
+        // `rollback --to`, and promotable to prod.
+        let again = d
+            .plan(d.validate(&tag("v1.0.1")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        assert_eq!(again.fallback, Some(tag("v1.1.0")));
+        d.check_rollback_target(&tag("v1.1.0")).await.unwrap();
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+        let promoted = run(
+            &prod,
+            "v1.1.0",
+            Kind::Promote {
+                from: "nonprod".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(promoted.verdict, Verdict::Verified { .. }));
+        // And v1.0.1 is neither blamed nor good.
+        assert!(matches!(
+            prod.check_policy(&tag("v1.0.1")).await,
+            Err(Error::NotVerifiedIn { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_rollbacks_own_verification_can_fail() {
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[
+            ("v1.2.0", Answer::Bad(FailureKind::RefusedToLoad)),
+            ("v1.1.0", Answer::Bad(FailureKind::WrongAnswer)),
+        ]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.2.0", Kind::Deploy).await.unwrap();
+        let Verdict::Failed {
+            failure,
+            rollback:
+                Fallback::Failed {
+                    rolled_back_to,
+                    rollback_failure,
+                },
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::RefusedToLoad);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        assert_eq!(rollback_failure.kind, FailureKind::WrongAnswer);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["rollback"], "failed");
+        assert_eq!(json["rollback_failure"]["kind"], "wrong_answer");
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[(Started, "v1.2.0"), (Failed, "v1.2.0"), (Failed, "v1.1.0")])
+        );
+        // Nothing good is left.
+        assert!(matches!(
+            d.rollback_target().await,
+            Err(Error::NoRollbackTarget { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_first_deploy_that_fails_restores_nothing() {
+        let fx = Fixture::new().await;
+        let verifier = FakeVerifier::with(&[("v1.0.1", Answer::Bad(FailureKind::TimedOut))]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.0.1", Kind::Deploy).await.unwrap();
+        assert!(
+            matches!(
+                &report.verdict,
+                Verdict::Unverified {
+                    rollback: Fallback::Restored {
+                        rolled_back_to: None
+                    },
+                    ..
+                }
+            ),
+            "{report:?}"
+        );
+        assert_eq!(fx.desired("nonprod").await, None);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Unverified, "v1.0.1"),
+                (Unverified, "-")
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_apply_failure_is_recorded_and_returned() {
+        let fx = Fixture::new().await;
+        let mut target = FakeTarget::new();
+        target.fail = true;
+        let verifier = FakeVerifier::default();
+        let d = fx.deployer("nonprod", target, verifier);
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        assert!(matches!(err, Error::TargetUnsupported { .. }), "{err:?}");
+        assert!(
+            d.verifier.calls.lock().unwrap().is_empty(),
+            "nothing to verify"
+        );
+        let history = fx.history("nonprod").await;
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].outcome, Failed);
+        assert!(
+            history[1].message.starts_with("could not apply: "),
+            "{:?}",
+            history[1]
+        );
+        assert_eq!(
+            fx.registry
+                .inspect_lease(&env_name("nonprod"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn when_recording_an_apply_failure_fails_too_the_apply_error_comes_first() {
+        let fx = Fixture::new().await;
+        let history_dir = fx
+            .dir
+            .path()
+            .join("registry/registry-v1/envs/nonprod/history");
+        let mut target = FakeTarget::new();
+        target.fail = true;
+        // A file where the history folder was: the next append cannot be written.
+        target.break_history = Some(history_dir);
+        let d = fx.deployer("nonprod", target, FakeVerifier::default());
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        let Error::Unrecorded { original, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(**original, Error::TargetUnsupported { .. }));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("environment `nonprod` uses target `fake (told to fail)`"),
+            "{text}"
+        );
+        assert!(text.contains("could not be recorded"), "{text}");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.exit_code(), original.exit_code());
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_change_of_the_environment_is_a_conflict() {
+        let fx = Fixture::new().await;
+        let mut target = FakeTarget::new();
+        // Someone else sets the environment between our read and our write.
+        target.someone_else_sets = Some(tag("v1.0.1"));
+        let d = fx.deployer("nonprod", target, FakeVerifier::default());
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Registry(RegistryError::Conflict {
+                    expected: 0,
+                    actual: 1,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        // The other writer's change stands; ours is recorded as not applied.
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.0.1")));
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[(Started, "v1.1.0"), (Failed, "v1.1.0")])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lease_is_renewed_through_a_deploy_longer_than_its_ttl() {
+        let fx = Fixture::new().await;
+        let ttl = Duration::from_millis(300);
+        let verifier = FakeVerifier {
+            delay: ttl * 5,
+            ..FakeVerifier::default()
+        };
+        let d = Arc::new(
+            fx.deployer("nonprod", FakeTarget::new(), verifier)
+                .with_lease_ttl(ttl),
+        );
+        let deploy = {
+            let d = Arc::clone(&d);
+            tokio::spawn(async move { run(&d, "v1.1.0", Kind::Deploy).await })
+        };
+        let env = env_name("nonprod");
+        // Wait until the deploy holds the lease, then keep trying to take it.
+        let start = std::time::Instant::now();
+        while fx.registry.inspect_lease(&env).await.unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "deploy never took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut refused = 0;
+        while !deploy.is_finished() {
+            match fx
+                .registry
+                .acquire_lease(&env, "intruder", "deploy v1.0.1", ttl)
+                .await
+            {
+                Err(RegistryError::LeaseHeld { holder, .. }) => {
+                    assert_eq!(holder, "tester@host (nonprod)");
+                    refused += 1;
+                }
+                other => panic!("a second deployer took the lease: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = deploy.await.unwrap().unwrap();
+        assert!(report.is_verified(), "{report:?}");
+        assert!(refused > 5, "the intruder tried only {refused} times");
+        // Released: now anyone may take it.
+        fx.registry
+            .acquire_lease(&env, "intruder", "deploy v1.0.1", ttl)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_refuses_before_anything_is_observed_or_recorded() {
+        let fx = Fixture::new().await;
+        let env = env_name("nonprod");
+        fx.registry
+            .acquire_lease(&env, "alice", "deploy v1.0.1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let d = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        let plan = d
+            .plan(d.validate(&tag("v1.1.0")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        let seen = Mutex::new(Vec::new());
+        let err = d
+            .execute_observed(&plan, |p| seen.lock().unwrap().push(p))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Registry(RegistryError::LeaseHeld { .. })
+        ));
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(fx.history("nonprod").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dangling_start_is_closed_as_interrupted() {
+        let fx = Fixture::new().await;
+        let env = env_name("nonprod");
+        fx.registry
+            .append_history(
+                &env,
+                NewHistoryEntry {
+                    release: Some(tag("v1.0.1")),
+                    previous: None,
+                    actor: "crashed".into(),
+                    outcome: Started,
+                    message: "deploy".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let d = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        let seen = Mutex::new(Vec::new());
+        let plan = d
+            .plan(d.validate(&tag("v1.1.0")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        d.execute_observed(&plan, |p| seen.lock().unwrap().push(p))
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![Progress::Locked]);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Interrupted, "v1.0.1"),
+                (Started, "v1.1.0"),
+                (Ok_, "v1.1.0")
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_promotion_deploys_once_and_then_does_nothing() {
+        let fx = Fixture::new().await;
+        let nonprod = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&nonprod, "v1.1.0", Kind::Deploy).await.unwrap();
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+        assert!(!prod.runs_verified(&tag("v1.1.0")).await.unwrap());
+        let promote = Kind::Promote {
+            from: "nonprod".into(),
+        };
+        let report = run(&prod, "v1.1.0", promote.clone()).await.unwrap();
+        assert!(
+            matches!(report.verdict, Verdict::Verified { .. }),
+            "{report:?}"
+        );
+        let history = fx.history("prod").await;
+        assert_eq!(history[0].message, "promote from nonprod");
+        assert_eq!(history[1].outcome, Ok_);
+        assert_eq!(fx.desired("prod").await, Some(tag("v1.1.0")));
+
+        // Again: the environment already runs it, verified.
+        assert!(prod.runs_verified(&tag("v1.1.0")).await.unwrap());
+        let again = run(&prod, "v1.1.0", promote).await.unwrap();
+        assert!(
+            matches!(again.verdict, Verdict::AlreadyRunning),
+            "{again:?}"
+        );
+        assert!(again.is_verified());
+        assert_eq!(
+            serde_json::to_value(&again).unwrap()["outcome"],
+            "already_running"
+        );
+        assert_eq!(fx.history("prod").await.len(), 2, "nothing recorded");
+        assert_eq!(
+            prod.verifier.calls.lock().unwrap().len(),
+            1,
+            "verified once"
+        );
+    }
+
+    #[test]
+    fn the_plan_says_what_each_failure_does() {
+        let text = Plan {
+            kind: Kind::Deploy,
+            env: env_name("nonprod"),
+            release: tag("v1.2.0"),
+            model_digest: "abc".into(),
+            golden_predictions: 3,
+            current: Some(tag("v1.1.0")),
+            fallback: Some(tag("v1.1.0")),
+            target: "fake".into(),
+            endpoints: vec![],
+            verify_timeout_ms: 30_000,
+            record: ReleaseRecord {
+                tag: tag("v1.2.0"),
+                model_digest: predict_buy_registry::Digest::of(b"x"),
+                image: None,
+                git_commit: None,
+                notes: String::new(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+                created_by: "t".into(),
+                metrics: serde_json::Value::Null,
+                golden: vec![],
+            },
+        }
+        .to_string();
+        assert!(
+            text.contains("on failure   a wrong golden answer or a model that does not load: record `failed`, roll back to v1.1.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unreachable  an endpoint down or no answer in time: record `unverified` (the release is not blamed), roll back to v1.1.0"),
+            "{text}"
+        );
+    }
+}
