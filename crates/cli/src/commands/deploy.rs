@@ -267,6 +267,11 @@ pub fn run_promote(a: PromoteArgs) -> Outcome {
     let deployer = deployer(&project, &a.t)?;
     runtime()?.block_on(async {
         let release = deployer.validate(&tag).await.map_err(deploy_error)?;
+        // Before the policy: whatever it says, there is nothing to do.
+        if deployer.runs_verified(&tag).await.map_err(deploy_error)? {
+            print_already_running(&project.env.name.to_string(), &tag, a.t.json);
+            return Ok(());
+        }
         let verified_in = match &project.env.config.require_verified_in {
             Some(required) => match deployer.check_policy(&tag).await {
                 Ok(()) => Ok(required.clone()),
@@ -288,10 +293,6 @@ pub fn run_promote(a: PromoteArgs) -> Outcome {
                 Kind::Deploy
             }
         };
-        if deployer.runs_verified(&tag).await.map_err(deploy_error)? {
-            print_already_running(&project.env.name.to_string(), &tag, a.t.json);
-            return Ok(());
-        }
         let plan = deployer.plan(release, kind).await.map_err(deploy_error)?;
         carry_out(&deployer, &plan, &a.t).await
     })
@@ -337,7 +338,7 @@ fn nothing_to_promote(project: &Project, tag: &ReleaseTag) -> CliError {
         project.env.name
     ))
     .with_hint(format!(
-        "deploy it to a lower environment first, or pass --force",
+        "deploy it to a lower environment first (`predict-buy deploy {tag} --env ENV`), or pass --force"
     ))
 }
 
