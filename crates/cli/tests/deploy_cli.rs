@@ -440,11 +440,29 @@ fn wrong_golden_predictions_or_a_server_that_never_gets_there_roll_back() {
     let p = Project::new(&[]);
     let server = p.serve();
     p.set_endpoints(std::slice::from_ref(&server.endpoint));
-    let run = p
+    // A wrong admin token: the server refuses the reload nudge, the deploy says so
+    // loudly, and still verifies once the server's own polling catches up.
+    let out = p
         .ctx
-        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"])
-        .ok();
-    assert_eq!(run.json()["outcome"], "verified");
+        .command()
+        .args(["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"])
+        .env("PREDICT_BUY_ADMIN_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("refused the reload nudge with 401"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "verified");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("401")),
+        "{report}"
+    );
 
     let registry = p.registry();
     let rt = rt();
