@@ -277,11 +277,26 @@ impl Verifier {
             Some(Nudge::Unauthorized(problem)) => warnings.push(format!("{base}: {problem}")),
             Some(Nudge::Ignored(problem)) => tracing::debug!("reload nudge to {base}: {problem}"),
         }
+        let mut last: Option<(String, FailureKind)> = None;
         loop {
             // A hung request must not stretch verification past its deadline.
-            let checked = tokio::time::timeout_at(deadline.into(), self.check(base, release))
-                .await
-                .unwrap_or_else(|_| Err(Check::NotYet("a request was still pending".into())));
+            let Ok(checked) =
+                tokio::time::timeout_at(deadline.into(), self.check(base, release)).await
+            else {
+                // Cut off mid-check: the last finished check says best what was wrong
+                // (a dead endpoint stays `unreachable` though the deadline fell during
+                // a retry).
+                let (problem, kind) = last.unwrap_or_else(|| {
+                    ("a request was still pending".into(), FailureKind::TimedOut)
+                });
+                return Err(fail(
+                    format!(
+                        "not verified within {:.1}s: {problem}",
+                        self.timeout.as_secs_f64()
+                    ),
+                    kind,
+                ));
+            };
             let (problem, kind) = match checked {
                 Ok(()) => return Ok(start.elapsed()),
                 Err(Check::Wrong(problem)) => return Err(fail(problem, FailureKind::WrongAnswer)),
@@ -298,6 +313,7 @@ impl Verifier {
                     kind,
                 ));
             }
+            last = Some((problem, kind));
             tokio::time::sleep(self.poll_interval).await;
         }
     }
@@ -609,6 +625,39 @@ mod tests {
             serde_json::to_value(&f).unwrap(),
             serde_json::json!({"endpoint": "http://a/", "problem": "p", "kind": "wrong_answer", "wrong_answer": true})
         );
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_unreachable_not_a_bad_release() {
+        // Port 9: privileged, so no test server can be listening there.
+        let dead = Url::parse("http://127.0.0.1:9/").unwrap();
+        let release = ReleaseRecord {
+            tag: tag("v1.0.0"),
+            model_digest: predict_buy_registry::Digest::of(b"x"),
+            image: None,
+            git_commit: None,
+            notes: String::new(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            created_by: "t".into(),
+            metrics: serde_json::Value::Null,
+            golden: vec![golden()],
+        };
+        let verifier = Verifier::new(Duration::from_millis(300))
+            .unwrap()
+            .with_admin_token(Some("t".into()));
+        let mut warnings = Vec::new();
+        let failure = verifier
+            .verify(&[dead], &release, &mut warnings)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Unreachable, "{failure}");
+        assert!(
+            failure
+                .problem
+                .starts_with("not verified within 0.3s: GET /"),
+            "{failure}"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]
