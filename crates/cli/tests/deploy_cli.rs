@@ -3,27 +3,41 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestContext, models};
 use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseTag};
 
 const TOKEN: &str = "deploy-test-token";
+/// Nothing listens here, and no test server can take it: ports under 1024 are
+/// privileged, unlike the ephemeral ports our servers get.
+const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
+/// How long a condition polled for may take on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
-        .port()
+/// Wait until `done` holds, checking every 50 ms; panics with `what` after [`PATIENCE`].
+#[track_caller]
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
-/// A `predict-buy serve --registry … --env nonprod` process, killed on drop.
+/// A `predict-buy serve --registry … --env nonprod` process on an ephemeral port,
+/// killed on drop.
 struct Server {
     child: Child,
+    /// `http://127.0.0.1:PORT`, as the server reported it.
+    endpoint: String,
 }
 
 impl Drop for Server {
@@ -43,9 +57,18 @@ impl Project {
     fn new(endpoints: &[String]) -> Self {
         let mut ctx = TestContext::new();
         ctx.env("PREDICT_BUY_ADMIN_TOKEN", TOKEN);
+        let p = Project { ctx };
+        p.set_endpoints(endpoints);
+        p.create_releases();
+        p
+    }
+
+    /// Point both environments at `endpoints`: servers are started after the project
+    /// (they need its registry) and only then know their ports.
+    fn set_endpoints(&self, endpoints: &[String]) {
         let list = endpoints.join(", ");
         std::fs::write(
-            ctx.path().join("predict-buy.yaml"),
+            self.ctx.path().join("predict-buy.yaml"),
             format!(
                 "registry: file://.predict-buy/registry\n\
                  require_git_tag: false\n\
@@ -55,6 +78,10 @@ impl Project {
             ),
         )
         .expect("write config");
+    }
+
+    fn create_releases(&self) {
+        let ctx = &self.ctx;
         let m = models();
         for (tag, model) in [("v0.1.0", &m.a), ("v0.2.0", &m.b)] {
             ctx.run([
@@ -66,7 +93,6 @@ impl Project {
             ])
             .ok();
         }
-        Project { ctx }
     }
 
     fn registry(&self) -> Registry {
@@ -76,20 +102,43 @@ impl Project {
         .expect("open registry")
     }
 
-    fn serve(&self, port: u16) -> Server {
-        let child = self
+    /// Start a server on port 0 and read the port it bound from its first line,
+    /// `predict-buy serve: listening on http://ADDR`: no window in which another
+    /// process can take the port, as with bind-release-bind.
+    fn serve(&self) -> Server {
+        let mut child = self
             .ctx
             .command()
             .args(["serve", "--registry"])
             .arg(self.ctx.registry_dir())
-            .args(["--env", "nonprod", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--env", "nonprod", "--addr", "127.0.0.1:0"])
             .args(["--poll-interval", "200ms"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start predict-buy serve");
-        Server { child }
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps reading after the address so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(PATIENCE) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("predict-buy serve never said where it listens: {e}");
+            }
+        };
+        Server { child, endpoint }
     }
 
     fn history(&self, env: &str) -> Vec<serde_json::Value> {
@@ -129,7 +178,7 @@ fn bad_input_names_the_problem_and_exits_2() {
         .code(2);
     assert!(run.stderr.contains("no predict-buy.yaml"), "{run}");
 
-    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let p = Project::new(&[DEAD_ENDPOINT.to_string()]);
     let ctx = &p.ctx;
     let cases: &[(&[&str], &str)] = &[
         (
@@ -217,7 +266,7 @@ fn bad_input_names_the_problem_and_exits_2() {
 
 #[test]
 fn git_tags_are_required_unless_the_config_says_otherwise() {
-    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let p = Project::new(&[DEAD_ENDPOINT.to_string()]);
     let ctx = &p.ctx;
     let config = ctx.path().join("predict-buy.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -256,7 +305,7 @@ fn git_tags_are_required_unless_the_config_says_otherwise() {
 
 #[test]
 fn a_held_lease_refuses_a_second_deploy_naming_holder_and_time() {
-    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
+    let p = Project::new(&[DEAD_ENDPOINT.to_string()]);
     let registry = p.registry();
     let env = EnvName::parse("nonprod").unwrap();
     let lease = rt()
@@ -275,6 +324,10 @@ fn a_held_lease_refuses_a_second_deploy_naming_holder_and_time() {
     assert!(
         run.stderr.contains(&format!("since {}", lease.acquired_at)),
         "{run}"
+    );
+    assert!(
+        !run.stderr.contains("applying"),
+        "a refused deploy announced progress\n{run}"
     );
     let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
     assert!(
@@ -300,12 +353,13 @@ fn a_held_lease_refuses_a_second_deploy_naming_holder_and_time() {
 #[test]
 fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
     // Nothing listens on the endpoint, so verification would wait for its timeout.
-    let p = Project::new(&[format!("http://127.0.0.1:{}", free_port())]);
+    let p = Project::new(&[DEAD_ENDPOINT.to_string()]);
+    let ttl = Duration::from_secs(3);
     let mut deploy = p
         .ctx
         .command()
         .args(["deploy", "v0.1.0", "--env", "nonprod", "--yes"])
-        .args(["--timeout", "60s", "--lease-ttl", "2s"])
+        .args(["--timeout", "120s", "--lease-ttl", "3s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -315,35 +369,30 @@ fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
     let registry = p.registry();
     let env = EnvName::parse("nonprod").unwrap();
     let rt = rt();
-    let verifying = || {
+    poll_until("the deploy reaches verification", || {
         let desired = rt
             .block_on(registry.env_state(&env))
             .unwrap()
             .and_then(|s| s.desired);
         desired.is_some_and(|d| d.to_string() == "v0.1.0")
             && p.outcomes("nonprod").iter().any(|(o, _)| o == "started")
-    };
-    let start = Instant::now();
-    while !verifying() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "deploy never reached verification"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     deploy.kill().unwrap(); // SIGKILL: no cleanup runs.
     deploy.wait().unwrap();
+    let killed = Instant::now();
     let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
-    assert!(
-        !status.stdout.contains("interrupted"),
-        "lease still active\n{status}"
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
-    assert!(
-        status.stdout.contains("state        interrupted"),
-        "{status}"
-    );
+    // The lease is renewed every third of its TTL, so it lives at least two thirds of
+    // the TTL past the kill; only a status read within that window can check it.
+    if killed.elapsed() < ttl * 2 / 3 {
+        assert!(
+            !status.stdout.contains("interrupted"),
+            "lease still active\n{status}"
+        );
+    }
+    poll_until("the lease expires and status says interrupted", || {
+        let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
+        status.stdout.contains("state        interrupted")
+    });
     let json = p
         .ctx
         .run(["status", "--env", "nonprod", "--json"])
@@ -352,7 +401,8 @@ fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
     assert_eq!(json["interrupted"]["release"], "v0.1.0");
     assert_eq!(json["lease_active"], false);
 
-    // The next deploy takes the expired lease and closes the dangling entry.
+    // The next deploy takes the expired lease and closes the dangling entry. The
+    // endpoint is unreachable, which blames the environment, not the release.
     let run = p
         .ctx
         .run([
@@ -365,16 +415,20 @@ fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
             "500ms",
         ])
         .code(1);
-    assert!(run.stderr.contains("was not verified"), "{run}");
+    assert!(
+        run.stderr
+            .contains("could not be verified (it is not marked failed)"),
+        "{run}"
+    );
     assert_eq!(
         p.outcomes("nonprod"),
         pairs(&[
             ("started", "v0.1.0"),
             ("interrupted", "v0.1.0"),
             ("started", "v0.1.0"),
-            ("failed", "v0.1.0"),
+            ("unverified", "v0.1.0"),
             // Nothing verified to return to: the desired release stays as it was.
-            ("failed", "v0.1.0"),
+            ("unverified", "v0.1.0"),
         ])
     );
     let status = p.ctx.run(["status", "--env", "nonprod"]).ok();
@@ -383,14 +437,32 @@ fn a_crashed_deploy_leaves_an_expiring_lease_and_shows_interrupted() {
 
 #[test]
 fn wrong_golden_predictions_or_a_server_that_never_gets_there_roll_back() {
-    let port = free_port();
-    let p = Project::new(&[format!("http://127.0.0.1:{port}")]);
-    let _server = p.serve(port);
-    let run = p
+    let p = Project::new(&[]);
+    let server = p.serve();
+    p.set_endpoints(std::slice::from_ref(&server.endpoint));
+    // A wrong admin token: the server refuses the reload nudge, the deploy says so
+    // loudly, and still verifies once the server's own polling catches up.
+    let out = p
         .ctx
-        .run(["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"])
-        .ok();
-    assert_eq!(run.json()["outcome"], "verified");
+        .command()
+        .args(["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"])
+        .env("PREDICT_BUY_ADMIN_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("refused the reload nudge with 401"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "verified");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("401")),
+        "{report}"
+    );
 
     let registry = p.registry();
     let rt = rt();
@@ -444,14 +516,17 @@ fn wrong_golden_predictions_or_a_server_that_never_gets_there_roll_back() {
             "--json",
         ])
         .code(1);
+    // The reload nudge is answered with 422: the release itself is refused, which
+    // blames it at once rather than after the timeout.
     let report = run.json();
     assert_eq!(report["outcome"], "rolled_back", "{run}");
     assert_eq!(report["failure"]["wrong_answer"], false, "{run}");
+    assert_eq!(report["failure"]["kind"], "refused_to_load", "{run}");
     assert!(
         report["failure"]["problem"]
             .as_str()
             .unwrap()
-            .contains("not verified within"),
+            .contains("the server refused to load the release"),
         "{run}"
     );
 
@@ -492,19 +567,15 @@ fn wrong_golden_predictions_or_a_server_that_never_gets_there_roll_back() {
 }
 
 /// Journey 4 under load: two real servers follow nonprod while a load generator hits
-/// both; v0.1.0 → v0.2.0 → rollback to v0.1.0, each verified in under 2 s, and not one
-/// request fails.
+/// both; v0.1.0 → v0.2.0 → rollback to v0.1.0, each verified, and not one request
+/// fails. Verification times are printed, not asserted: on a loaded machine they say
+/// more about the machine than about the code.
 #[test]
 fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
-    use predict_buy_deploy::loadgen::LoadGenerator;
-
-    let ports = [free_port(), free_port()];
-    let endpoints: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let p = Project::new(&endpoints);
-    let _servers: Vec<Server> = ports.iter().map(|port| p.serve(*port)).collect();
+    let p = Project::new(&[]);
+    let servers = [p.serve(), p.serve()];
+    let endpoints: Vec<String> = servers.iter().map(|s| s.endpoint.clone()).collect();
+    p.set_endpoints(&endpoints);
 
     let deploy = |args: &[&str]| -> serde_json::Value {
         let run = p.ctx.run(args).ok();
@@ -514,8 +585,7 @@ fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
     };
     let first = deploy(&["deploy", "v0.1.0", "--env", "nonprod", "--yes", "--json"]);
 
-    let rt = rt();
-    let golden = rt
+    let golden = rt()
         .block_on(
             p.registry()
                 .get_release(&ReleaseTag::parse("v0.1.0").unwrap()),
@@ -523,27 +593,23 @@ fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
         .unwrap()
         .golden[0]
         .input
-        .clone();
-    let urls: Vec<predict_buy_deploy::Url> = endpoints
-        .iter()
-        .map(|e| predict_buy_deploy::Url::parse(&format!("{e}/")).unwrap())
-        .collect();
-    let load = {
-        let _guard = rt.enter();
-        LoadGenerator::start(&urls, golden, 2, Duration::from_millis(2))
-    };
-    std::thread::sleep(Duration::from_millis(300));
+        .to_string();
+    let load = Load::start(&endpoints, golden);
+    // Each step waits until the load has seen it, however slow the machine is.
+    poll_until("load answered by v0.1.0", || load.seen("v0.1.0") > 0);
     let up = deploy(&["deploy", "v0.2.0", "--env", "nonprod", "--yes", "--json"]);
-    std::thread::sleep(Duration::from_millis(300));
+    poll_until("load answered by v0.2.0", || load.seen("v0.2.0") > 0);
     let down = deploy(&["rollback", "--env", "nonprod", "--yes", "--json"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = rt.block_on(load.stop());
+    let before = load.seen("v0.1.0");
+    poll_until("load answered by v0.1.0 again", || {
+        load.seen("v0.1.0") > before
+    });
+    let stats = load.stop();
 
     assert_eq!(
         down["release"], "v0.1.0",
         "rollback returns to the last verified release"
     );
-    let mut times = Vec::new();
     for (name, r) in [
         ("deploy v0.1.0", &first),
         ("deploy v0.2.0", &up),
@@ -554,21 +620,12 @@ fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
             "{name}: verified in {ms:.0} ms ({})",
             r["endpoint_verify_ms"]
         );
-        times.push(ms);
-        assert!(ms < 2000.0, "{name} took {ms} ms");
     }
     println!(
         "load: {} ok, {} failed, by version {:?}",
         stats.ok, stats.failed, stats.by_version
     );
     assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.failures);
-    assert!(stats.ok > 100, "the load generator ran: {stats:?}");
-    assert!(
-        stats.by_version.get("v0.2.0").copied().unwrap_or(0) > 0
-            && stats.by_version.get("v0.1.0").copied().unwrap_or(0) > 0,
-        "load saw both releases: {:?}",
-        stats.by_version
-    );
     assert_eq!(
         p.outcomes("nonprod"),
         pairs(&[
@@ -595,6 +652,175 @@ fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
         table.stdout.contains("OUTCOME") && table.stdout.contains("rollback from v0.2.0"),
         "{table}"
     );
+
+    // Promoting what an environment already runs, verified, does nothing.
+    let run = p
+        .ctx
+        .run(["promote", "v0.1.0", "--to", "nonprod", "--yes"])
+        .ok();
+    assert!(
+        run.stdout
+            .contains("v0.1.0 already runs on nonprod, verified: nothing to do"),
+        "{run}"
+    );
+    assert_eq!(p.history("nonprod").len(), 6, "nothing recorded");
+
+    // The issue's reproduction: one server stops. v0.2.0 cannot be verified, and
+    // neither can the rollback to v0.1.0; neither release is blamed.
+    let [alive, stopped] = servers;
+    drop(stopped);
+    let run = p
+        .ctx
+        .run([
+            "deploy",
+            "v0.2.0",
+            "--env",
+            "nonprod",
+            "--yes",
+            "--timeout",
+            "3s",
+            "--json",
+        ])
+        .code(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "unverified", "{run}");
+    assert_eq!(report["failure"]["kind"], "unreachable", "{run}");
+    assert_eq!(report["rollback"], "unverified", "{run}");
+    assert_eq!(report["rolled_back_to"], "v0.1.0", "{run}");
+    assert_eq!(
+        p.outcomes("nonprod")[6..],
+        pairs(&[
+            ("started", "v0.2.0"),
+            ("unverified", "v0.2.0"),
+            ("unverified", "v0.1.0"),
+        ])
+    );
+    // Both are still good: prod may take either, and v0.1.0 stays a rollback target.
+    for tag in ["v0.1.0", "v0.2.0"] {
+        let run = p
+            .ctx
+            .run(["promote", tag, "--to", "prod", "--dry-run"])
+            .ok();
+        assert!(
+            run.stdout
+                .contains(&format!("promote (verified in nonprod) {tag} to prod")),
+            "{run}"
+        );
+    }
+    drop(alive);
+}
+
+/// What the load generator saw.
+#[derive(Debug, Default)]
+struct LoadStats {
+    ok: u64,
+    failed: u64,
+    /// The first few failures.
+    failures: Vec<String>,
+    /// Successful answers per `model_version`.
+    by_version: BTreeMap<String, u64>,
+}
+
+/// Two threads per endpoint firing `POST /predict` (plain HTTP/1.1 over std, one
+/// connection per request) until stopped; every answer that is not 200 with a
+/// prediction counts as failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<LoadStats>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(endpoints: &[String], body: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(LoadStats::default()));
+        let mut threads = Vec::new();
+        for endpoint in endpoints {
+            let addr = endpoint.trim_start_matches("http://").to_string();
+            for _ in 0..2 {
+                let (stop, stats, addr, body) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&stats),
+                    addr.clone(),
+                    body.clone(),
+                );
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let result = predict(&addr, &body);
+                        let mut s = stats.lock().unwrap();
+                        match result {
+                            Ok(version) => {
+                                s.ok += 1;
+                                *s.by_version.entry(version).or_default() += 1;
+                            }
+                            Err(e) => {
+                                s.failed += 1;
+                                if s.failures.len() < 10 {
+                                    s.failures.push(format!("{addr}: {e}"));
+                                }
+                            }
+                        }
+                        drop(s);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            stats,
+            threads,
+        }
+    }
+
+    /// Successful answers from `version` so far.
+    fn seen(&self, version: &str) -> u64 {
+        let stats = self.stats.lock().unwrap();
+        stats.by_version.get(version).copied().unwrap_or(0)
+    }
+
+    fn stop(self) -> LoadStats {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load threads do not panic");
+        }
+        Arc::try_unwrap(self.stats)
+            .expect("threads are done")
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// One `POST /predict`; the answering `model_version`.
+fn predict(addr: &str, body: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST /predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, json) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no body in {answer:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
+    let json: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))?;
+    if json.get("predicted_class").is_none() {
+        return Err(format!("not a prediction: {json}"));
+    }
+    json["model_version"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no model_version: {json}"))
 }
 
 /// Journey 6: from an empty folder to a verified local deploy, then the commands it
@@ -602,7 +828,12 @@ fn two_servers_follow_nonprod_under_load_with_no_failed_request() {
 #[test]
 fn quickstart_from_nothing_to_a_verified_deploy() {
     let ctx = TestContext::new();
-    let port = free_port();
+    // quickstart writes its port into the config it creates, so it cannot take port 0;
+    // this is the one test left with a bind-release-bind window.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port();
     let dir = ctx.path().join("fresh");
     let run = ctx
         .run([
@@ -642,8 +873,8 @@ fn quickstart_from_nothing_to_a_verified_deploy() {
 /// leaves nothing behind (there is nowhere to leave it).
 #[test]
 fn an_unreachable_registry_fails_cleanly() {
-    let p = Project::new(&["http://127.0.0.1:9".to_string()]);
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let p = Project::new(&[DEAD_ENDPOINT.to_string()]);
+    let endpoint = DEAD_ENDPOINT;
     let mut cmd = p.ctx.command();
     cmd.args([
         "deploy",
@@ -654,7 +885,7 @@ fn an_unreachable_registry_fails_cleanly() {
         "--registry",
         "s3://predict-buy-test/reg",
     ])
-    .env("AWS_ENDPOINT_URL", &endpoint)
+    .env("AWS_ENDPOINT_URL", endpoint)
     .env("AWS_ACCESS_KEY_ID", "test")
     .env("AWS_SECRET_ACCESS_KEY", "test")
     .env("AWS_REGION", "us-east-1");

@@ -11,15 +11,19 @@
 //! ```
 //! The registry must hold releases v0.1.0 and v0.2.0 (run.sh makes them).
 
+#[path = "common/loadgen.rs"]
+mod loadgen;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use predict_buy_deploy::loadgen::LoadGenerator;
 use predict_buy_deploy::{Deployer, Identity, Kind, LoadedConfig, Verifier, target_for};
 use predict_buy_registry::{Registry, RegistryUrl, ReleaseTag};
+
+use loadgen::LoadGenerator;
 
 struct Servers(Vec<Child>);
 
@@ -94,9 +98,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let plan = deployer.plan(release, kind).await?;
             let report = deployer.execute(&plan).await?;
             if !report.is_verified() {
-                return Err(format!("{tag} was not verified: {:?}", report.failure).into());
+                return Err(format!("{tag} was not verified: {:?}", report.failure()).into());
             }
-            Ok(report.verify_ms.unwrap_or_default())
+            Ok(report.verify_ms().unwrap_or_default())
         };
     let first = transition(&v1, Kind::Deploy).await?;
     println!("initial deploy v0.1.0 (servers not ready yet): {first:.1} ms");

@@ -2,14 +2,31 @@
 //!
 //! ```text
 //! validate tag ─▶ check policy ─▶ plan ─▶ take lease ─▶ record `started` ─▶ apply
-//!   ─▶ verify ─┬─▶ record `verified`                                   ─▶ release lease
-//!              └─▶ record `failed` ─▶ apply previous good ─▶ verify it
-//!                    ─▶ record `rolled_back` (or `failed` if that fails too) ─▶ release lease
+//!   ─▶ verify ─┬─▶ verified ──────────────────────▶ record `verified`   ─▶ release lease
+//!              ├─▶ the release misbehaved ────────▶ record `failed`     ─▶ roll back
+//!              └─▶ the environment can't be checked ▶ record `unverified` ─▶ roll back
+//! roll back: apply the newest good release ─▶ verify it ─▶ record `rolled_back`, or
+//!            `failed` (it misbehaved too), or `unverified` (it could not be checked)
 //! ```
 //!
-//! The lease is renewed while the deploy runs and released on every path, errors
-//! included; a deployer that dies leaves a lease that expires, and the next deploy
-//! records the dangling `started` entry as `interrupted`.
+//! **Whom a failed verification blames.** A release misbehaves when it answers a golden
+//! input wrongly or a server refuses to load it: it is recorded `failed` and is no
+//! longer good (no policy, rollback or promote accepts it). When an endpoint cannot be
+//! reached, or the deadline passes before the release answers, nothing is known about
+//! the release: it is recorded `unverified` with the reason, and whatever was known
+//! before about it (and about the rollback target) still stands.
+//!
+//! **The rollback after an `unverified` deploy** still happens: the environment returns
+//! to the newest good release, because a release nobody could check must not keep the
+//! traffic that a checked one served. If that release cannot be checked either, it is
+//! recorded `unverified` too and stays good; deploy the new release again once the
+//! environment is healthy. With no good release to return to, the desired release is
+//! restored to what it was before.
+//!
+//! The lease is taken before anything is printed or recorded, renewed while the deploy
+//! runs, and released on every path, errors included; a deployer that dies leaves a
+//! lease that expires, and the next deploy records the dangling `started` entry as
+//! `interrupted`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,7 +42,7 @@ use crate::config::Environment;
 use crate::error::{Error, Result};
 use crate::history;
 use crate::target::Target;
-use crate::verify::{Verifier, VerifyFailure};
+use crate::verify::{Verified, Verifier, Verify, VerifyFailure};
 
 /// How long a lease lasts unless renewed; a crashed deploy blocks others this long.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
@@ -98,6 +115,13 @@ impl fmt::Display for Plan {
             Kind::Promote { from } => format!("promote (verified in {from})"),
             Kind::Rollback => "rollback".to_string(),
         };
+        let back = match &self.fallback {
+            Some(to) => format!("roll back to {to}"),
+            None => format!(
+                "restore the desired release to {} (nothing verified to roll back to)",
+                opt(&self.current)
+            ),
+        };
         writeln!(f, "plan: {what} {} to {}", self.release, self.env)?;
         writeln!(f, "  now running  {}", opt(&self.current))?;
         writeln!(
@@ -111,58 +135,183 @@ impl fmt::Display for Plan {
             "  steps        take the lease, record `started`, set desired release, verify every endpoint (timeout {:.0}s), record the outcome",
             self.verify_timeout_ms as f64 / 1000.0
         )?;
+        writeln!(
+            f,
+            "  on failure   a wrong golden answer or a model that does not load: record `failed`, {back}"
+        )?;
         write!(
             f,
-            "  on failure   roll back to {} and record `failed`",
-            opt(&self.fallback)
+            "  unreachable  an endpoint down or no answer in time: record `unverified` (the release is not blamed), {back}"
         )
     }
 }
 
-/// How a transition ended.
+/// How a transition ended: what the environment was, what was asked, and the verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub env: EnvName,
     pub release: ReleaseTag,
     pub previous: Option<ReleaseTag>,
-    /// `verified`, or `rolled_back` / `failed` (the rollback failed too).
-    pub outcome: Outcome,
-    pub verify_ms: Option<f64>,
-    pub endpoint_verify_ms: Vec<(String, f64)>,
-    pub failure: Option<VerifyFailure>,
-    pub rolled_back_to: Option<ReleaseTag>,
-    pub rollback_verify_ms: Option<f64>,
-    pub rollback_failure: Option<VerifyFailure>,
+    /// Serialised flat, with its variant as `outcome`.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// What the operator should know that did not decide the outcome, such as a
+    /// reload nudge the servers refused.
+    pub warnings: Vec<String>,
+}
+
+/// The end of a transition.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every endpoint serves the release correctly.
+    Verified {
+        verify_ms: f64,
+        endpoint_verify_ms: Vec<(String, f64)>,
+    },
+    /// The release misbehaved; the environment is back on a good release, verified.
+    RolledBack {
+        failure: VerifyFailure,
+        rolled_back_to: ReleaseTag,
+        rollback_verify_ms: f64,
+    },
+    /// The release misbehaved, and the environment could not be returned to a
+    /// verified release (see `rollback`).
+    Failed {
+        failure: VerifyFailure,
+        #[serde(flatten)]
+        rollback: Fallback,
+    },
+    /// The environment could not be checked, so the release is not blamed; the
+    /// environment went back to its last good release (see `rollback`).
+    Unverified {
+        failure: VerifyFailure,
+        #[serde(flatten)]
+        rollback: Fallback,
+    },
+    /// A promotion of the release the environment already runs, verified: nothing
+    /// was done.
+    AlreadyRunning,
+}
+
+/// What the automatic rollback after a failed verification did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "rollback", rename_all = "snake_case")]
+pub enum Fallback {
+    /// Returned to a good release and verified it.
+    Verified {
+        rolled_back_to: ReleaseTag,
+        rollback_verify_ms: f64,
+    },
+    /// Returned to a good release that could not be checked either; it stays good.
+    Unverified {
+        rolled_back_to: ReleaseTag,
+        rollback_failure: VerifyFailure,
+    },
+    /// Returned to a release that misbehaved too; it is recorded `failed`.
+    Failed {
+        rolled_back_to: ReleaseTag,
+        rollback_failure: VerifyFailure,
+    },
+    /// Nothing good to return to: the desired release was restored as it was.
+    Restored { rolled_back_to: Option<ReleaseTag> },
+}
+
+impl Verdict {
+    /// The verdict after verification failed with `failure` and the rollback did
+    /// `rollback`: the one place that decides between the three failing outcomes.
+    fn after(failure: VerifyFailure, rollback: Fallback) -> Self {
+        if !failure.kind.blames_release() {
+            return Verdict::Unverified { failure, rollback };
+        }
+        match rollback {
+            Fallback::Verified {
+                rolled_back_to,
+                rollback_verify_ms,
+            } => Verdict::RolledBack {
+                failure,
+                rolled_back_to,
+                rollback_verify_ms,
+            },
+            rollback => Verdict::Failed { failure, rollback },
+        }
+    }
+
+    /// The `outcome` string of `--json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Verified { .. } => "verified",
+            Verdict::RolledBack { .. } => "rolled_back",
+            Verdict::Failed { .. } => "failed",
+            Verdict::Unverified { .. } => "unverified",
+            Verdict::AlreadyRunning => "already_running",
+        }
+    }
 }
 
 impl Report {
+    /// True when the environment runs the release, verified.
     pub fn is_verified(&self) -> bool {
-        self.outcome == Outcome::Verified
+        matches!(
+            self.verdict,
+            Verdict::Verified { .. } | Verdict::AlreadyRunning
+        )
     }
+
+    /// How long verification took, when it succeeded.
+    pub fn verify_ms(&self) -> Option<f64> {
+        match &self.verdict {
+            Verdict::Verified { verify_ms, .. } => Some(*verify_ms),
+            _ => None,
+        }
+    }
+
+    /// Why verification failed, when it did.
+    pub fn failure(&self) -> Option<&VerifyFailure> {
+        match &self.verdict {
+            Verdict::RolledBack { failure, .. }
+            | Verdict::Failed { failure, .. }
+            | Verdict::Unverified { failure, .. } => Some(failure),
+            Verdict::Verified { .. } | Verdict::AlreadyRunning => None,
+        }
+    }
+}
+
+/// A step of [`Deployer::execute_observed`], for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The lease is ours; the environment is about to change.
+    Locked,
+    /// Verification failed; returning to this release (`None`: restoring nothing).
+    RollingBack { to: Option<ReleaseTag> },
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+fn show(tag: Option<&ReleaseTag>) -> String {
+    tag.map_or("nothing".into(), ToString::to_string)
+}
+
 /// Runs deploys, promotions and rollbacks of one environment.
-pub struct Deployer<T: Target> {
+pub struct Deployer<T: Target, V: Verify = Verifier> {
     registry: Arc<Registry>,
     env: Environment,
     target: T,
-    verifier: Verifier,
+    verifier: V,
     identity: Identity,
     lease_ttl: Duration,
     /// The repository whose tags releases must match; `None` skips the check.
     git_root: Option<PathBuf>,
 }
 
-impl<T: Target> Deployer<T> {
+impl<T: Target, V: Verify> Deployer<T, V> {
     pub fn new(
         registry: Arc<Registry>,
         env: Environment,
         target: T,
-        verifier: Verifier,
+        verifier: V,
         identity: Identity,
     ) -> Self {
         Deployer {
@@ -241,6 +390,16 @@ impl<T: Target> Deployer<T> {
         }
     }
 
+    /// True when the environment's desired release is `tag` and `tag` is good here:
+    /// promoting it again would change nothing.
+    pub async fn runs_verified(&self, tag: &ReleaseTag) -> Result<bool> {
+        if self.current().await?.as_ref() != Some(tag) {
+            return Ok(false);
+        }
+        let history = self.registry.history(&self.env.name).await?;
+        Ok(history::is_good(&history, tag))
+    }
+
     async fn current(&self) -> Result<Option<ReleaseTag>> {
         Ok(self
             .registry
@@ -275,6 +434,16 @@ impl<T: Target> Deployer<T> {
 
     /// Run the plan under the environment's lease.
     pub async fn execute(&self, plan: &Plan) -> Result<Report> {
+        self.execute_observed(plan, |_| {}).await
+    }
+
+    /// [`Deployer::execute`], telling `observe` about each step as it starts, so a
+    /// caller prints "applying" only once the lease is taken.
+    pub async fn execute_observed(
+        &self,
+        plan: &Plan,
+        observe: impl Fn(Progress) + Send + Sync,
+    ) -> Result<Report> {
         let operation = match &plan.kind {
             Kind::Deploy => format!("deploy {}", plan.release),
             Kind::Promote { .. } => format!("promote {}", plan.release),
@@ -290,13 +459,15 @@ impl<T: Target> Deployer<T> {
             )
             .await?;
         let renewer = self.keep_renewed(lease.clone());
-        let result = self.run_locked(plan).await;
+        let result = self.run_locked(plan, &observe).await;
         renewer.abort();
         let released = self.registry.release_lease(&lease).await;
         match (result, released) {
             (Ok(report), Ok(())) => Ok(report),
-            (Ok(report), Err(e)) => {
-                tracing::warn!("deploy finished but its lease could not be released: {e}");
+            (Ok(mut report), Err(e)) => {
+                report.warnings.push(format!(
+                    "the deploy finished but its lease could not be released: {e}"
+                ));
                 Ok(report)
             }
             (Err(e), Ok(())) => Err(e),
@@ -312,6 +483,7 @@ impl<T: Target> Deployer<T> {
         let ttl = self.lease_ttl;
         tokio::spawn(async move {
             loop {
+                // A third of the TTL leaves two more tries before the lease lapses.
                 tokio::time::sleep(ttl / 3).await;
                 if let Err(e) = registry.renew_lease(&lease, ttl).await {
                     tracing::warn!("cannot renew the deploy lease: {e}");
@@ -342,10 +514,41 @@ impl<T: Target> Deployer<T> {
         Ok(())
     }
 
-    async fn run_locked(&self, plan: &Plan) -> Result<Report> {
+    async fn verify(
+        &self,
+        record: &ReleaseRecord,
+        warnings: &mut Vec<String>,
+    ) -> std::result::Result<Verified, VerifyFailure> {
+        self.verifier
+            .verify(self.target.endpoints(), record, warnings)
+            .await
+    }
+
+    async fn run_locked(
+        &self,
+        plan: &Plan,
+        observe: &(impl Fn(Progress) + Sync),
+    ) -> Result<Report> {
         let env = &self.env.name;
         let tag = &plan.release;
         let history = self.registry.history(env).await?;
+        let state = self.registry.env_state(env).await?;
+        let generation = state.as_ref().map_or(0, |s| s.generation);
+        let current = state.and_then(|s| s.desired);
+        // Checked again under the lease: someone may have promoted it meanwhile.
+        if matches!(plan.kind, Kind::Promote { .. })
+            && current.as_ref() == Some(tag)
+            && history::is_good(&history, tag)
+        {
+            return Ok(Report {
+                env: env.clone(),
+                release: tag.clone(),
+                previous: current,
+                verdict: Verdict::AlreadyRunning,
+                warnings: Vec::new(),
+            });
+        }
+        observe(Progress::Locked);
         if let Some(dangling) = history.last().filter(|e| e.outcome == Outcome::Started) {
             self.record(
                 dangling.release.as_ref(),
@@ -358,16 +561,10 @@ impl<T: Target> Deployer<T> {
             )
             .await?;
         }
-        let state = self.registry.env_state(env).await?;
-        let generation = state.as_ref().map_or(0, |s| s.generation);
-        let current = state.and_then(|s| s.desired);
         let started = match &plan.kind {
             Kind::Deploy => "deploy".to_string(),
             Kind::Promote { from } => format!("promote from {from}"),
-            Kind::Rollback => format!(
-                "rollback from {}",
-                current.as_ref().map_or("nothing".into(), |c| c.to_string())
-            ),
+            Kind::Rollback => format!("rollback from {}", show(current.as_ref())),
         };
         self.record(Some(tag), current.as_ref(), Outcome::Started, started)
             .await?;
@@ -382,39 +579,28 @@ impl<T: Target> Deployer<T> {
             )
             .await
         {
-            self.record(
-                Some(tag),
-                current.as_ref(),
-                Outcome::Failed,
-                format!("could not apply: {e}"),
-            )
-            .await?;
-            return Err(e);
+            let recorded = self
+                .record(
+                    Some(tag),
+                    current.as_ref(),
+                    Outcome::Failed,
+                    format!("could not apply: {e}"),
+                )
+                .await;
+            // The apply error is what the operator must see first; the history write
+            // failing too is context.
+            return Err(match recorded {
+                Ok(()) => e,
+                Err(record) => Error::Unrecorded {
+                    env: env.clone(),
+                    original: Box::new(e),
+                    record: Box::new(record),
+                },
+            });
         }
-        let mut report = Report {
-            env: env.clone(),
-            release: tag.clone(),
-            previous: current.clone(),
-            outcome: Outcome::Verified,
-            verify_ms: None,
-            endpoint_verify_ms: Vec::new(),
-            failure: None,
-            rolled_back_to: None,
-            rollback_verify_ms: None,
-            rollback_failure: None,
-        };
-        match self
-            .verifier
-            .verify(self.target.endpoints(), &plan.record)
-            .await
-        {
+        let mut warnings = Vec::new();
+        let verdict = match self.verify(&plan.record, &mut warnings).await {
             Ok(v) => {
-                report.verify_ms = Some(ms(v.elapsed));
-                report.endpoint_verify_ms = v
-                    .endpoints
-                    .iter()
-                    .map(|(e, d)| (e.clone(), ms(*d)))
-                    .collect();
                 self.record(
                     Some(tag),
                     current.as_ref(),
@@ -426,92 +612,881 @@ impl<T: Target> Deployer<T> {
                     ),
                 )
                 .await?;
-                Ok(report)
+                Verdict::Verified {
+                    verify_ms: ms(v.elapsed),
+                    endpoint_verify_ms: v
+                        .endpoints
+                        .iter()
+                        .map(|(e, d)| (e.clone(), ms(*d)))
+                        .collect(),
+                }
             }
             Err(failure) => {
+                let (outcome, what) = if failure.kind.blames_release() {
+                    (Outcome::Failed, "verification failed")
+                } else {
+                    (Outcome::Unverified, "could not be verified")
+                };
                 self.record(
                     Some(tag),
                     current.as_ref(),
-                    Outcome::Failed,
-                    format!("verification failed: {failure}"),
+                    outcome,
+                    format!("{what}: {failure}"),
                 )
                 .await?;
-                report.failure = Some(failure);
-                self.roll_back(plan, current, &mut report).await?;
-                Ok(report)
+                let rollback = self
+                    .roll_back(tag, &failure, current.as_ref(), observe, &mut warnings)
+                    .await?;
+                Verdict::after(failure, rollback)
             }
-        }
+        };
+        Ok(Report {
+            env: env.clone(),
+            release: tag.clone(),
+            previous: current,
+            verdict,
+            warnings,
+        })
     }
 
-    /// After a failed verification: return to the newest good release (or, with none,
-    /// to whatever was desired before) and verify that.
+    /// After a failed verification of `tag`: return to the newest good release (or,
+    /// with none, to whatever was desired before) and verify that.
     async fn roll_back(
         &self,
-        plan: &Plan,
-        current: Option<ReleaseTag>,
-        report: &mut Report,
-    ) -> Result<()> {
+        tag: &ReleaseTag,
+        failure: &VerifyFailure,
+        current: Option<&ReleaseTag>,
+        observe: &(impl Fn(Progress) + Sync),
+        warnings: &mut Vec<String>,
+    ) -> Result<Fallback> {
         let env = &self.env.name;
-        let tag = &plan.release;
         let history = self.registry.history(env).await?;
-        let fallback = history::rollback_candidate(&history, Some(tag));
-        let Some(to) = fallback else {
-            // Nothing verified to return to: restore the previous desired state as is.
+        let why = if failure.kind.blames_release() {
+            "failed"
+        } else {
+            "could not be verified"
+        };
+        let Some(to) = history::rollback_candidate(&history, Some(tag)) else {
+            observe(Progress::RollingBack {
+                to: current.cloned(),
+            });
             self.target
-                .apply(
-                    &self.registry,
-                    env,
-                    current.as_ref(),
-                    &self.identity.actor,
-                    None,
-                )
+                .apply(&self.registry, env, current, &self.identity.actor, None)
                 .await?;
-            report.outcome = Outcome::Failed;
-            report.rolled_back_to = current.clone();
+            // `current` is never good here (else it would be the candidate), so this
+            // entry changes no release's standing; it records what runs now.
+            let outcome = if failure.kind.blames_release() {
+                Outcome::Failed
+            } else {
+                Outcome::Unverified
+            };
             self.record(
-                current.as_ref(),
+                current,
                 Some(tag),
-                Outcome::Failed,
+                outcome,
                 format!(
-                    "no verified release to roll back to; desired release restored to {}",
-                    current.as_ref().map_or("nothing".into(), |c| c.to_string())
+                    "no verified release to roll back to after {tag} {why}; desired release restored to {}",
+                    show(current)
                 ),
             )
             .await?;
-            return Ok(());
+            return Ok(Fallback::Restored {
+                rolled_back_to: current.cloned(),
+            });
         };
+        observe(Progress::RollingBack {
+            to: Some(to.clone()),
+        });
         let record = self.registry.get_release(&to).await?;
         self.target
             .apply(&self.registry, env, Some(&to), &self.identity.actor, None)
             .await?;
-        report.rolled_back_to = Some(to.clone());
-        match self.verifier.verify(self.target.endpoints(), &record).await {
+        match self.verify(&record, warnings).await {
             Ok(v) => {
-                report.outcome = Outcome::RolledBack;
-                report.rollback_verify_ms = Some(ms(v.elapsed));
                 self.record(
                     Some(&to),
                     Some(tag),
                     Outcome::RolledBack,
                     format!(
-                        "rolled back after {tag} failed; verified in {} ms",
+                        "rolled back after {tag} {why}; verified in {} ms",
                         ms(v.elapsed)
                     ),
                 )
-                .await
+                .await?;
+                Ok(Fallback::Verified {
+                    rolled_back_to: to,
+                    rollback_verify_ms: ms(v.elapsed),
+                })
             }
-            Err(failure) => {
-                report.outcome = Outcome::Failed;
+            Err(rollback_failure) if rollback_failure.kind.blames_release() => {
                 self.record(
                     Some(&to),
                     Some(tag),
                     Outcome::Failed,
-                    format!("rollback after {tag} failed did not verify: {failure}"),
+                    format!("rollback after {tag} {why} did not verify: {rollback_failure}"),
                 )
                 .await?;
-                report.rollback_failure = Some(failure);
-                Ok(())
+                Ok(Fallback::Failed {
+                    rolled_back_to: to,
+                    rollback_failure,
+                })
+            }
+            Err(rollback_failure) => {
+                self.record(
+                    Some(&to),
+                    Some(tag),
+                    Outcome::Unverified,
+                    format!(
+                        "rolled back after {tag} {why}, but could not verify it: {rollback_failure}"
+                    ),
+                )
+                .await?;
+                Ok(Fallback::Unverified {
+                    rolled_back_to: to,
+                    rollback_failure,
+                })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every transition of the state machine, with a fake target and a fake verifier
+    //! over a real `file://` registry in a temp dir.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use predict_buy_registry::{
+        EnvState, Error as RegistryError, GoldenPrediction, HistoryEntry, RegistryUrl,
+    };
+    use reqwest::Url;
+
+    use super::*;
+    use crate::config::EnvironmentConfig;
+    use crate::verify::FailureKind;
+
+    fn tag(s: &str) -> ReleaseTag {
+        ReleaseTag::parse(s).unwrap()
+    }
+
+    fn env_name(s: &str) -> EnvName {
+        EnvName::parse(s).unwrap()
+    }
+
+    /// What the fake verifier answers for one release.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Good,
+        Bad(FailureKind),
+    }
+
+    /// Answers per release tag, after an optional delay; counts its calls.
+    #[derive(Default)]
+    struct FakeVerifier {
+        answers: HashMap<String, Answer>,
+        delay: Duration,
+        warning: Option<String>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeVerifier {
+        fn with(answers: &[(&str, Answer)]) -> Self {
+            FakeVerifier {
+                answers: answers.iter().map(|(t, a)| (t.to_string(), *a)).collect(),
+                ..FakeVerifier::default()
+            }
+        }
+    }
+
+    impl Verify for FakeVerifier {
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(7)
+        }
+
+        async fn verify(
+            &self,
+            endpoints: &[Url],
+            release: &ReleaseRecord,
+            warnings: &mut Vec<String>,
+        ) -> std::result::Result<Verified, VerifyFailure> {
+            let name = release.tag.to_string();
+            self.calls.lock().unwrap().push(name.clone());
+            tokio::time::sleep(self.delay).await;
+            warnings.extend(self.warning.clone());
+            match self.answers.get(&name).copied().unwrap_or(Answer::Good) {
+                Answer::Good => Ok(Verified {
+                    elapsed: Duration::from_millis(5),
+                    endpoints: endpoints
+                        .iter()
+                        .map(|e| (e.to_string(), Duration::from_millis(5)))
+                        .collect(),
+                }),
+                Answer::Bad(kind) => Err(VerifyFailure {
+                    endpoint: endpoints[0].to_string(),
+                    problem: format!("{kind:?} from {name}"),
+                    kind,
+                }),
+            }
+        }
+    }
+
+    /// Sets the desired release like a local target. Before that, it can play a
+    /// concurrent deployer (`someone_else_sets`) or break the history folder
+    /// (`break_history`: a file replaces it); `fail` refuses to apply.
+    #[derive(Default)]
+    struct FakeTarget {
+        endpoints: Vec<Url>,
+        fail: bool,
+        someone_else_sets: Option<ReleaseTag>,
+        break_history: Option<std::path::PathBuf>,
+    }
+
+    impl FakeTarget {
+        fn new() -> Self {
+            FakeTarget {
+                endpoints: vec![Url::parse("http://127.0.0.1:1/").unwrap()],
+                ..FakeTarget::default()
+            }
+        }
+    }
+
+    impl Target for FakeTarget {
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+
+        fn endpoints(&self) -> &[Url] {
+            &self.endpoints
+        }
+
+        async fn apply(
+            &self,
+            registry: &Registry,
+            env: &EnvName,
+            release: Option<&ReleaseTag>,
+            actor: &str,
+            expected_generation: Option<u64>,
+        ) -> Result<EnvState> {
+            if let Some(other) = &self.someone_else_sets {
+                registry
+                    .set_desired(env, Some(other), "someone else", None)
+                    .await?;
+            }
+            if let Some(dir) = &self.break_history {
+                std::fs::rename(dir, dir.with_extension("moved")).unwrap();
+                std::fs::write(dir, b"not a folder").unwrap();
+            }
+            if self.fail {
+                return Err(Error::TargetUnsupported {
+                    env: env.clone(),
+                    target: "fake (told to fail)",
+                });
+            }
+            Ok(registry
+                .set_desired(env, release, actor, expected_generation)
+                .await?)
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        registry: Arc<Registry>,
+    }
+
+    impl Fixture {
+        /// A registry with releases v1.0.1 and v1.1.0 (and v1.2.0) of tiny artifacts.
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let registry = Arc::new(
+                Registry::open(&RegistryUrl::File {
+                    root: dir.path().join("registry"),
+                })
+                .unwrap(),
+            );
+            for (i, t) in ["v1.0.1", "v1.1.0", "v1.2.0"].iter().enumerate() {
+                let pushed = registry
+                    .push_bytes(format!("model {i}").into_bytes().into())
+                    .await
+                    .unwrap();
+                registry
+                    .create_release(&ReleaseRecord {
+                        tag: tag(t),
+                        model_digest: pushed.digest,
+                        image: None,
+                        git_commit: None,
+                        notes: String::new(),
+                        created_at: jiff::Timestamp::now(),
+                        created_by: "test".into(),
+                        metrics: serde_json::Value::Null,
+                        golden: vec![GoldenPrediction {
+                            input: serde_json::json!({"Age": 30 + i}),
+                            predicted_class: 1,
+                            probability: 0.5,
+                        }],
+                    })
+                    .await
+                    .unwrap();
+            }
+            Fixture { dir, registry }
+        }
+
+        fn env(&self, name: &str, config: &str) -> Environment {
+            let config: EnvironmentConfig = serde_yaml_ng::from_str(config).unwrap();
+            Environment {
+                name: env_name(name),
+                config,
+                endpoints: Vec::new(),
+                verify_timeout: None,
+                source: self.dir.path().join("predict-buy.yaml"),
+            }
+        }
+
+        fn deployer<V: Verify>(
+            &self,
+            env: &str,
+            target: FakeTarget,
+            verifier: V,
+        ) -> Deployer<FakeTarget, V> {
+            let config = if env == "prod" {
+                "target: local\nrequire_verified_in: nonprod\n"
+            } else {
+                "target: local\n"
+            };
+            Deployer::new(
+                Arc::clone(&self.registry),
+                self.env(env, config),
+                target,
+                verifier,
+                Identity {
+                    actor: "tester@host".into(),
+                    holder: format!("tester@host ({env})"),
+                },
+            )
+        }
+
+        async fn history(&self, env: &str) -> Vec<HistoryEntry> {
+            self.registry.history(&env_name(env)).await.unwrap()
+        }
+
+        async fn outcomes(&self, env: &str) -> Vec<(Outcome, String)> {
+            self.history(env)
+                .await
+                .into_iter()
+                .map(|e| (e.outcome, e.release.map_or("-".into(), |t| t.to_string())))
+                .collect()
+        }
+
+        async fn desired(&self, env: &str) -> Option<ReleaseTag> {
+            self.registry
+                .env_state(&env_name(env))
+                .await
+                .unwrap()
+                .and_then(|s| s.desired)
+        }
+    }
+
+    async fn run<V: Verify>(d: &Deployer<FakeTarget, V>, t: &str, kind: Kind) -> Result<Report> {
+        let release = d.validate(&tag(t)).await?;
+        let plan = d.plan(release, kind).await?;
+        d.execute(&plan).await
+    }
+
+    fn pairs(list: &[(Outcome, &str)]) -> Vec<(Outcome, String)> {
+        list.iter().map(|(o, t)| (*o, t.to_string())).collect()
+    }
+
+    use Outcome::{Failed, Interrupted, RolledBack, Started, Unverified, Verified as Ok_};
+
+    #[tokio::test]
+    async fn a_good_release_is_verified_and_recorded() {
+        let fx = Fixture::new().await;
+        let verifier = FakeVerifier {
+            warning: Some("nudge refused".into()),
+            ..FakeVerifier::default()
+        };
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.1.0", Kind::Deploy).await.unwrap();
+        assert!(report.is_verified());
+        assert_eq!(report.verify_ms(), Some(5.0));
+        assert_eq!(report.warnings, vec!["nudge refused".to_string()]);
+        assert_eq!(report.previous, None);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "verified");
+        assert_eq!(json["verify_ms"], 5.0);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[(Started, "v1.1.0"), (Ok_, "v1.1.0")])
+        );
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.1.0")));
+        // The lease was given back.
+        assert_eq!(
+            fx.registry
+                .inspect_lease(&env_name("nonprod"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_answer_fails_the_release_and_rolls_back() {
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[("v1.2.0", Answer::Bad(FailureKind::WrongAnswer))]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.2.0", Kind::Deploy).await.unwrap();
+        let Verdict::RolledBack {
+            failure,
+            rolled_back_to,
+            ..
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::WrongAnswer);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "rolled_back");
+        assert_eq!(json["rolled_back_to"], "v1.1.0");
+        assert_eq!(json["failure"]["wrong_answer"], true);
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[
+                (Started, "v1.2.0"),
+                (Failed, "v1.2.0"),
+                (RolledBack, "v1.1.0")
+            ])
+        );
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.1.0")));
+        // The failed release is no rollback target, and no policy takes it.
+        assert!(matches!(
+            d.check_rollback_target(&tag("v1.2.0")).await,
+            Err(Error::NotARollbackTarget { .. })
+        ));
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        assert!(matches!(
+            prod.check_policy(&tag("v1.2.0")).await,
+            Err(Error::NotVerifiedIn { .. })
+        ));
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_environment_that_cannot_be_checked_blames_no_release() {
+        // The issue's reproduction: v1.1.0 verified in nonprod and promoted to prod;
+        // then a nonprod server stops, and v1.0.1 cannot be verified there.
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[
+            ("v1.0.1", Answer::Bad(FailureKind::Unreachable)),
+            ("v1.1.0", Answer::Bad(FailureKind::Unreachable)),
+        ]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.0.1", Kind::Deploy).await.unwrap();
+        assert!(!report.is_verified());
+        let Verdict::Unverified {
+            failure,
+            rollback: Fallback::Unverified { rolled_back_to, .. },
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::Unreachable);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "unverified");
+        assert_eq!(json["rollback"], "unverified");
+        assert_eq!(json["rolled_back_to"], "v1.1.0");
+        assert_eq!(json["failure"]["kind"], "unreachable");
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Unverified, "v1.0.1"),
+                (Unverified, "v1.1.0")
+            ])
+        );
+        let history = fx.history("nonprod").await;
+        assert!(
+            history[3]
+                .message
+                .contains("could not be verified: http://127.0.0.1:1/: Unreachable"),
+            "{:?}",
+            history[3]
+        );
+        // v1.1.0 is still good: the next failed deploy's fallback, a valid
+        // `rollback --to`, and promotable to prod.
+        let again = d
+            .plan(d.validate(&tag("v1.0.1")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        assert_eq!(again.fallback, Some(tag("v1.1.0")));
+        d.check_rollback_target(&tag("v1.1.0")).await.unwrap();
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+        let promoted = run(
+            &prod,
+            "v1.1.0",
+            Kind::Promote {
+                from: "nonprod".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(promoted.verdict, Verdict::Verified { .. }));
+        // And v1.0.1 is neither blamed nor good.
+        assert!(matches!(
+            prod.check_policy(&tag("v1.0.1")).await,
+            Err(Error::NotVerifiedIn { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_rollbacks_own_verification_can_fail() {
+        let fx = Fixture::new().await;
+        let good = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&good, "v1.1.0", Kind::Deploy).await.unwrap();
+        let verifier = FakeVerifier::with(&[
+            ("v1.2.0", Answer::Bad(FailureKind::RefusedToLoad)),
+            ("v1.1.0", Answer::Bad(FailureKind::WrongAnswer)),
+        ]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.2.0", Kind::Deploy).await.unwrap();
+        let Verdict::Failed {
+            failure,
+            rollback:
+                Fallback::Failed {
+                    rolled_back_to,
+                    rollback_failure,
+                },
+        } = &report.verdict
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(failure.kind, FailureKind::RefusedToLoad);
+        assert_eq!(rolled_back_to, &tag("v1.1.0"));
+        assert_eq!(rollback_failure.kind, FailureKind::WrongAnswer);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["rollback"], "failed");
+        assert_eq!(json["rollback_failure"]["kind"], "wrong_answer");
+        assert_eq!(
+            fx.outcomes("nonprod").await[2..],
+            pairs(&[(Started, "v1.2.0"), (Failed, "v1.2.0"), (Failed, "v1.1.0")])
+        );
+        // Nothing good is left.
+        assert!(matches!(
+            d.rollback_target().await,
+            Err(Error::NoRollbackTarget { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_first_deploy_that_fails_restores_nothing() {
+        let fx = Fixture::new().await;
+        let verifier = FakeVerifier::with(&[("v1.0.1", Answer::Bad(FailureKind::TimedOut))]);
+        let d = fx.deployer("nonprod", FakeTarget::new(), verifier);
+        let report = run(&d, "v1.0.1", Kind::Deploy).await.unwrap();
+        assert!(
+            matches!(
+                &report.verdict,
+                Verdict::Unverified {
+                    rollback: Fallback::Restored {
+                        rolled_back_to: None
+                    },
+                    ..
+                }
+            ),
+            "{report:?}"
+        );
+        assert_eq!(fx.desired("nonprod").await, None);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Unverified, "v1.0.1"),
+                (Unverified, "-")
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_apply_failure_is_recorded_and_returned() {
+        let fx = Fixture::new().await;
+        let mut target = FakeTarget::new();
+        target.fail = true;
+        let verifier = FakeVerifier::default();
+        let d = fx.deployer("nonprod", target, verifier);
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        assert!(matches!(err, Error::TargetUnsupported { .. }), "{err:?}");
+        assert!(
+            d.verifier.calls.lock().unwrap().is_empty(),
+            "nothing to verify"
+        );
+        let history = fx.history("nonprod").await;
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].outcome, Failed);
+        assert!(
+            history[1].message.starts_with("could not apply: "),
+            "{:?}",
+            history[1]
+        );
+        assert_eq!(
+            fx.registry
+                .inspect_lease(&env_name("nonprod"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn when_recording_an_apply_failure_fails_too_the_apply_error_comes_first() {
+        let fx = Fixture::new().await;
+        let history_dir = fx
+            .dir
+            .path()
+            .join("registry/registry-v1/envs/nonprod/history");
+        let mut target = FakeTarget::new();
+        target.fail = true;
+        // A file where the history folder was: the next append cannot be written.
+        target.break_history = Some(history_dir);
+        let d = fx.deployer("nonprod", target, FakeVerifier::default());
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        let Error::Unrecorded { original, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(**original, Error::TargetUnsupported { .. }));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("environment `nonprod` uses target `fake (told to fail)`"),
+            "{text}"
+        );
+        assert!(text.contains("could not be recorded"), "{text}");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.exit_code(), original.exit_code());
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_change_of_the_environment_is_a_conflict() {
+        let fx = Fixture::new().await;
+        let mut target = FakeTarget::new();
+        // Someone else sets the environment between our read and our write.
+        target.someone_else_sets = Some(tag("v1.0.1"));
+        let d = fx.deployer("nonprod", target, FakeVerifier::default());
+        let err = run(&d, "v1.1.0", Kind::Deploy).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Registry(RegistryError::Conflict {
+                    expected: 0,
+                    actual: 1,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        // The other writer's change stands; ours is recorded as not applied.
+        assert_eq!(fx.desired("nonprod").await, Some(tag("v1.0.1")));
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[(Started, "v1.1.0"), (Failed, "v1.1.0")])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lease_is_renewed_through_a_deploy_longer_than_its_ttl() {
+        let fx = Fixture::new().await;
+        let ttl = Duration::from_millis(300);
+        let verifier = FakeVerifier {
+            delay: ttl * 5,
+            ..FakeVerifier::default()
+        };
+        let d = Arc::new(
+            fx.deployer("nonprod", FakeTarget::new(), verifier)
+                .with_lease_ttl(ttl),
+        );
+        let deploy = {
+            let d = Arc::clone(&d);
+            tokio::spawn(async move { run(&d, "v1.1.0", Kind::Deploy).await })
+        };
+        let env = env_name("nonprod");
+        // Wait until the deploy holds the lease, then keep trying to take it.
+        let start = std::time::Instant::now();
+        while fx.registry.inspect_lease(&env).await.unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "deploy never took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut refused = 0;
+        while !deploy.is_finished() {
+            match fx
+                .registry
+                .acquire_lease(&env, "intruder", "deploy v1.0.1", ttl)
+                .await
+            {
+                Err(RegistryError::LeaseHeld { holder, .. }) => {
+                    assert_eq!(holder, "tester@host (nonprod)");
+                    refused += 1;
+                }
+                other => panic!("a second deployer took the lease: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = deploy.await.unwrap().unwrap();
+        assert!(report.is_verified(), "{report:?}");
+        assert!(refused > 5, "the intruder tried only {refused} times");
+        // Released: now anyone may take it.
+        fx.registry
+            .acquire_lease(&env, "intruder", "deploy v1.0.1", ttl)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_refuses_before_anything_is_observed_or_recorded() {
+        let fx = Fixture::new().await;
+        let env = env_name("nonprod");
+        fx.registry
+            .acquire_lease(&env, "alice", "deploy v1.0.1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let d = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        let plan = d
+            .plan(d.validate(&tag("v1.1.0")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        let seen = Mutex::new(Vec::new());
+        let err = d
+            .execute_observed(&plan, |p| seen.lock().unwrap().push(p))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Registry(RegistryError::LeaseHeld { .. })
+        ));
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(fx.history("nonprod").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dangling_start_is_closed_as_interrupted() {
+        let fx = Fixture::new().await;
+        let env = env_name("nonprod");
+        fx.registry
+            .append_history(
+                &env,
+                NewHistoryEntry {
+                    release: Some(tag("v1.0.1")),
+                    previous: None,
+                    actor: "crashed".into(),
+                    outcome: Started,
+                    message: "deploy".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let d = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        let seen = Mutex::new(Vec::new());
+        let plan = d
+            .plan(d.validate(&tag("v1.1.0")).await.unwrap(), Kind::Deploy)
+            .await
+            .unwrap();
+        d.execute_observed(&plan, |p| seen.lock().unwrap().push(p))
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![Progress::Locked]);
+        assert_eq!(
+            fx.outcomes("nonprod").await,
+            pairs(&[
+                (Started, "v1.0.1"),
+                (Interrupted, "v1.0.1"),
+                (Started, "v1.1.0"),
+                (Ok_, "v1.1.0")
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_promotion_deploys_once_and_then_does_nothing() {
+        let fx = Fixture::new().await;
+        let nonprod = fx.deployer("nonprod", FakeTarget::new(), FakeVerifier::default());
+        run(&nonprod, "v1.1.0", Kind::Deploy).await.unwrap();
+        let prod = fx.deployer("prod", FakeTarget::new(), FakeVerifier::default());
+        prod.check_policy(&tag("v1.1.0")).await.unwrap();
+        assert!(!prod.runs_verified(&tag("v1.1.0")).await.unwrap());
+        let promote = Kind::Promote {
+            from: "nonprod".into(),
+        };
+        let report = run(&prod, "v1.1.0", promote.clone()).await.unwrap();
+        assert!(
+            matches!(report.verdict, Verdict::Verified { .. }),
+            "{report:?}"
+        );
+        let history = fx.history("prod").await;
+        assert_eq!(history[0].message, "promote from nonprod");
+        assert_eq!(history[1].outcome, Ok_);
+        assert_eq!(fx.desired("prod").await, Some(tag("v1.1.0")));
+
+        // Again: the environment already runs it, verified.
+        assert!(prod.runs_verified(&tag("v1.1.0")).await.unwrap());
+        let again = run(&prod, "v1.1.0", promote).await.unwrap();
+        assert!(
+            matches!(again.verdict, Verdict::AlreadyRunning),
+            "{again:?}"
+        );
+        assert!(again.is_verified());
+        assert_eq!(
+            serde_json::to_value(&again).unwrap()["outcome"],
+            "already_running"
+        );
+        assert_eq!(fx.history("prod").await.len(), 2, "nothing recorded");
+        assert_eq!(
+            prod.verifier.calls.lock().unwrap().len(),
+            1,
+            "verified once"
+        );
+    }
+
+    #[test]
+    fn the_plan_says_what_each_failure_does() {
+        let text = Plan {
+            kind: Kind::Deploy,
+            env: env_name("nonprod"),
+            release: tag("v1.2.0"),
+            model_digest: "abc".into(),
+            golden_predictions: 3,
+            current: Some(tag("v1.1.0")),
+            fallback: Some(tag("v1.1.0")),
+            target: "fake".into(),
+            endpoints: vec![],
+            verify_timeout_ms: 30_000,
+            record: ReleaseRecord {
+                tag: tag("v1.2.0"),
+                model_digest: predict_buy_registry::Digest::of(b"x"),
+                image: None,
+                git_commit: None,
+                notes: String::new(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+                created_by: "t".into(),
+                metrics: serde_json::Value::Null,
+                golden: vec![],
+            },
+        }
+        .to_string();
+        assert!(
+            text.contains("on failure   a wrong golden answer or a model that does not load: record `failed`, roll back to v1.1.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unreachable  an endpoint down or no answer in time: record `unverified` (the release is not blamed), roll back to v1.1.0"),
+            "{text}"
+        );
     }
 }

@@ -102,6 +102,16 @@ pub enum Error {
     /// A registry operation failed (or named something that does not exist).
     #[error(transparent)]
     Registry(#[from] predict_buy_registry::Error),
+
+    /// Applying a release failed, and so did recording that failure in the history.
+    /// The apply error comes first: it is what went wrong.
+    #[error("{original} (and this failure could not be recorded in the history of `{env}`)")]
+    Unrecorded {
+        env: EnvName,
+        original: Box<Error>,
+        #[source]
+        record: Box<Error>,
+    },
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -126,6 +136,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Registry(e) => e.exit_code() as u8,
+            Error::Unrecorded { original, .. } => original.exit_code(),
             Error::ConfigRead { .. } | Error::Git { .. } | Error::Http(_) => 1,
             _ => 2,
         }
@@ -147,6 +158,16 @@ impl Error {
             Error::NotVerifiedIn { required, tag, .. } => format!(
                 "deploy it to `{required}` first (`predict-buy deploy {tag} --env {required}`), or pass --force"
             ),
+            Error::Unrecorded { original, env, .. } => {
+                let first = original.hint();
+                let check = format!(
+                    "check `predict-buy history --env {env}`: its last entry may be a dangling `started`"
+                );
+                match first {
+                    Some(h) => format!("{h}; {check}"),
+                    None => check,
+                }
+            }
             Error::NoRollbackTarget { env, .. } => {
                 format!("see `predict-buy history --env {env}`, or deploy a release")
             }

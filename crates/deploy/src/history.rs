@@ -4,9 +4,11 @@
 use jiff::Timestamp;
 use predict_buy_registry::{HistoryEntry, Lease, Outcome, ReleaseTag};
 
-/// Releases whose latest *finished* outcome in `history` is `verified` or
-/// `rolled_back` (a release returned to and verified), newest first. A release whose
-/// latest deploy failed is not good, whatever happened to it before.
+/// Releases whose latest *verdict* in `history` is `verified` or `rolled_back` (a
+/// release returned to and verified), newest first. A release whose latest verdict is
+/// `failed` is not good, whatever happened to it before. `unverified` (the environment
+/// could not be checked), `started` and `interrupted` are no verdict on the release:
+/// they leave its standing as the entries before them set it.
 pub fn good_releases(history: &[HistoryEntry]) -> Vec<ReleaseTag> {
     let mut seen: Vec<&ReleaseTag> = Vec::new();
     let mut good = Vec::new();
@@ -112,6 +114,29 @@ mod tests {
             ("v0.2.0", RolledBack),
         ]);
         assert_eq!(rollback_candidate(&history, Some(&tag("v0.2.0"))), None);
+    }
+
+    #[test]
+    fn an_environment_that_cannot_be_checked_blames_no_release() {
+        // The reproduction: v1.1.0 verified; one server down; v1.0.1 and the
+        // rollback to v1.1.0 cannot be checked.
+        let history = h(&[
+            ("v1.1.0", Started),
+            ("v1.1.0", Verified),
+            ("v1.0.1", Started),
+            ("v1.0.1", Unverified),
+            ("v1.1.0", Unverified),
+        ]);
+        assert_eq!(good_releases(&history), vec![tag("v1.1.0")]);
+        assert!(is_good(&history, &tag("v1.1.0")));
+        assert!(!is_good(&history, &tag("v1.0.1")));
+        assert_eq!(
+            rollback_candidate(&history, Some(&tag("v1.0.1"))),
+            Some(tag("v1.1.0"))
+        );
+        // Verified before and unverified since: still good.
+        let later = h(&[("v1.0.1", Verified), ("v1.0.1", Unverified)]);
+        assert!(is_good(&later, &tag("v1.0.1")));
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! deployer.check_policy(&tag).await?;
 //! let plan = deployer.plan(release, Kind::Deploy).await?;
 //! let report = deployer.execute(&plan).await?;
-//! println!("{:?} in {:?} ms", report.outcome, report.verify_ms);
+//! println!("{} in {:?} ms", report.verdict.name(), report.verify_ms());
 //! # Ok(())
 //! # }
 //! ```
@@ -34,7 +34,6 @@ mod engine;
 mod error;
 pub mod git;
 pub mod history;
-pub mod loadgen;
 mod status;
 pub mod target;
 pub mod verify;
@@ -42,10 +41,12 @@ pub mod verify;
 pub use config::{
     CONFIG_FILE, Environment, EnvironmentConfig, LoadedConfig, ProjectConfig, TargetKind,
 };
-pub use engine::{DEFAULT_LEASE_TTL, Deployer, Identity, Kind, Plan, Report};
+pub use engine::{
+    DEFAULT_LEASE_TTL, Deployer, Fallback, Identity, Kind, Plan, Progress, Report, Verdict,
+};
 pub use error::{Error, Result};
-/// Endpoint URLs, as the config and [`loadgen`] take them.
+/// Endpoint URLs, as the config and targets take them.
 pub use reqwest::Url;
 pub use status::{Status, status};
 pub use target::{LocalTarget, Target, target_for};
-pub use verify::{Verified, Verifier, VerifyFailure};
+pub use verify::{FailureKind, Verified, Verifier, Verify, VerifyFailure};

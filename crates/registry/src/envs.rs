@@ -38,9 +38,14 @@ pub struct EnvState {
 pub enum Outcome {
     Started,
     Verified,
+    /// The release misbehaved: a wrong golden answer, or a model that does not load.
     Failed,
     RolledBack,
     Interrupted,
+    /// The environment could not be checked (an endpoint unreachable, no answer from
+    /// the release in time). Says nothing about the release, good or bad; the entry's
+    /// message has the reason. Histories written before it existed never contain it.
+    Unverified,
 }
 
 /// One line of an environment's history. Entries are never changed once written.

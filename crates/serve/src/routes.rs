@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use predict_buy_api::{BatchPrediction, BatchResponse, HEALTH_OK, PredictResponse, RootResponse};
 use predict_buy_model::{InputField, Prediction};
 use serde::Serialize;
 use serde_json::Value;
@@ -43,28 +44,16 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
 )]
 pub struct ApiDoc;
 
-/// `GET /`: the original health answer, plus what serves.
-#[derive(Serialize, ToSchema)]
-pub struct RootResponse<'a> {
-    /// Always `OK`.
-    health_check: &'static str,
-    /// The release tag when served from a registry, else the short digest; `null`
-    /// before a model is loaded.
-    model_version: Option<&'a str>,
-    release: Option<String>,
-    model_digest: Option<&'a str>,
-}
-
 #[utoipa::path(get, path = "/", responses((status = 200, body = RootResponse)))]
 pub(crate) async fn root(State(state): State<AppState>) -> Response {
     state.with_current(|m| {
         json(
             StatusCode::OK,
             &RootResponse {
-                health_check: "OK",
-                model_version: m.map(|m| m.version.as_str()),
-                release: m.and_then(|m| m.release.as_ref().map(|t| t.to_string())),
-                model_digest: m.map(|m| m.digest.as_str()),
+                health_check: HEALTH_OK.into(),
+                model_version: m.map(|m| m.version.as_str().into()),
+                release: m.and_then(|m| m.release.as_ref().map(|t| t.to_string().into())),
+                model_digest: m.map(|m| m.digest.as_str().into()),
             },
         )
     })
@@ -97,15 +86,6 @@ pub struct PredictRequest {
     AnnualPremium: Option<Value>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct PredictResponse<'a> {
-    /// 1 when `probability` reaches the model's threshold.
-    predicted_class: u8,
-    /// Probability of buying, calibrated to the real class balance.
-    probability: f64,
-    model_version: &'a str,
-}
-
 #[utoipa::path(
     post,
     path = "/predict",
@@ -130,7 +110,7 @@ pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
             &PredictResponse {
                 predicted_class: p.predicted_class,
                 probability: p.probability,
-                model_version: &m.version,
+                model_version: m.version.as_str().into(),
             },
         ))
     });
@@ -164,7 +144,7 @@ pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
             &PredictResponse {
                 predicted_class: p.predicted_class,
                 probability: p.probability,
-                model_version: &m.version,
+                model_version: m.version.as_str().into(),
             },
         ))
     })
@@ -175,19 +155,6 @@ pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
 #[allow(dead_code)]
 pub struct BatchRequest {
     instances: Vec<PredictRequest>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BatchPrediction {
-    predicted_class: u8,
-    probability: f64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BatchResponse<'a> {
-    /// In the order of the instances.
-    predictions: Vec<BatchPrediction>,
-    model_version: &'a str,
 }
 
 #[utoipa::path(
@@ -267,19 +234,17 @@ pub(crate) async fn predict_batch(
         Ok(json(
             StatusCode::OK,
             &BatchResponse {
-                predictions: predictions.iter().map(BatchPrediction::from).collect(),
-                model_version: &m.version,
+                predictions: predictions.iter().map(batch_prediction).collect(),
+                model_version: m.version.as_str().into(),
             },
         ))
     })
 }
 
-impl From<&Prediction> for BatchPrediction {
-    fn from(p: &Prediction) -> Self {
-        Self {
-            predicted_class: p.predicted_class,
-            probability: p.probability,
-        }
+fn batch_prediction(p: &Prediction) -> BatchPrediction {
+    BatchPrediction {
+        predicted_class: p.predicted_class,
+        probability: p.probability,
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use predict_buy_deploy::{
-    Deployer, Environment, Kind, LoadedConfig, LocalTarget, Plan, Report, Verifier, history,
-    target_for,
+    Deployer, Environment, Fallback, Kind, LoadedConfig, LocalTarget, Plan, Progress, Report,
+    Verdict, Verifier, history, target_for,
 };
 use predict_buy_registry::{Outcome as Step, Registry, ReleaseTag};
 
@@ -87,6 +87,10 @@ pub struct PromoteArgs {
     /// The environment to promote to.
     #[arg(long)]
     pub to: String,
+    /// Skip the environment's policy (`require_verified_in`): a release verified
+    /// nowhere is then deployed as a plain deploy.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub t: TransitionArgs,
 }
@@ -202,24 +206,54 @@ pub fn run_promote(a: PromoteArgs) -> Outcome {
     let deployer = deployer(&project, &a.t)?;
     runtime()?.block_on(async {
         let release = deployer.validate(&tag).await.map_err(deploy_error)?;
-        let from = match &project.env.config.require_verified_in {
-            Some(required) => {
-                deployer.check_policy(&tag).await.map_err(deploy_error)?;
-                required.clone()
-            }
-            None => verified_elsewhere(&project, &tag).await?,
+        // Before the policy: whatever it says, there is nothing to do.
+        if deployer.runs_verified(&tag).await.map_err(deploy_error)? {
+            print_already_running(&project.env.name.to_string(), &tag, a.t.json);
+            return Ok(());
+        }
+        let verified_in = match &project.env.config.require_verified_in {
+            Some(required) => match deployer.check_policy(&tag).await {
+                Ok(()) => Ok(required.clone()),
+                Err(refusal) if a.force => Err(refusal.to_string()),
+                Err(refusal) => return Err(deploy_error(refusal)),
+            },
+            None => match verified_elsewhere(&project, &tag).await? {
+                Some(from) => Ok(from),
+                None if a.force => Err(format!(
+                    "release `{tag}` is not verified in any other environment"
+                )),
+                None => return Err(nothing_to_promote(&project, &tag)),
+            },
         };
-        let plan = deployer
-            .plan(release, Kind::Promote { from })
-            .await
-            .map_err(deploy_error)?;
+        let kind = match verified_in {
+            Ok(from) => Kind::Promote { from },
+            Err(refusal) => {
+                eprintln!("warning: {refusal}; deploying it anyway (--force)");
+                Kind::Deploy
+            }
+        };
+        let plan = deployer.plan(release, kind).await.map_err(deploy_error)?;
         carry_out(&deployer, &plan, &a.t).await
     })
 }
 
+fn print_already_running(env: &str, tag: &ReleaseTag, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"env": env, "release": tag.to_string(), "outcome": "already_running"})
+        );
+    } else {
+        println!("{tag} already runs on {env}, verified: nothing to do");
+    }
+}
+
 /// Without `require_verified_in`, a promotion still needs the release verified in
 /// some other environment of the config: that is what "promote" means.
-async fn verified_elsewhere(project: &Project, tag: &ReleaseTag) -> Result<String, CliError> {
+async fn verified_elsewhere(
+    project: &Project,
+    tag: &ReleaseTag,
+) -> Result<Option<String>, CliError> {
     for name in project.config.config.environments.keys() {
         if name == project.env.name.as_str() {
             continue;
@@ -231,17 +265,20 @@ async fn verified_elsewhere(project: &Project, tag: &ReleaseTag) -> Result<Strin
             .await
             .map_err(registry_error)?;
         if history::is_good(&entries, tag) {
-            return Ok(name.clone());
+            return Ok(Some(name.clone()));
         }
     }
-    Err(CliError::input(anyhow::anyhow!(
+    Ok(None)
+}
+
+fn nothing_to_promote(project: &Project, tag: &ReleaseTag) -> CliError {
+    CliError::input(anyhow::anyhow!(
         "release `{tag}` is not verified in any environment other than `{}`, so there is nothing to promote",
         project.env.name
     ))
     .with_hint(format!(
-        "deploy it to a lower environment first, or use `predict-buy deploy {tag} --env {}`",
-        project.env.name
-    )))
+        "deploy it to a lower environment first (`predict-buy deploy {tag} --env ENV`), or pass --force"
+    ))
 }
 
 pub fn run_rollback(a: RollbackArgs) -> Outcome {
@@ -287,20 +324,38 @@ async fn carry_out(deployer: &Deployer<LocalTarget>, plan: &Plan, t: &Transition
     if !t.yes {
         confirm(plan)?;
     }
-    if !t.json {
-        eprintln!(
-            "{} {} on {}: applying, then verifying {} endpoint(s) (timeout {:.0}s)…",
-            match plan.kind {
-                Kind::Rollback => "rolling back to",
-                _ => "deploying",
-            },
-            plan.release,
-            plan.env,
-            plan.endpoints.len(),
-            plan.verify_timeout_ms as f64 / 1000.0
-        );
+    let announce = |step: Progress| {
+        if t.json {
+            return;
+        }
+        match step {
+            // Printed only once the lease is ours: a refused deploy changes nothing.
+            Progress::Locked => eprintln!(
+                "{} {} on {}: applying, then verifying {} endpoint(s) (timeout {:.0}s)…",
+                match plan.kind {
+                    Kind::Rollback => "rolling back to",
+                    _ => "deploying",
+                },
+                plan.release,
+                plan.env,
+                plan.endpoints.len(),
+                plan.verify_timeout_ms as f64 / 1000.0
+            ),
+            Progress::RollingBack { to } => eprintln!(
+                "{} was not verified; returning {} to {}…",
+                plan.release,
+                plan.env,
+                to.map_or("nothing".into(), |t| t.to_string())
+            ),
+        }
+    };
+    let report = deployer
+        .execute_observed(plan, announce)
+        .await
+        .map_err(deploy_error)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
-    let report = deployer.execute(plan).await.map_err(deploy_error)?;
     if t.json {
         println!(
             "{}",
@@ -342,51 +397,119 @@ fn confirm(plan: &Plan) -> Outcome {
 }
 
 fn print_report(r: &Report) {
-    match (&r.failure, r.verify_ms) {
-        (None, Some(ms)) => {
-            let per: Vec<String> = r
-                .endpoint_verify_ms
+    let failure = match &r.verdict {
+        Verdict::Verified {
+            verify_ms,
+            endpoint_verify_ms,
+        } => {
+            let per: Vec<String> = endpoint_verify_ms
                 .iter()
                 .map(|(e, ms)| format!("{e} {ms:.0} ms"))
                 .collect();
             println!(
-                "{} verified on {} in {ms:.0} ms ({})",
+                "{} verified on {} in {verify_ms:.0} ms ({})",
                 r.release,
                 r.env,
                 per.join(", ")
             );
+            return;
         }
-        (Some(f), _) => {
-            println!("{} failed verification on {}: {f}", r.release, r.env);
-            match (&r.rolled_back_to, r.rollback_verify_ms, &r.rollback_failure) {
-                (Some(to), Some(ms), _) => {
-                    println!("rolled back to {to}, verified in {ms:.0} ms")
-                }
-                (Some(to), None, Some(f2)) => {
-                    println!("rolled back to {to}, but it did not verify either: {f2}")
-                }
-                (to, _, _) => println!(
-                    "no verified release to roll back to; desired release restored to {}",
-                    to.as_ref().map_or("nothing".into(), |t| t.to_string())
-                ),
-            }
+        Verdict::AlreadyRunning => {
+            println!(
+                "{} already runs on {}, verified: nothing to do",
+                r.release, r.env
+            );
+            return;
         }
-        (None, None) => println!("{}: {:?}", r.release, r.outcome),
+        Verdict::RolledBack {
+            failure,
+            rolled_back_to,
+            rollback_verify_ms,
+        } => {
+            println!("{} failed verification on {}: {failure}", r.release, r.env);
+            println!("rolled back to {rolled_back_to}, verified in {rollback_verify_ms:.0} ms");
+            return;
+        }
+        Verdict::Failed { failure, rollback } => {
+            println!("{} failed verification on {}: {failure}", r.release, r.env);
+            rollback
+        }
+        Verdict::Unverified { failure, rollback } => {
+            println!(
+                "{} could not be verified on {} (the environment, not the release, is in question): {failure}",
+                r.release, r.env
+            );
+            rollback
+        }
+    };
+    match failure {
+        Fallback::Verified {
+            rolled_back_to,
+            rollback_verify_ms,
+        } => println!("rolled back to {rolled_back_to}, verified in {rollback_verify_ms:.0} ms"),
+        Fallback::Unverified {
+            rolled_back_to,
+            rollback_failure,
+        } => println!(
+            "rolled back to {rolled_back_to}, which could not be verified either: {rollback_failure}"
+        ),
+        Fallback::Failed {
+            rolled_back_to,
+            rollback_failure,
+        } => println!(
+            "rolled back to {rolled_back_to}, but it did not verify either: {rollback_failure}"
+        ),
+        Fallback::Restored { rolled_back_to } => println!(
+            "no verified release to roll back to; desired release restored to {}",
+            rolled_back_to
+                .as_ref()
+                .map_or("nothing".into(), |t| t.to_string())
+        ),
     }
 }
 
 fn failure_error(r: &Report) -> CliError {
-    let after = match (&r.rolled_back_to, r.outcome) {
-        (Some(to), Step::RolledBack) => format!("rolled back to {to}"),
-        (Some(to), _) => format!("rolled back to {to}, which did not verify either"),
-        (None, _) => "nothing verified to roll back to".to_string(),
+    let after = match &r.verdict {
+        Verdict::RolledBack { rolled_back_to, .. }
+        | Verdict::Failed {
+            rollback: Fallback::Verified { rolled_back_to, .. },
+            ..
+        }
+        | Verdict::Unverified {
+            rollback: Fallback::Verified { rolled_back_to, .. },
+            ..
+        } => format!("rolled back to {rolled_back_to}"),
+        Verdict::Failed {
+            rollback:
+                Fallback::Failed { rolled_back_to, .. } | Fallback::Unverified { rolled_back_to, .. },
+            ..
+        }
+        | Verdict::Unverified {
+            rollback:
+                Fallback::Failed { rolled_back_to, .. } | Fallback::Unverified { rolled_back_to, .. },
+            ..
+        } => format!("rolled back to {rolled_back_to}, which did not verify either"),
+        _ => "nothing verified to roll back to".to_string(),
+    };
+    let (what, hint) = match &r.verdict {
+        Verdict::Unverified { .. } => (
+            "could not be verified (it is not marked failed)",
+            format!(
+                "check the environment's endpoints (`predict-buy status --env {}`), then deploy it again",
+                r.env
+            ),
+        ),
+        _ => (
+            "was not verified",
+            format!("see `predict-buy history --env {}`", r.env),
+        ),
     };
     CliError::failed(anyhow::anyhow!(
-        "{} on {} was not verified; {after}",
+        "{} on {} {what}; {after}",
         r.release,
         r.env
     ))
-    .with_hint(format!("see `predict-buy history --env {}`", r.env))
+    .with_hint(hint)
 }
 
 pub fn run_status(a: StatusArgs) -> Outcome {
@@ -484,6 +607,7 @@ fn outcome_name(o: Step) -> &'static str {
         Step::Failed => "failed",
         Step::RolledBack => "rolled_back",
         Step::Interrupted => "interrupted",
+        Step::Unverified => "unverified",
     }
 }
 

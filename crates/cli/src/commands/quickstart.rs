@@ -375,7 +375,7 @@ fn prepare(
         return Err(CliError::failed(anyhow::anyhow!(
             "{TAG} was deployed but not verified: {}",
             report
-                .failure
+                .failure()
                 .map_or("unknown reason".into(), |f| f.to_string())
         ))
         .with_hint(format!("see `predict-buy history --env {ENV}`")));
@@ -394,7 +394,7 @@ fn prepare(
             endpoint: endpoint.to_string(),
             artifact: here.join(&artifact),
             model_digest: created.record.model_digest.to_string(),
-            verify_ms: report.verify_ms.unwrap_or_default(),
+            verify_ms: report.verify_ms().unwrap_or_default(),
             serving: !a.no_serve,
             data,
             model,

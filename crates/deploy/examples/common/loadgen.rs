@@ -1,12 +1,13 @@
-//! A small load generator: keeps firing `POST /predict` at endpoints and counts every
-//! request that does not come back 200 with a prediction. The deploy integration test
-//! and `bench/deploy` use it to show a transition drops no request.
+//! A small load generator for the deploy benchmark: keeps firing `POST /predict` at
+//! endpoints and counts every request that does not come back 200 with a prediction,
+//! to show a transition drops no request. Test support, not part of the library.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use predict_buy_api::PredictResponse;
 use reqwest::{Client, Url};
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -108,13 +109,11 @@ async fn one(client: &Client, url: &Url, body: &serde_json::Value) -> Result<Str
         .await
         .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let json: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() || json.get("predicted_class").is_none() {
-        return Err(format!("{status}: {json}"));
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {body}"));
     }
-    Ok(json
-        .get("model_version")
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown")
-        .to_string())
+    let answer: PredictResponse<'static> =
+        serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+    Ok(answer.model_version.into_owned())
 }

@@ -1,0 +1,127 @@
+//! The wire types of predict-buy's HTTP API: the JSON bodies the server answers
+//! (`GET /`, `POST /predict`, `POST /predict/batch`), shared by the server that writes
+//! them and the deploy verifier that reads them, so the two cannot drift apart.
+//!
+//! **What it must never do:** hold behaviour or I/O. It is plain serde types (plus their
+//! OpenAPI schemas behind the `utoipa` feature, which only the server turns on), so
+//! that `serve` and `deploy` can both depend on it without depending on each other.
+//!
+//! Strings are `Cow`s: the server serialises borrowed values on its hot path, while a
+//! client deserialises owned ones (`PredictResponse<'static>`).
+//!
+//! ```no_run
+//! use predict_buy_api::PredictResponse;
+//!
+//! let body = r#"{"predicted_class":1,"probability":0.73,"model_version":"v1.2.0"}"#;
+//! let answer: PredictResponse<'static> = serde_json::from_str(body).unwrap();
+//! assert_eq!(answer.model_version, "v1.2.0");
+//! ```
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// The value of [`RootResponse::health_check`] from a live server, as the original
+/// FastAPI app answered it.
+pub const HEALTH_OK: &str = "OK";
+
+/// `GET /`: the original health answer, plus what serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct RootResponse<'a> {
+    /// Always `OK`.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
+    pub health_check: Cow<'a, str>,
+    /// The release tag when served from a registry, else the short digest; `null`
+    /// before a model is loaded.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
+    pub model_version: Option<Cow<'a, str>>,
+    // Older servers and the original app did not send these two.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
+    pub release: Option<Cow<'a, str>>,
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
+    pub model_digest: Option<Cow<'a, str>>,
+}
+
+/// `POST /predict`: one prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct PredictResponse<'a> {
+    /// 1 when `probability` reaches the model's threshold.
+    pub predicted_class: u8,
+    /// Probability of buying, calibrated to the real class balance.
+    pub probability: f64,
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
+    pub model_version: Cow<'a, str>,
+}
+
+/// One prediction of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct BatchPrediction {
+    pub predicted_class: u8,
+    pub probability: f64,
+}
+
+/// `POST /predict/batch`: predictions for every instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct BatchResponse<'a> {
+    /// In the order of the instances.
+    pub predictions: Vec<BatchPrediction>,
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
+    pub model_version: Cow<'a, str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_keeps_the_original_keys_and_reads_the_original_app() {
+        let root = RootResponse {
+            health_check: HEALTH_OK.into(),
+            model_version: Some("v1.2.0".into()),
+            release: Some("v1.2.0".into()),
+            model_digest: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&root).unwrap(),
+            r#"{"health_check":"OK","model_version":"v1.2.0","release":"v1.2.0","model_digest":null}"#
+        );
+        // The FastAPI app sent only the first two keys.
+        let original: RootResponse<'static> =
+            serde_json::from_str(r#"{"health_check":"OK","model_version":"1.0"}"#).unwrap();
+        assert_eq!(original.model_version.as_deref(), Some("1.0"));
+        assert_eq!(original.release, None);
+    }
+
+    #[test]
+    fn predictions_round_trip_exactly() {
+        let p = PredictResponse {
+            predicted_class: 1,
+            probability: 0.1 + 0.2,
+            model_version: "v1".into(),
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            r#"{"predicted_class":1,"probability":0.30000000000000004,"model_version":"v1"}"#
+        );
+        let back: PredictResponse<'static> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        let batch: BatchResponse<'static> = serde_json::from_str(
+            r#"{"predictions":[{"predicted_class":0,"probability":0.25}],"model_version":"v2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            batch.predictions,
+            vec![BatchPrediction {
+                predicted_class: 0,
+                probability: 0.25
+            }]
+        );
+    }
+}
