@@ -232,6 +232,21 @@ async fn releases_are_immutable(fx: Fixture) {
     let mut changed = rec.clone();
     changed.notes = "rewritten".into();
     changed.model_digest = push_model(reg, 7).await;
+    // The check before writing anything says what creating would say.
+    assert_eq!(
+        reg.check_new_release(&again).await.unwrap(),
+        Some(rec.clone())
+    );
+    assert_eq!(
+        reg.check_new_release(&record("v1.9.0", &digest, ""))
+            .await
+            .unwrap(),
+        None
+    );
+    match reg.check_new_release(&changed).await.unwrap_err() {
+        Error::ReleaseExists { differing, .. } => assert_eq!(differing, ["model_digest", "notes"]),
+        other => panic!("expected ReleaseExists, got {other:?}"),
+    }
     let err = reg.create_release(&changed).await.unwrap_err();
     match &err {
         Error::ReleaseExists { tag: t, differing } => {
