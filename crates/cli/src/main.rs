@@ -63,6 +63,9 @@ enum Command {
     Status(commands::deploy::StatusArgs),
     /// The deploy history of an environment.
     History(commands::deploy::HistoryArgs),
+    /// Housekeeping of the registry itself.
+    #[command(subcommand)]
+    Registry(commands::registry::RegistryCommand),
     /// Everything on one machine: data, training, registry, release, deploy, serve.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Promote(a) => commands::deploy::run_promote(a),
         Command::Status(a) => commands::deploy::run_status(a),
         Command::History(a) => commands::deploy::run_history(a),
+        Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
     };
     match result {

@@ -94,9 +94,8 @@ fn push_of_a_file_that_is_not_an_artifact_is_bad_input() {
     let run = ctx.run(["model", "push", "missing.pbm"]).code(2);
     assert!(run.stderr.contains("missing.pbm"), "{run}");
 
-    // Nothing was stored.
-    let listed = ctx.run(["model", "list", "--json"]).ok().json();
-    assert_eq!(listed, serde_json::json!([]));
+    // Nothing was stored: the registry was not even created.
+    assert!(!ctx.registry_dir().exists());
 }
 
 #[test]
@@ -264,14 +263,7 @@ fn bad_tags_are_refused_with_the_reason() {
     }
     ctx.run(["release", "show", "latest"]).code(2);
     // The tag is checked before anything is written.
-    assert_eq!(
-        ctx.run(["model", "list", "--json"]).ok().json(),
-        serde_json::json!([])
-    );
-    assert_eq!(
-        ctx.run(["release", "list", "--json"]).ok().json(),
-        serde_json::json!([])
-    );
+    assert!(!ctx.registry_dir().exists());
 }
 
 #[test]
@@ -322,11 +314,226 @@ fn releases_are_immutable() {
     let shown = ctx.run(["release", "show", "v2.0.0", "--json"]).ok().json();
     assert_eq!(shown["model_digest"], sha256_of(&m.a).as_str());
     assert_eq!(shown["image"], "img:1");
+
+    // The refusal came before the push: model b was never stored.
+    assert!(!ctx.object_path(&sha256_of(&m.b)).exists());
+    assert_eq!(stored_objects(&ctx), [sha256_of(&m.a)]);
+}
+
+/// The digests of every object stored in the default registry, read from disk.
+fn stored_objects(ctx: &TestContext) -> Vec<String> {
+    let dir = ctx.registry_dir().join("registry-v1/objects/sha256");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn read_only_commands_on_a_missing_registry_create_nothing() {
+    let ctx = TestContext::new();
+    let digest = sha256_of(&models().a);
+    let registry = ctx.registry_dir();
+    for args in [
+        vec!["model", "list"],
+        vec!["model", "list", "--json"],
+        vec!["model", "verify"],
+        vec!["model", "show", digest.as_str()],
+        vec!["model", "pull", digest.as_str()],
+        vec!["release", "list"],
+        vec!["release", "show", "v1.0.0"],
+        vec!["registry", "gc"],
+    ] {
+        let run = ctx.run(&args).code(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "error: no registry at file://.predict-buy/registry: there is no folder `{}`",
+                registry.join("registry-v1").display()
+            )),
+            "{args:?}: {run}"
+        );
+        assert!(
+            run.stderr.contains(
+                "hint: push a model with `predict-buy model push` or run `predict-buy quickstart`"
+            ),
+            "{args:?}: {run}"
+        );
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            !ctx.path().join(".predict-buy").exists(),
+            "{args:?} created it"
+        );
+    }
+    // An explicit URL is named as given.
+    let run = ctx
+        .run(["release", "list", "--registry", "file:///nonexistent/reg"])
+        .code(2);
+    assert!(
+        run.stderr
+            .contains("no registry at file:///nonexistent/reg"),
+        "{run}"
+    );
+    assert!(!std::path::Path::new("/nonexistent").exists());
+    // The first write creates it; then reads work.
+    ctx.push(&models().a);
+    let listed = ctx.run(["model", "list", "--json"]).ok().json();
+    assert_eq!(listed[0]["digest"], digest.as_str());
+    assert_eq!(
+        ctx.run(["release", "list", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn push_and_pull_report_in_json() {
+    let ctx = TestContext::new();
+    let m = models();
+    let digest = sha256_of(&m.a);
+    let size = std::fs::metadata(&m.a).unwrap().len();
+    let first = ctx
+        .run([
+            OsStr::new("model"),
+            OsStr::new("push"),
+            m.a.as_os_str(),
+            OsStr::new("--json"),
+        ])
+        .ok()
+        .json();
+    assert_eq!(first["digest"], digest.as_str());
+    assert_eq!(first["size"], size);
+    assert_eq!(first["uploaded"], true);
+    assert_eq!(first["pointer"], serde_json::Value::Null);
+    assert_eq!(first["path"], s(&m.a));
+    assert_eq!(first["registry"], "file://.predict-buy/registry");
+    let again = ctx
+        .run([
+            OsStr::new("model"),
+            OsStr::new("push"),
+            m.a.as_os_str(),
+            OsStr::new("--json"),
+            OsStr::new("--pointer"),
+        ])
+        .ok()
+        .json();
+    assert_eq!(again["uploaded"], false);
+    let pointer = format!("{}.ref.yaml", s(&m.a));
+    assert_eq!(again["pointer"], pointer.as_str());
+
+    let pulled = ctx
+        .run(["model", "pull", &digest, "--out", "out/m.pbm", "--json"])
+        .ok()
+        .json();
+    assert_eq!(pulled["digest"], digest.as_str());
+    assert_eq!(pulled["size"], size);
+    assert_eq!(pulled["path"], "out/m.pbm");
+    assert_eq!(sha256_of(&ctx.path().join("out/m.pbm")), digest);
+}
+
+/// Leaves a staging file in the default registry as a writer killed mid-write does,
+/// last written `age` ago.
+fn leave_staging_file(ctx: &TestContext, name: &str, len: usize, age: std::time::Duration) {
+    let path = ctx
+        .registry_dir()
+        .join("registry-v1/objects/sha256")
+        .join(name);
+    let file = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &file, &vec![7u8; len]).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now() - age))
+        .unwrap();
+}
+
+#[test]
+fn verify_lists_interrupted_writes_and_gc_removes_only_old_ones() {
+    let ctx = TestContext::new();
+    let digest = ctx.push(&models().a);
+    let hour = std::time::Duration::from_secs(3600);
+    let old = format!("{}#3", "ab".repeat(32));
+    let fresh = format!("{}#4", "cd".repeat(32));
+    leave_staging_file(
+        &ctx,
+        &old,
+        1000,
+        2 * hour + std::time::Duration::from_secs(300),
+    );
+    leave_staging_file(&ctx, &fresh, 500, std::time::Duration::ZERO);
+
+    // A warning, not a failure: readers never see these.
+    let verify = ctx.run(["model", "verify"]).ok();
+    assert!(verify.stdout.contains("1 artifacts verified"), "{verify}");
+    assert!(
+        verify
+            .stderr
+            .contains("warning: 2 leftover(s) of interrupted writes"),
+        "{verify}"
+    );
+    let old_key = format!("registry-v1/objects/sha256/{}", "ab".repeat(32));
+    let fresh_key = format!("registry-v1/objects/sha256/{}", "cd".repeat(32));
+    assert!(
+        verify
+            .stderr
+            .contains(&format!("{old_key}  (1000 bytes, 2h 5m old;")),
+        "{verify}"
+    );
+    assert!(
+        verify.stderr.contains("predict-buy registry gc"),
+        "{verify}"
+    );
+    let json = ctx.run(["model", "verify", "--json"]).ok().json();
+    let interrupted = json["interrupted"].as_array().unwrap();
+    assert_eq!(interrupted.len(), 2, "{json}");
+    assert_eq!(interrupted[0]["target"], old_key.as_str());
+    assert_eq!(interrupted[0]["size"], 1000);
+    let age = interrupted[0]["age_seconds"].as_u64().unwrap();
+    assert!((7500..7600).contains(&age), "{age}");
+
+    let staged = |name: &str| {
+        ctx.registry_dir()
+            .join("registry-v1/objects/sha256")
+            .join(name)
+            .exists()
+    };
+    let dry = ctx
+        .run(["registry", "gc", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["min_age_seconds"], 3600);
+    assert_eq!(dry["removed"][0]["target"], old_key.as_str());
+    assert_eq!(dry["kept"][0]["target"], fresh_key.as_str());
+    assert!(staged(&old) && staged(&fresh), "a dry run removes nothing");
+
+    let gc = ctx.run(["registry", "gc"]).ok();
+    assert!(gc.stdout.contains(&format!("removed  {old_key}")), "{gc}");
+    assert!(gc.stdout.contains(&format!("kept  {fresh_key}")), "{gc}");
+    assert!(
+        gc.stderr
+            .contains("removed 1 leftover(s) of interrupted writes (1000 bytes)"),
+        "{gc}"
+    );
+    assert!(!staged(&old) && staged(&fresh));
+
+    let all = ctx
+        .run(["registry", "gc", "--min-age", "0s", "--json"])
+        .ok()
+        .json();
+    assert_eq!(all["removed"][0]["target"], fresh_key.as_str());
+    assert_eq!(all["bytes_freed"], 500);
+    assert!(!staged(&fresh));
+    // The artifact itself is untouched, and verify is clean again.
+    assert_eq!(stored_objects(&ctx), [digest]);
+    let clean = ctx.run(["model", "verify"]).ok();
+    assert!(!clean.stderr.contains("warning"), "{clean}");
+
+    let bad = ctx.run(["registry", "gc", "--min-age", "1w"]).code(2);
+    assert!(bad.stderr.contains("unknown unit `w`"), "{bad}");
 }
 
 #[test]
 fn unknown_tags_and_digests_are_bad_input_with_a_hint() {
     let ctx = TestContext::new();
+    ctx.push(&models().b);
     let run = ctx.run(["release", "show", "v9.9.9"]).code(2);
     assert!(run.stderr.contains("unknown release `v9.9.9`"), "{run}");
     assert!(

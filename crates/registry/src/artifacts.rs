@@ -61,6 +61,9 @@ pub struct VerifyReport {
     /// How many objects were re-hashed.
     pub checked: usize,
     pub corrupt: Vec<CorruptObject>,
+    /// Leftovers of writes that never finished. Harmless to readers, so a warning,
+    /// not a failure; `predict-buy registry gc` removes the old ones.
+    pub interrupted: Vec<crate::InterruptedWrite>,
 }
 
 /// A small file naming an artifact by digest, meant to be committed to git beside the
@@ -429,17 +432,6 @@ impl Registry {
         }
     }
 
-    /// Remove what interrupted writes left behind on a `file://` registry: staging
-    /// files last touched more than `older_than` ago (pass an hour or more so uploads
-    /// in progress are left alone). Returns (files removed, bytes freed). On S3 this is
-    /// a no-op: configure the bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
-    pub async fn clean_interrupted_writes(
-        &self,
-        older_than: std::time::Duration,
-    ) -> Result<(usize, u64)> {
-        self.store.clean_staging(older_than).await
-    }
-
     /// Re-hash every stored artifact and report each whose bytes do not match its name.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let artifacts = self.list_artifacts().await?;
@@ -462,7 +454,12 @@ impl Registry {
             .await?;
         let mut corrupt: Vec<CorruptObject> = results.into_iter().flatten().collect();
         corrupt.sort_by(|a, b| a.object.cmp(&b.object));
-        Ok(VerifyReport { checked, corrupt })
+        let interrupted = self.interrupted_writes().await?;
+        Ok(VerifyReport {
+            checked,
+            corrupt,
+            interrupted,
+        })
     }
 }
 

@@ -43,6 +43,11 @@ pub enum Error {
     #[error("no S3 credentials for `{url}`: {reason}")]
     MissingCredentials { url: String, reason: String },
 
+    /// A command that only reads found no registry at the URL (nothing was ever
+    /// written there, or the URL is wrong). Nothing is created by looking.
+    #[error("no registry at {registry}: {reason}")]
+    NoRegistry { registry: String, reason: String },
+
     /// No artifact with this digest (or digest prefix) exists.
     #[error("unknown artifact `{reference}` in registry {registry}")]
     UnknownDigest { reference: String, registry: String },
@@ -172,7 +177,8 @@ fn list(digests: &[Digest]) -> String {
 
 impl Error {
     /// True when the error is the caller's input (bad URL, tag, digest, env name,
-    /// unknown tag or digest, a conflicting release): a CLI maps these to exit code 2.
+    /// unknown tag or digest, a conflicting release, a registry that does not exist
+    /// where a read looked for it): a CLI maps these to exit code 2.
     /// Everything else is an operation that failed (unreachable store, corrupt object,
     /// held lease, …): exit code 1.
     pub fn is_user_error(&self) -> bool {
@@ -184,6 +190,7 @@ impl Error {
                 | Error::InvalidEnv { .. }
                 | Error::InvalidRecord { .. }
                 | Error::MissingCredentials { .. }
+                | Error::NoRegistry { .. }
                 | Error::UnknownDigest { .. }
                 | Error::AmbiguousDigest { .. }
                 | Error::UnknownRelease { .. }

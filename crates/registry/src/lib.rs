@@ -33,8 +33,9 @@
 //! - Every write is atomic: on disk a staged file is fsynced and then renamed (or
 //!   hard-linked) into place; on S3 a single PUT or a completed multipart upload. A
 //!   writer killed mid-write leaves the previous state readable (tested by killing a
-//!   writer process). [`Registry::clean_interrupted_writes`] sweeps the staging files
-//!   it may leave on disk.
+//!   writer process). [`Registry::interrupted_writes`] lists what such a writer may
+//!   leave (staging files on disk, unfinished multipart uploads on S3) and
+//!   [`Registry::clean_interrupted_writes`] sweeps those older than a threshold.
 //! - Artifacts are named by their digest and every read re-hashes them
 //!   ([`Error::Corrupt`] on mismatch). A push of bytes already stored intact uploads
 //!   nothing.
@@ -71,6 +72,7 @@
 mod artifacts;
 mod envs;
 mod error;
+mod gc;
 mod names;
 mod releases;
 mod store;
@@ -78,6 +80,7 @@ mod store;
 pub use artifacts::{ArtifactInfo, ArtifactPointer, CorruptObject, PushOutcome, VerifyReport};
 pub use envs::{EnvState, HistoryEntry, Lease, NewHistoryEntry, Outcome};
 pub use error::{Error, Result};
+pub use gc::{GcMode, GcReport, InterruptedWrite};
 pub use names::{Digest, EnvName, RegistryUrl, ReleaseTag};
 pub use releases::{CreateOutcome, GoldenPrediction, ReleaseRecord};
 pub use store::{INSTANCE_CREDENTIALS_VAR, RegistryOptions, S3Options};
@@ -85,7 +88,8 @@ pub use store::{INSTANCE_CREDENTIALS_VAR, RegistryOptions, S3Options};
 /// The default registry URL when nothing is configured.
 pub const DEFAULT_REGISTRY_URL: &str = "file://.predict-buy/registry";
 
-/// An open registry. Cheap to share behind an `Arc`; all methods take `&self`.
+/// An open registry. Writers open it with [`Registry::open`], which creates a
+/// `file://` folder; commands that only read use [`Registry::open_existing`]. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Registry {
     url: RegistryUrl,
@@ -93,20 +97,50 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Open a registry, taking S3 settings from the usual AWS environment variables.
-    /// A `file://` folder is created if missing. Nothing is contacted yet: an
-    /// unreachable S3 endpoint shows up on the first operation, after a few bounded
-    /// retries (see [`S3Options`]).
+    /// Open a registry to write to it, taking S3 settings from the usual AWS
+    /// environment variables. A `file://` folder is created if missing. Nothing is
+    /// contacted yet: an unreachable S3 endpoint shows up on the first operation, after
+    /// a few bounded retries (see [`S3Options`]).
     pub fn open(url: &RegistryUrl) -> Result<Self> {
         Self::open_with(url, &RegistryOptions::default())
     }
 
-    /// Open a registry with explicit options; `None` fields of [`S3Options`] still
+    /// [`Registry::open`] with explicit options; `None` fields of [`S3Options`] still
     /// fall back to the environment.
     pub fn open_with(url: &RegistryUrl, options: &RegistryOptions) -> Result<Self> {
         Ok(Registry {
             url: url.clone(),
-            store: store::Store::open(url, options)?,
+            store: store::Store::open(url, options, store::Create::IfMissing)?,
+        })
+    }
+
+    /// Open a registry that must already exist, for commands that only read: a
+    /// mistyped URL must not leave an empty registry behind, nor answer "no releases"
+    /// as if it were a real, empty one. Creates nothing. [`Error::NoRegistry`] when
+    /// there is no `registry-v1/` folder (`file://`) or no object under
+    /// `<prefix>/registry-v1/` (S3, which costs one listing request).
+    pub async fn open_existing(url: &RegistryUrl) -> Result<Self> {
+        Self::open_existing_with(url, &RegistryOptions::default()).await
+    }
+
+    /// [`Registry::open_existing`] with explicit options.
+    pub async fn open_existing_with(url: &RegistryUrl, options: &RegistryOptions) -> Result<Self> {
+        let store = store::Store::open(url, options, store::Create::Never)?;
+        if !store.exists().await? {
+            let RegistryUrl::S3 { bucket, .. } = url else {
+                unreachable!("a file:// registry without its folder fails to open")
+            };
+            return Err(Error::NoRegistry {
+                registry: store.label().to_string(),
+                reason: format!(
+                    "bucket `{bucket}` holds no object under `{}/`",
+                    store.layout_prefix()
+                ),
+            });
+        }
+        Ok(Registry {
+            url: url.clone(),
+            store,
         })
     }
 
@@ -154,7 +188,9 @@ mod tests {
         assert_send(&reg.renew_lease(l, ttl));
         assert_send(&reg.release_lease(l));
         assert_send(&reg.break_lease(e));
-        assert_send(&reg.clean_interrupted_writes(ttl));
+        assert_send(&reg.interrupted_writes());
+        assert_send(&reg.clean_interrupted_writes(ttl, GcMode::Remove));
+        assert_send(&Registry::open_existing(reg.url()));
     }
 
     #[test]

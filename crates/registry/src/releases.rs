@@ -136,6 +136,28 @@ impl Registry {
         }
     }
 
+    /// Check, before anything is written, that `record` could be created: `Ok(None)`
+    /// when the tag is free, `Ok(Some(stored))` when an identical release exists, and
+    /// [`Error::ReleaseExists`] when the tag holds different content. Lets a caller
+    /// refuse a conflicting release before it pushes the model, so a refusal leaves
+    /// no orphan object. [`Registry::create_release`] still decides races.
+    pub async fn check_new_release(&self, record: &ReleaseRecord) -> Result<Option<ReleaseRecord>> {
+        let existing = match self.get_release(&record.tag).await {
+            Ok(existing) => existing,
+            Err(Error::UnknownRelease { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let differing = existing.differing_fields(record);
+        if differing.is_empty() {
+            Ok(Some(existing))
+        } else {
+            Err(Error::ReleaseExists {
+                tag: record.tag.clone(),
+                differing,
+            })
+        }
+    }
+
     /// Read one release.
     pub async fn get_release(&self, tag: &ReleaseTag) -> Result<ReleaseRecord> {
         let rel = release_rel(tag);

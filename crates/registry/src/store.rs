@@ -18,16 +18,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use jiff::Timestamp;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, UpdateVersion,
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
+use crate::gc::{InterruptedWrite, Leftover};
 use crate::names::RegistryUrl;
 
 /// Version of the on-store layout; every key lives under this folder.
@@ -78,10 +82,32 @@ pub struct RegistryOptions {
     pub s3: S3Options,
 }
 
+/// Whether opening a registry may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Writers: a `file://` folder is created if missing.
+    IfMissing,
+    /// Readers: a missing `file://` folder is [`Error::NoRegistry`], and nothing is
+    /// created on disk.
+    Never,
+}
+
 #[derive(Debug)]
 enum Kind {
     Local { root: PathBuf },
-    S3,
+    S3(Box<S3Extra>),
+}
+
+/// What the S3 backend needs beyond `ObjectStore`: listing and aborting multipart
+/// uploads, which object_store does not offer through its generic interface.
+#[derive(Debug)]
+struct S3Extra {
+    s3: AmazonS3,
+    http: HttpClient,
+    /// `https://host/bucket` (path style) or `https://bucket.host` (virtual hosted).
+    bucket_url: String,
+    region: String,
+    bucket: String,
 }
 
 /// A record's version as seen when it was read; writes conditional on it fail if the
@@ -111,21 +137,35 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) fn open(url: &RegistryUrl, options: &RegistryOptions) -> Result<Self> {
+    pub(crate) fn open(
+        url: &RegistryUrl,
+        options: &RegistryOptions,
+        create: Create,
+    ) -> Result<Self> {
         match url {
-            RegistryUrl::File { root } => Self::open_local(url, root),
+            RegistryUrl::File { root } => Self::open_local(url, root, create),
             RegistryUrl::S3 { bucket, prefix } => Self::open_s3(url, bucket, prefix, &options.s3),
         }
     }
 
-    fn open_local(url: &RegistryUrl, root: &std::path::Path) -> Result<Self> {
+    fn open_local(url: &RegistryUrl, root: &std::path::Path, create: Create) -> Result<Self> {
         let io_err = |op, source| Error::Io {
             op,
             path: root.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(root.join(LAYOUT))
-            .map_err(|e| io_err("creating registry folder", e))?;
+        let layout = root.join(LAYOUT);
+        match create {
+            Create::IfMissing => std::fs::create_dir_all(&layout)
+                .map_err(|e| io_err("creating registry folder", e))?,
+            Create::Never if !layout.is_dir() => {
+                return Err(Error::NoRegistry {
+                    registry: url.to_string(),
+                    reason: format!("there is no folder `{}`", absolute(&layout).display()),
+                });
+            }
+            Create::Never => {}
+        }
         let root = root
             .canonicalize()
             .map_err(|e| io_err("resolving registry folder", e))?;
@@ -190,10 +230,35 @@ impl Store {
                 AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
                 secs(opts.request_timeout),
             );
-        let s3 = builder.build().map_err(|source| Error::Open {
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        // The same URL object_store itself uses: path style unless asked otherwise.
+        let virtual_hosted = builder
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v == "true");
+        let bucket_url = match (&endpoint, virtual_hosted) {
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (Some(e), true) => e.trim_end_matches('/').to_string(),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        };
+        let client_options = ClientOptions::new()
+            .with_allow_http(
+                endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            )
+            .with_connect_timeout(opts.connect_timeout)
+            .with_timeout(opts.request_timeout);
+        let open_err = |source| Error::Open {
             url: url.to_string(),
             source: Box::new(source),
-        })?;
+        };
+        let http = ReqwestConnector::default()
+            .connect(&client_options)
+            .map_err(open_err)?;
+        let s3 = builder.build().map_err(open_err)?;
         let base = if prefix.is_empty() {
             LAYOUT.to_string()
         } else {
@@ -204,11 +269,22 @@ impl Store {
             None => url.to_string(),
         };
         Ok(Store {
-            inner: Arc::new(s3),
+            inner: Arc::new(s3.clone()),
             base,
-            kind: Kind::S3,
+            kind: Kind::S3(Box::new(S3Extra {
+                s3,
+                http,
+                bucket_url,
+                region,
+                bucket: bucket.to_string(),
+            })),
             label,
         })
+    }
+
+    /// The layout folder's key prefix, e.g. `team/registry/registry-v1`.
+    pub(crate) fn layout_prefix(&self) -> &str {
+        &self.base
     }
 
     /// Describes the registry in messages: its URL, and the endpoint for S3.
@@ -242,7 +318,24 @@ impl Store {
     pub(crate) fn local_path(&self, rel: &str) -> Option<PathBuf> {
         match &self.kind {
             Kind::Local { root } => Some(root.join(LAYOUT).join(rel)),
-            Kind::S3 => None,
+            Kind::S3(_) => None,
+        }
+    }
+
+    /// True when anything of the registry layout exists: on disk its folder, on S3 at
+    /// least one object under `<prefix>/registry-v1/`.
+    pub(crate) async fn exists(&self) -> Result<bool> {
+        match &self.kind {
+            Kind::Local { root } => Ok(root.join(LAYOUT).is_dir()),
+            Kind::S3(_) => {
+                let prefix = Path::from(self.base.as_str());
+                let mut stream = self.inner.list(Some(&prefix));
+                match stream.next().await {
+                    None => Ok(false),
+                    Some(Ok(_)) => Ok(true),
+                    Some(Err(e)) => Err(self.err("listing", "", e)),
+                }
+            }
         }
     }
 
@@ -318,7 +411,7 @@ impl Store {
     /// Replace `rel` only if it still has the version read earlier.
     pub(crate) async fn update(&self, rel: &str, bytes: Bytes, expected: &Version) -> Result<Cas> {
         match &self.kind {
-            Kind::S3 => {
+            Kind::S3(_) => {
                 let version = UpdateVersion {
                     e_tag: expected.e_tag.clone(),
                     version: None,
@@ -362,7 +455,7 @@ impl Store {
     pub(crate) async fn delete(&self, rel: &str) -> Result<()> {
         let _lock = match self.kind {
             Kind::Local { .. } => Some(self.lock(rel).await?),
-            Kind::S3 => None,
+            Kind::S3(_) => None,
         };
         match self.inner.delete(&self.key(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -413,19 +506,153 @@ impl Store {
         self.err(op, rel, e)
     }
 
-    /// Local backend: delete staging files (`<key>#<n>`) that a killed writer left
-    /// behind and that were last touched more than `older_than` ago. Returns how many
-    /// files and bytes were removed. Readers never see these files; they only take
-    /// space. On S3 an interrupted multipart upload is invisible too and is removed by
-    /// the bucket's `AbortIncompleteMultipartUpload` lifecycle rule, so this is a no-op.
-    pub(crate) async fn clean_staging(&self, older_than: Duration) -> Result<(usize, u64)> {
-        let Kind::Local { root } = &self.kind else {
-            return Ok((0, 0));
+    /// Every leftover of an interrupted write: staging files `<key>#<n>` on disk, or
+    /// multipart uploads never completed nor aborted on S3. Readers never see these;
+    /// they only take space (and, on S3, cost money).
+    pub(crate) async fn list_staging(&self) -> Result<Vec<InterruptedWrite>> {
+        match &self.kind {
+            Kind::Local { root } => {
+                let dir = root.join(LAYOUT);
+                tokio::task::spawn_blocking(move || list_staging_in(&dir))
+                    .await
+                    .map_err(|e| Error::Io {
+                        op: "listing staging files in",
+                        path: root.join(LAYOUT),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            Kind::S3(extra) => self.list_uploads(extra).await,
+        }
+    }
+
+    /// Remove one leftover if it is still at least `min_age` old. True when it was
+    /// removed; false when it had gone already or showed fresh activity (a writer
+    /// still owns it).
+    pub(crate) async fn remove_staging(
+        &self,
+        write: &InterruptedWrite,
+        min_age: Duration,
+    ) -> Result<bool> {
+        match (&write.leftover, &self.kind) {
+            (Leftover::File { path }, Kind::Local { .. }) => {
+                let path = path.clone();
+                let shown = path.clone();
+                tokio::task::spawn_blocking(move || remove_if_stale(&path, min_age))
+                    .await
+                    .map_err(|e| Error::Io {
+                        op: "removing",
+                        path: shown,
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            (Leftover::Upload { key, upload_id }, Kind::S3(extra)) => {
+                // An upload's only timestamp is when it started, which does not move, so
+                // the age checked when listing still holds.
+                let path = Path::from(key.as_str());
+                match extra.s3.abort_multipart(&path, upload_id).await {
+                    Ok(()) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(self.err("aborting upload of", self.rel(&path), e)),
+                }
+            }
+            _ => Err(Error::InvalidRecord {
+                object: write.target.clone(),
+                reason: "this leftover belongs to another kind of registry".to_string(),
+            }),
+        }
+    }
+
+    /// S3 `ListMultipartUploads` under the layout prefix, every page.
+    async fn list_uploads(&self, extra: &S3Extra) -> Result<Vec<InterruptedWrite>> {
+        let prefix = format!("{}/", self.base);
+        let generic = |source: Box<dyn std::error::Error + Send + Sync>| {
+            self.err(
+                "listing interrupted uploads under",
+                "",
+                object_store::Error::Generic {
+                    store: "S3",
+                    source,
+                },
+            )
         };
-        let dir = root.join(LAYOUT);
-        tokio::task::spawn_blocking(move || clean_staging_in(&dir, older_than))
+        let credential = extra
+            .s3
+            .credentials()
+            .get_credential()
             .await
-            .expect("cleanup task panicked")
+            .map_err(|e| self.err("authenticating to list uploads under", "", e))?;
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = format!("prefix={}&uploads=", uri_encode(&prefix));
+            if let Some((key, upload)) = &markers {
+                query = format!(
+                    "key-marker={}&{query}&upload-id-marker={}",
+                    uri_encode(key),
+                    uri_encode(upload)
+                );
+            }
+            let uri = format!("{}/?{query}", extra.bucket_url);
+            let mut request = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(&uri)
+                .body(HttpRequestBody::from(Vec::new()))
+                .map_err(|e| generic(Box::new(e)))?;
+            AwsAuthorizer::new(&credential, "s3", &extra.region)
+                .try_authorize(&mut request, None)
+                .map_err(|e| self.err("signing the upload listing under", "", e))?;
+            let response = extra
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| generic(Box::new(e)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .bytes()
+                .await
+                .map_err(|e| generic(Box::new(e)))?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body);
+                return Err(generic(
+                    format!(
+                        "ListMultipartUploads on bucket `{}` answered {status}: {text}",
+                        extra.bucket
+                    )
+                    .into(),
+                ));
+            }
+            let page: ListUploadsPage =
+                quick_xml::de::from_reader(body.as_ref()).map_err(|e| generic(Box::new(e)))?;
+            for upload in page.uploads {
+                let Some(rel) = upload.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let last_activity = upload
+                    .initiated
+                    .parse::<Timestamp>()
+                    .map_err(|e| generic(Box::new(e)))?;
+                out.push(InterruptedWrite {
+                    target: format!("{LAYOUT}/{rel}"),
+                    size: None,
+                    last_activity,
+                    leftover: Leftover::Upload {
+                        key: upload.key,
+                        upload_id: upload.upload_id,
+                    },
+                });
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(k), Some(u)) => markers = Some((k, u)),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        Ok(out)
     }
 
     /// Take the local advisory lock guarding read-compare-write of `rel`.
@@ -475,44 +702,128 @@ fn is_staging_file(name: &str) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn clean_staging_in(dir: &std::path::Path, older_than: Duration) -> Result<(usize, u64)> {
+/// One page of an S3 `ListMultipartUploads` answer: only what the sweep needs.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListUploadsPage {
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_key_marker: Option<String>,
+    #[serde(default)]
+    next_upload_id_marker: Option<String>,
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<ListedUpload>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
+    initiated: String,
+}
+
+/// Percent-encoding of a query value as SigV4 wants it: only unreserved characters
+/// stay as they are (so `/` becomes `%2F`).
+fn uri_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn list_staging_in(layout: &std::path::Path) -> Result<Vec<InterruptedWrite>> {
     let io_err = |op, path: &std::path::Path, source| Error::Io {
         op,
         path: path.to_path_buf(),
         source,
     };
-    let mut removed = (0, 0);
-    let mut pending = vec![dir.to_path_buf()];
+    let mut out = Vec::new();
+    let mut pending = vec![layout.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_err("listing", &dir, e))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A folder removed while we walk (or a registry never written) has nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("listing", &dir, e)),
+        };
         for entry in entries {
             let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
             let path = entry.path();
-            let meta = entry
-                .metadata()
-                .map_err(|e| io_err("inspecting", &path, e))?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Renamed into place by its writer since we listed the folder.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("inspecting", &path, e)),
+            };
             if meta.is_dir() {
                 pending.push(path);
                 continue;
             }
-            let stale = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age >= older_than);
-            if stale && is_staging_file(&entry.file_name().to_string_lossy()) {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        removed.0 += 1;
-                        removed.1 += meta.len();
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("removing", &path, e)),
-                }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_staging_file(&name) {
+                continue;
             }
+            let Ok(rel) = path.strip_prefix(layout) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy();
+            let target = rel.rsplit_once('#').map_or(&*rel, |(key, _)| key);
+            out.push(InterruptedWrite {
+                target: format!("{LAYOUT}/{target}"),
+                size: Some(meta.len()),
+                last_activity: modified(&meta),
+                leftover: Leftover::File { path },
+            });
         }
     }
-    Ok(removed)
+    out.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(out)
+}
+
+fn modified(meta: &std::fs::Metadata) -> Timestamp {
+    meta.modified()
+        .ok()
+        .and_then(|m| Timestamp::try_from(m).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Removes a staging file only if nothing touched it for `min_age`: a writer still
+/// streaming into it keeps moving its modification time.
+fn remove_if_stale(path: &std::path::Path, min_age: Duration) -> Result<bool> {
+    let io_err = |op, source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("inspecting", e)),
+    };
+    let stale = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age >= min_age);
+    if !stale {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("removing", e)),
+    }
 }
 
 fn check_credentials(url: &RegistryUrl, builder: &AmazonS3Builder) -> Result<()> {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Backend, Fixture, bytes};
+use common::{Backend, Fixture, bytes, wait_until};
 use predict_buy_registry::{
-    ArtifactPointer, Digest, EnvName, Error, GoldenPrediction, NewHistoryEntry, Outcome, Registry,
-    RegistryOptions, RegistryUrl, ReleaseRecord, ReleaseTag, S3Options,
+    ArtifactPointer, Digest, EnvName, Error, GcMode, GoldenPrediction, NewHistoryEntry, Outcome,
+    Registry, RegistryOptions, RegistryUrl, ReleaseRecord, ReleaseTag, S3Options,
 };
 
 macro_rules! both_backends {
@@ -45,6 +45,8 @@ both_backends!(
     concurrent_history_appends_lose_nothing,
     lease_held_expired_released_broken,
     killed_writer_leaves_registry_readable,
+    reads_of_a_missing_registry_create_nothing,
+    gc_removes_only_old_leftovers,
 );
 
 fn tag(s: &str) -> ReleaseTag {
@@ -230,6 +232,21 @@ async fn releases_are_immutable(fx: Fixture) {
     let mut changed = rec.clone();
     changed.notes = "rewritten".into();
     changed.model_digest = push_model(reg, 7).await;
+    // The check before writing anything says what creating would say.
+    assert_eq!(
+        reg.check_new_release(&again).await.unwrap(),
+        Some(rec.clone())
+    );
+    assert_eq!(
+        reg.check_new_release(&record("v1.9.0", &digest, ""))
+            .await
+            .unwrap(),
+        None
+    );
+    match reg.check_new_release(&changed).await.unwrap_err() {
+        Error::ReleaseExists { differing, .. } => assert_eq!(differing, ["model_digest", "notes"]),
+        other => panic!("expected ReleaseExists, got {other:?}"),
+    }
     let err = reg.create_release(&changed).await.unwrap_err();
     match &err {
         Error::ReleaseExists { tag: t, differing } => {
@@ -507,9 +524,15 @@ async fn lease_held_expired_released_broken(fx: Fixture) {
         .acquire_lease(&prod, "alice", "deploy", common::SHORT)
         .await
         .unwrap();
-    tokio::time::sleep(common::SHORT + Duration::from_millis(100)).await;
-    let inspected = reg.inspect_lease(&prod).await.unwrap().unwrap();
-    assert!(!inspected.is_active(jiff::Timestamp::now()));
+    wait_until(
+        "the short lease to expire",
+        Duration::from_secs(30),
+        || async {
+            let lease = reg.inspect_lease(&prod).await.unwrap().unwrap();
+            !lease.is_active(jiff::Timestamp::now())
+        },
+    )
+    .await;
     let bobs = other
         .acquire_lease(&prod, "bob", "rollback", hour)
         .await
@@ -552,13 +575,14 @@ async fn lease_held_expired_released_broken(fx: Fixture) {
         .unwrap();
 }
 
-/// In the child process started by `killed_writer_leaves_registry_readable`: write
-/// releases, state and history as fast as possible until killed. A no-op otherwise.
+/// The child process that `killed_writer_leaves_registry_readable` starts (by running
+/// this test binary again) and kills: it writes objects, releases, state and history as
+/// fast as it can. Ignored in normal runs, where it has no registry to write to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the writer process killed by killed_writer_leaves_registry_readable; only it runs this"]
 async fn child_writer() {
-    let Some(reg) = Fixture::open_from_child_env() else {
-        return;
-    };
+    let reg = Fixture::open_from_child_env()
+        .expect("child_writer runs only as the child of killed_writer_leaves_registry_readable");
     let nonprod = env("nonprod");
     let start: u64 = std::env::var("PREDICT_BUY_TEST_CHILD_START")
         .unwrap()
@@ -567,9 +591,9 @@ async fn child_writer() {
     let big = std::path::PathBuf::from(std::env::var("PREDICT_BUY_TEST_CHILD_DIR").unwrap())
         .join(format!("child-{start}.bin"));
     for i in start.. {
-        // A multipart upload (two parts) as well as a single PUT, so a kill can land
-        // in the middle of either.
-        std::fs::write(&big, bytes(i + 1_000_000, 9 << 20)).unwrap();
+        // A multipart upload (four parts, long enough for the parent to see it in
+        // flight) as well as a single PUT, so a kill can land in the middle of either.
+        std::fs::write(&big, bytes(i + 1_000_000, 30 << 20)).unwrap();
         let file = reg.push_file(&big).await.unwrap();
         println!("ACK object {}", file.digest);
         let pushed = reg
@@ -609,16 +633,19 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
     let nonprod = env("nonprod");
     let exe = std::env::current_exe().unwrap();
     let mut start = 0u64;
+    let mut rounds_with_leftovers = 0;
     for round in 0..3u64 {
         let before = reg
             .env_state(&nonprod)
             .await
             .unwrap()
             .map_or(0, |s| s.generation);
+        let known: Vec<_> = reg.interrupted_writes().await.unwrap();
         let mut child = std::process::Command::new(&exe)
             .args([
                 "--exact",
                 "child_writer",
+                "--ignored",
                 "--nocapture",
                 "--test-threads",
                 "1",
@@ -630,35 +657,49 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Let it get going, then kill it at a moment that varies by round.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let generation = reg
-                .env_state(&nonprod)
-                .await
-                .unwrap()
-                .map_or(0, |s| s.generation);
-            if generation >= before + 2 {
-                break;
-            }
+        // Let it get going, then kill it while a write is in flight: as soon as a
+        // staging file (or an unfinished upload) of this child shows up.
+        let child_exited = |child: &mut std::process::Child| {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("the writer process exited on its own ({status}) before it was killed");
             }
-            assert!(
-                Instant::now() < deadline,
-                "the writer process made no progress in 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(37 * round + 5)).await;
+        };
+        let deadline = Duration::from_secs(120);
+        wait_until("the writer to make progress", deadline, || {
+            child_exited(&mut child);
+            async {
+                let generation = reg
+                    .env_state(&nonprod)
+                    .await
+                    .unwrap()
+                    .map_or(0, |s| s.generation);
+                generation >= before + 2
+            }
+        })
+        .await;
+        wait_until("a write in flight", deadline, || {
+            child_exited(&mut child);
+            async {
+                let now = reg.interrupted_writes().await.unwrap();
+                now.iter().any(|w| !known.contains(w))
+            }
+        })
+        .await;
         child.kill().unwrap();
         child.wait().unwrap();
         let mut acks = String::new();
         std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut acks).unwrap();
+        // The write seen in flight may have finished just before the kill; most rounds
+        // leave a leftover, and at least one must (checked below).
+        let left = reg.interrupted_writes().await.unwrap();
+        if left.iter().any(|w| !known.contains(w)) {
+            rounds_with_leftovers += 1;
+        }
 
         // Everything the killed writer left must be whole and consistent.
         let report = reg.verify().await.unwrap();
         assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+        assert_eq!(report.interrupted, left, "verify lists the leftovers");
         // And everything it was told had been written is there.
         let history_seqs: BTreeSet<u64> = reg
             .history(&nonprod)
@@ -730,19 +771,214 @@ async fn killed_writer_leaves_registry_readable(fx: Fixture) {
         assert_eq!(after.seq, history.len() as u64 + 1);
         start = releases.len() as u64 + 1000 * (round + 1);
     }
-    // Staging files of interrupted local writes can be swept; nothing readable goes.
-    let before = reg.list_artifacts().await.unwrap();
-    let (removed, _) = reg.clean_interrupted_writes(Duration::ZERO).await.unwrap();
-    if fx.backend == Backend::S3 {
-        assert_eq!(removed, 0);
-    }
-    assert_eq!(reg.list_artifacts().await.unwrap(), before);
+    assert!(
+        rounds_with_leftovers >= 1,
+        "no kill landed in the middle of a write in 3 rounds"
+    );
+
+    // The leftovers are on the backend's own storage, and the sweep finds them all.
+    let leftovers = reg.interrupted_writes().await.unwrap();
+    assert!(!leftovers.is_empty());
+    assert!(
+        !fx.staging_files_on_disk().is_empty(),
+        "the backend's storage shows no leftover although the registry lists {leftovers:?}"
+    );
+    let artifacts = reg.list_artifacts().await.unwrap();
+    let releases = reg.list_releases().await.unwrap();
+    let history = reg.history(&nonprod).await.unwrap();
+    // Young leftovers may belong to a live writer: an hour's threshold keeps them.
+    let young = reg
+        .clean_interrupted_writes(Duration::from_secs(3600), GcMode::Remove)
+        .await
+        .unwrap();
+    assert!(young.removed.is_empty(), "{:?}", young.removed);
+    assert_eq!(young.kept, leftovers);
+    let dry = reg
+        .clean_interrupted_writes(Duration::ZERO, GcMode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(dry.removed, leftovers);
+    assert_eq!(
+        reg.interrupted_writes().await.unwrap(),
+        leftovers,
+        "a dry run removes nothing"
+    );
+    let swept = reg
+        .clean_interrupted_writes(Duration::ZERO, GcMode::Remove)
+        .await
+        .unwrap();
+    assert_eq!(swept.removed, leftovers);
+    assert!(reg.interrupted_writes().await.unwrap().is_empty());
+    assert_eq!(
+        fx.staging_files_on_disk(),
+        Vec::<std::path::PathBuf>::new(),
+        "staging files remain after cleaning"
+    );
+    // Nothing readable went.
+    assert_eq!(reg.list_artifacts().await.unwrap(), artifacts);
+    assert_eq!(reg.list_releases().await.unwrap(), releases);
+    assert_eq!(reg.history(&nonprod).await.unwrap(), history);
     assert!(reg.verify().await.unwrap().corrupt.is_empty());
-    let leftovers = walk(&fx.dir.path().join("reg"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains('#'))
-        .count();
-    assert_eq!(leftovers, 0, "staging files remain after cleaning");
+}
+
+async fn reads_of_a_missing_registry_create_nothing(fx: Fixture) {
+    // Another prefix (or folder) beside the fixture's, never written to.
+    let (url, on_disk) = match fx.backend {
+        Backend::File => {
+            let root = fx.dir.path().join("elsewhere/reg");
+            let url = RegistryUrl::parse(&format!("file://{}", root.display())).unwrap();
+            (url, fx.dir.path().join("elsewhere"))
+        }
+        Backend::S3 => {
+            let url = RegistryUrl::parse(&format!("s3://{}/other/team", common::BUCKET)).unwrap();
+            (url, fx.dir.path().join(common::BUCKET).join("other"))
+        }
+    };
+    // The fixture's own registry holds something, which must not count for the other.
+    push_model(&fx.registry, 20).await;
+    let err = Registry::open_existing_with(&url, &fx.options)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::NoRegistry { registry, reason } => {
+            assert!(registry.contains(&url.to_string()), "{err}");
+            let expected = match fx.backend {
+                Backend::File => "registry-v1` ",
+                Backend::S3 => "under `other/team/registry-v1/`",
+            };
+            assert!(
+                format!("{reason} ").contains(expected),
+                "{expected:?} in {reason:?}"
+            );
+        }
+        other => panic!("expected NoRegistry, got {other:?}"),
+    }
+    assert_eq!(err.exit_code(), 2);
+    assert!(!on_disk.exists(), "looking created {}", on_disk.display());
+
+    // Once a writer opened it and wrote, readers find it.
+    let writer = Registry::open_with(&url, &fx.options).unwrap();
+    let digest = push_model(&writer, 21).await;
+    let reader = Registry::open_existing_with(&url, &fx.options)
+        .await
+        .unwrap();
+    assert_eq!(reader.list_artifacts().await.unwrap()[0].digest, digest);
+    // The fixture's registry exists too.
+    Registry::open_existing_with(&fx.url, &fx.options)
+        .await
+        .unwrap();
+}
+
+/// Leaves one leftover of an interrupted write on the backend, as a killed writer
+/// would, `age` old where the backend lets us choose (a staging file's time); an S3
+/// upload is as old as it is.
+async fn leave_interrupted_write(fx: &Fixture, seed: u64, age: Duration) -> String {
+    let digest = Digest::of(&bytes(seed, 10));
+    let rel = format!("objects/sha256/{}", digest.hex());
+    match fx.backend {
+        Backend::File => {
+            let path = fx.key_file(&format!("{rel}#{seed}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let file = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &file, &bytes(seed, 5000)).unwrap();
+            let then = std::time::SystemTime::now() - age;
+            file.set_times(std::fs::FileTimes::new().set_modified(then))
+                .unwrap();
+        }
+        Backend::S3 => {
+            use object_store::ObjectStoreExt;
+            let s3 = object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(&fx.s3.as_ref().unwrap().endpoint)
+                .with_allow_http(true)
+                .with_bucket_name(common::BUCKET)
+                .with_region("us-east-1")
+                .with_access_key_id(common::ACCESS_KEY)
+                .with_secret_access_key(common::SECRET_KEY)
+                .build()
+                .unwrap();
+            let key =
+                object_store::path::Path::from(format!("{}/registry-v1/{rel}", common::PREFIX));
+            let mut upload = s3.put_multipart(&key).await.unwrap();
+            upload.put_part(bytes(seed, 5 << 20).into()).await.unwrap();
+            // Dropped without `complete` or `abort`: the writer died here.
+        }
+    }
+    format!("registry-v1/{rel}")
+}
+
+async fn gc_removes_only_old_leftovers(fx: Fixture) {
+    let reg = &fx.registry;
+    let digest = push_model(reg, 30).await;
+    reg.create_release(&record("v1.0.0", &digest, ""))
+        .await
+        .unwrap();
+    reg.append_history(
+        &env("prod"),
+        entry("t", Some(&tag("v1.0.0")), Outcome::Verified, ""),
+    )
+    .await
+    .unwrap();
+    assert!(reg.interrupted_writes().await.unwrap().is_empty());
+    assert!(reg.verify().await.unwrap().interrupted.is_empty());
+
+    let hour = Duration::from_secs(3600);
+    let old = leave_interrupted_write(&fx, 31, 2 * hour).await;
+    let listed = reg.interrupted_writes().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].target, old);
+    let age = listed[0].age(jiff::Timestamp::now());
+    match fx.backend {
+        Backend::File => {
+            assert_eq!(listed[0].size, Some(5000));
+            assert!(age >= 2 * hour && age < 3 * hour, "{age:?}");
+        }
+        // S3 reports neither the size of an unfinished upload nor lets us back-date it.
+        Backend::S3 => assert!(listed[0].size.is_none() && age < hour, "{age:?}"),
+    }
+    assert_eq!(reg.verify().await.unwrap().interrupted, listed);
+
+    // A leftover younger than the threshold stays: a writer may still own it.
+    let fresh = leave_interrupted_write(&fx, 32, Duration::ZERO).await;
+    let threshold = match fx.backend {
+        Backend::File => hour,
+        Backend::S3 => Duration::ZERO,
+    };
+    let dry = reg
+        .clean_interrupted_writes(threshold, GcMode::DryRun)
+        .await
+        .unwrap();
+    let targets = |ws: &[predict_buy_registry::InterruptedWrite]| {
+        ws.iter().map(|w| w.target.clone()).collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        reg.interrupted_writes().await.unwrap().len(),
+        2,
+        "a dry run removes nothing"
+    );
+    let swept = reg
+        .clean_interrupted_writes(threshold, GcMode::Remove)
+        .await
+        .unwrap();
+    assert_eq!(targets(&swept.removed), targets(&dry.removed));
+    let remaining = reg.interrupted_writes().await.unwrap();
+    match fx.backend {
+        Backend::File => {
+            assert_eq!(targets(&swept.removed), BTreeSet::from([old.clone()]));
+            assert_eq!(targets(&swept.kept), BTreeSet::from([fresh.clone()]));
+            assert_eq!(swept.bytes_freed(), 5000);
+            assert_eq!(targets(&remaining), BTreeSet::from([fresh]));
+        }
+        Backend::S3 => {
+            assert_eq!(targets(&swept.removed), BTreeSet::from([old, fresh]));
+            assert!(remaining.is_empty(), "{remaining:?}");
+            assert!(fx.staging_files_on_disk().is_empty());
+        }
+    }
+    // Artifacts and records are never leftovers.
+    assert_eq!(reg.list_artifacts().await.unwrap()[0].digest, digest);
+    reg.pull(&digest).await.unwrap();
+    reg.get_release(&tag("v1.0.0")).await.unwrap();
+    assert_eq!(reg.history(&env("prod")).await.unwrap().len(), 1);
 }
 
 #[test]
@@ -785,23 +1021,76 @@ async fn unreachable_endpoint_fails_quickly_naming_it() {
     assert!(msg.contains("registry-v1/releases/v1.0.0.json"), "{msg}");
 }
 
-#[tokio::test]
-async fn missing_credentials_are_reported() {
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
-        || std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
-    {
-        return; // The machine has real credentials; nothing to check.
+/// Every variable from which the S3 client could take credentials.
+const CREDENTIAL_VARS: [&str; 8] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_SKIP_SIGNATURE",
+    predict_buy_registry::INSTANCE_CREDENTIALS_VAR,
+];
+
+/// Runs in a child process with every credential variable removed, so the check holds
+/// whatever credentials the machine running the suite has.
+#[test]
+fn missing_credentials_are_reported() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", "missing_credentials_child", "--ignored"])
+        .env("PREDICT_BUY_TEST_NO_CREDENTIALS", "1")
+        .env("AWS_REGION", "us-east-1");
+    for var in CREDENTIAL_VARS {
+        child.env_remove(var);
     }
-    let options = RegistryOptions {
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "the child process of missing_credentials_are_reported; only it runs this"]
+fn missing_credentials_child() {
+    assert_eq!(
+        std::env::var("PREDICT_BUY_TEST_NO_CREDENTIALS").as_deref(),
+        Ok("1"),
+        "run only by missing_credentials_are_reported"
+    );
+    let url = RegistryUrl::parse("s3://models").unwrap();
+    let endpoint = |options: S3Options| RegistryOptions {
         s3: S3Options {
             endpoint: Some("http://127.0.0.1:9".into()),
-            ..S3Options::default()
+            ..options
         },
     };
-    let err =
-        Registry::open_with(&RegistryUrl::parse("s3://models").unwrap(), &options).unwrap_err();
+    let err = Registry::open_with(&url, &endpoint(S3Options::default())).unwrap_err();
     assert!(matches!(err, Error::MissingCredentials { .. }), "{err:?}");
-    assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+    assert!(err.to_string().contains("set AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(err.is_user_error());
+
+    let half = S3Options {
+        access_key_id: Some("key".into()),
+        ..S3Options::default()
+    };
+    let err = Registry::open_with(&url, &endpoint(half)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+        "{err}"
+    );
+    // Credentials given as options are enough.
+    let full = S3Options {
+        access_key_id: Some(common::ACCESS_KEY.into()),
+        secret_access_key: Some(common::SECRET_KEY.into()),
+        ..S3Options::default()
+    };
+    Registry::open_with(&url, &endpoint(full)).unwrap();
 }
 
 #[test]
@@ -846,21 +1135,4 @@ fn pathdiff(path: &std::path::Path) -> String {
     let depth = cwd.components().count() - 1;
     let up = "../".repeat(depth);
     format!("{up}{}", path.strip_prefix("/").unwrap().display())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }

@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod model;
 pub mod predict;
 pub mod quickstart;
+pub mod registry;
 pub mod release;
 pub mod serve;
 pub mod train;

@@ -9,6 +9,7 @@ use predict_buy_model::Model;
 use predict_buy_registry::{ArtifactInfo, ArtifactPointer, Digest, Registry, ReleaseTag};
 use serde::Serialize;
 
+use crate::commands::registry::{describe, leftovers, open_existing};
 use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
 
@@ -33,6 +34,9 @@ pub struct PushArgs {
     /// Also write a pointer file `PATH.ref.yaml` (digest, size, path) to commit to git.
     #[arg(long)]
     pub pointer: bool,
+    /// Print one JSON document on stdout (digest, size, whether it was uploaded).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub registry: RegistryArg,
 }
@@ -45,6 +49,9 @@ pub struct PullArgs {
     /// Where to write the artifact; default: the pointer's path, else `model-<digest>.pbm`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print one JSON document on stdout (digest, size, path written).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub registry: RegistryArg,
 }
@@ -136,6 +143,7 @@ async fn push(a: &PushArgs) -> Outcome {
     let (bytes, _model) = load_artifact_file(&a.path)?;
     let registry = open_registry(a.registry.registry.as_deref())?;
     let pushed = push_artifact(&registry, &a.path, bytes).await?;
+    let mut pointer = None;
     if a.pointer {
         let pointer_path = ArtifactPointer::path_for(&a.path);
         ArtifactPointer {
@@ -146,8 +154,21 @@ async fn push(a: &PushArgs) -> Outcome {
         .write(&pointer_path)
         .map_err(registry_error)?;
         eprintln!("wrote pointer {}", pointer_path.display());
+        pointer = Some(pointer_path);
     }
-    println!("{}", pushed.digest);
+    if a.json {
+        let doc = serde_json::json!({
+            "digest": pushed.digest,
+            "size": pushed.size,
+            "uploaded": pushed.uploaded,
+            "path": a.path,
+            "pointer": pointer,
+            "registry": registry.describe(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}", pushed.digest);
+    }
     Ok(())
 }
 
@@ -183,7 +204,7 @@ pub fn looks_like_digest(s: &str) -> bool {
 }
 
 async fn pull(a: &PullArgs) -> Outcome {
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let (digest, pointer) = resolve_reference(&registry, &a.digest).await?;
     let out = a
         .out
@@ -198,7 +219,17 @@ async fn pull(a: &PullArgs) -> Outcome {
         .await
         .map_err(registry_error)?;
     eprintln!("pulled {digest} ({size} bytes) to {}", out.display());
-    println!("{}", out.display());
+    if a.json {
+        let doc = serde_json::json!({
+            "digest": digest,
+            "size": size,
+            "path": out,
+            "registry": registry.describe(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}", out.display());
+    }
     Ok(())
 }
 
@@ -221,7 +252,7 @@ struct ListedArtifact {
 }
 
 async fn list(a: &ListArgs) -> Outcome {
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let artifacts = registry.list_artifacts().await.map_err(registry_error)?;
     let mut releases = releases_by_digest(&registry).await?;
     let listed: Vec<ListedArtifact> = artifacts
@@ -293,7 +324,7 @@ struct Shown<'a> {
 }
 
 async fn show(a: &ShowArgs) -> Outcome {
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let digest = registry
         .resolve_digest(&a.digest)
         .await
@@ -363,8 +394,9 @@ async fn show(a: &ShowArgs) -> Outcome {
 }
 
 async fn verify(a: &VerifyArgs) -> Outcome {
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let report = registry.verify().await.map_err(registry_error)?;
+    let now = jiff::Timestamp::now();
     // A release naming an artifact that is gone cannot be deployed either.
     let present: std::collections::BTreeSet<Digest> = registry
         .list_artifacts()
@@ -387,9 +419,23 @@ async fn verify(a: &VerifyArgs) -> Outcome {
                 .iter()
                 .map(|(t, d)| serde_json::json!({"release": t, "model_digest": d}))
                 .collect::<Vec<_>>(),
+            "interrupted": leftovers(&report.interrupted, now),
         });
         crate::project::out_json(&doc)?;
     } else {
+        // Leftovers never make a read fail, so they warn without failing verify.
+        if !report.interrupted.is_empty() {
+            eprintln!(
+                "warning: {} leftover(s) of interrupted writes (harmless to readers):",
+                report.interrupted.len()
+            );
+            for w in &report.interrupted {
+                eprintln!("  {}", describe(w, now));
+            }
+            eprintln!(
+                "  run `predict-buy registry gc` to remove those older than an hour (`--dry-run` to see which)"
+            );
+        }
         for c in &report.corrupt {
             eprintln!(
                 "corrupt  {}: expected {}, its content hashes to {}",

@@ -1,6 +1,6 @@
 //! `predict-buy release create|list|show`: immutable releases in the registry.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::commands::model::ListArgs;
 use crate::commands::model::{load_artifact_file, looks_like_digest, push_artifact, short_time};
+use crate::commands::registry::open_existing;
 use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
 
@@ -71,20 +72,34 @@ fn parse_tag(input: &str) -> Result<ReleaseTag, CliError> {
     ReleaseTag::parse(input).map_err(registry_error)
 }
 
-/// The artifact a release names: pushed from a file, or read back from the registry.
-async fn resolve_model(registry: &Registry, reference: &str) -> Result<(Digest, Model), CliError> {
+/// The artifact a release names, found without writing anything.
+enum ModelSource {
+    /// A local artifact file, pushed only once the release is known to be acceptable.
+    File { path: PathBuf, bytes: Vec<u8> },
+    /// Already stored in the registry.
+    Stored,
+}
+
+/// The artifact a release names: a local file (not pushed yet), or read back from the
+/// registry by pointer or digest.
+async fn resolve_model(
+    registry: &Registry,
+    reference: &str,
+) -> Result<(Digest, Model, ModelSource), CliError> {
     let path = Path::new(reference);
     if reference.ends_with(".ref.yaml") && path.is_file() {
         let pointer = ArtifactPointer::read(path).map_err(registry_error)?;
-        return Ok((
-            pointer.digest.clone(),
-            pull_model(registry, &pointer.digest).await?,
-        ));
+        let model = pull_model(registry, &pointer.digest).await?;
+        return Ok((pointer.digest, model, ModelSource::Stored));
     }
     if path.is_file() {
         let (bytes, model) = load_artifact_file(path)?;
-        let pushed = push_artifact(registry, path, bytes).await?;
-        return Ok((pushed.digest, model));
+        let digest = Digest::of(&bytes);
+        let source = ModelSource::File {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        return Ok((digest, model, source));
     }
     if !looks_like_digest(reference) {
         return Err(CliError::input(anyhow!(
@@ -97,7 +112,7 @@ async fn resolve_model(registry: &Registry, reference: &str) -> Result<(Digest, 
         .await
         .map_err(registry_error)?;
     let model = pull_model(registry, &digest).await?;
-    Ok((digest, model))
+    Ok((digest, model, ModelSource::Stored))
 }
 
 async fn pull_model(registry: &Registry, digest: &Digest) -> Result<Model, CliError> {
@@ -181,7 +196,7 @@ pub async fn create_release(
     registry: &Registry,
     new: NewRelease<'_>,
 ) -> Result<CreateOutcome, CliError> {
-    let (digest, model) = resolve_model(registry, new.model).await?;
+    let (digest, model, source) = resolve_model(registry, new.model).await?;
     let record = ReleaseRecord {
         tag: new.tag,
         golden: golden_predictions(&model, &digest)?,
@@ -193,6 +208,16 @@ pub async fn create_release(
         created_at: jiff::Timestamp::now(),
         created_by: actor()?,
     };
+    // Refuse a conflicting tag before pushing, so a refusal stores nothing. A release
+    // created between this check and ours is still refused by `create_release`.
+    match registry.check_new_release(&record).await {
+        Ok(_) => {}
+        Err(e @ Error::ReleaseExists { .. }) => return Err(conflict(registry, &record, e).await),
+        Err(e) => return Err(registry_error(e)),
+    }
+    if let ModelSource::File { path, bytes } = source {
+        push_artifact(registry, &path, bytes).await?;
+    }
     match registry.create_release(&record).await {
         Ok(o) => Ok(o),
         Err(e @ Error::ReleaseExists { .. }) => Err(conflict(registry, &record, e).await),
@@ -295,7 +320,7 @@ struct Listed<'a> {
 }
 
 async fn list(a: &ListArgs) -> Outcome {
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let releases = registry.list_releases().await.map_err(registry_error)?;
     if a.json {
         let listed: Vec<Listed<'_>> = releases
@@ -341,7 +366,7 @@ async fn list(a: &ListArgs) -> Outcome {
 
 async fn show(a: &ShowArgs) -> Outcome {
     let tag = parse_tag(&a.tag)?;
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
     let r = registry.get_release(&tag).await.map_err(registry_error)?;
     if a.json {
         crate::project::out_json(&r)?;

@@ -43,7 +43,10 @@ impl S3Server {
 
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
         let fs = s3s_fs::FileSystem::new(&root).unwrap();
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(WithUploadList {
+            fs,
+            uploads: Default::default(),
+        });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
 
@@ -93,6 +96,165 @@ impl S3Server {
             root,
             task,
         }
+    }
+}
+
+/// s3s-fs plus `ListMultipartUploads`, which it does not implement and which the
+/// registry's sweep of interrupted uploads calls. Every other call goes to s3s-fs as
+/// is; the server remembers the uploads it started and forgets those completed or
+/// aborted, so the listing is what a real S3 would answer. (s3s-fs keeps an upload's
+/// parts as `.upload_id-<id>.part-<n>` files in its root until then.)
+struct WithUploadList {
+    fs: s3s_fs::FileSystem,
+    uploads: std::sync::Mutex<
+        std::collections::BTreeMap<String, (String, String, std::time::SystemTime)>,
+    >,
+}
+
+type S3Out<T> = s3s::S3Result<s3s::S3Response<T>>;
+
+#[async_trait::async_trait]
+impl s3s::S3 for WithUploadList {
+    async fn get_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectInput>,
+    ) -> S3Out<s3s::dto::GetObjectOutput> {
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::HeadObjectInput>,
+    ) -> S3Out<s3s::dto::HeadObjectOutput> {
+        self.fs.head_object(req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutObjectInput>,
+    ) -> S3Out<s3s::dto::PutObjectOutput> {
+        self.fs.put_object(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::CopyObjectInput>,
+    ) -> S3Out<s3s::dto::CopyObjectOutput> {
+        self.fs.copy_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> S3Out<s3s::dto::DeleteObjectOutput> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: s3s::S3Request<s3s::dto::DeleteObjectsInput>,
+    ) -> S3Out<s3s::dto::DeleteObjectsOutput> {
+        self.fs.delete_objects(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectsInput>,
+    ) -> S3Out<s3s::dto::ListObjectsOutput> {
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectsV2Input>,
+    ) -> S3Out<s3s::dto::ListObjectsV2Output> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: s3s::S3Request<s3s::dto::HeadBucketInput>,
+    ) -> S3Out<s3s::dto::HeadBucketOutput> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: s3s::S3Request<s3s::dto::UploadPartInput>,
+    ) -> S3Out<s3s::dto::UploadPartOutput> {
+        self.fs.upload_part(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListPartsInput>,
+    ) -> S3Out<s3s::dto::ListPartsOutput> {
+        self.fs.list_parts(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::CreateMultipartUploadInput>,
+    ) -> S3Out<s3s::dto::CreateMultipartUploadOutput> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let res = self.fs.create_multipart_upload(req).await?;
+        if let Some(id) = &res.output.upload_id {
+            let started = std::time::SystemTime::now();
+            self.uploads
+                .lock()
+                .unwrap()
+                .insert(id.clone(), (bucket, key, started));
+        }
+        Ok(res)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::CompleteMultipartUploadInput>,
+    ) -> S3Out<s3s::dto::CompleteMultipartUploadOutput> {
+        let id = req.input.upload_id.clone();
+        let res = self.fs.complete_multipart_upload(req).await?;
+        self.uploads.lock().unwrap().remove(&id);
+        Ok(res)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>,
+    ) -> S3Out<s3s::dto::AbortMultipartUploadOutput> {
+        let id = req.input.upload_id.clone();
+        let res = self.fs.abort_multipart_upload(req).await?;
+        self.uploads.lock().unwrap().remove(&id);
+        Ok(res)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListMultipartUploadsInput>,
+    ) -> S3Out<s3s::dto::ListMultipartUploadsOutput> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut uploads: Vec<s3s::dto::MultipartUpload> = self
+            .uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (bucket, key, _))| *bucket == input.bucket && key.starts_with(&prefix))
+            .map(|(id, (_, key, started))| s3s::dto::MultipartUpload {
+                key: Some(key.clone()),
+                upload_id: Some(id.clone()),
+                initiated: Some(s3s::dto::Timestamp::from(*started)),
+                ..Default::default()
+            })
+            .collect();
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(s3s::S3Response::new(s3s::dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
     }
 }
 
@@ -165,6 +327,27 @@ impl Fixture {
         }
     }
 
+    /// Leftovers of interrupted writes as the backend's own storage shows them, found
+    /// without the registry's help: staging files `<key>#<n>` under a `file://`
+    /// registry; for S3 the files s3s-fs keeps for an unfinished multipart upload in
+    /// its root (`.upload-<id>.json` and `.upload_id-<id>.part-<n>`).
+    pub fn staging_files_on_disk(&self) -> Vec<PathBuf> {
+        let (dir, is_staging): (PathBuf, fn(&str) -> bool) = match self.backend {
+            Backend::File => (self.dir.path().join("reg"), |name| name.contains('#')),
+            Backend::S3 => (self.dir.path().to_path_buf(), |name| {
+                name.starts_with(".upload_id-")
+                    || (name.starts_with(".upload-") && name.ends_with(".json"))
+            }),
+        };
+        walk(&dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| is_staging(&n.to_string_lossy()))
+            })
+            .collect()
+    }
+
     /// Environment variables that let a child process open this same registry.
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("PREDICT_BUY_TEST_REGISTRY_URL", self.url.to_string())];
@@ -183,6 +366,41 @@ impl Fixture {
             Err(_) => RegistryOptions::default(),
         };
         Some(Registry::open_with(&url, &options).unwrap())
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after
+/// `deadline`. Deadlines are generous: they bound a hang, they do not time anything.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,194 @@
+//! `predict-buy registry gc`: housekeeping of the registry itself, and the way every
+//! read-only command opens a registry (without creating one).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use predict_buy_registry::{Error, GcMode, InterruptedWrite, Registry, RegistryUrl};
+use serde::Serialize;
+
+use crate::registry_url::{RegistryArg, registry_error, registry_url, runtime};
+use crate::{CliError, Outcome};
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Remove leftovers of interrupted writes: staging files a killed writer left on
+    /// disk, unfinished multipart uploads on S3. Never removes artifacts or records.
+    Gc(GcArgs),
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Only remove leftovers inactive for at least this long (e.g. 30m, 1h, 2d). A
+    /// leftover younger than that may belong to a write still in progress; on S3 the
+    /// age counts from the start of the upload, so keep it above your longest push.
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_age)]
+    pub min_age: Duration,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArg,
+}
+
+pub fn run(c: RegistryCommand) -> Outcome {
+    let rt = runtime()?;
+    match c {
+        RegistryCommand::Gc(a) => rt.block_on(gc(&a)),
+    }
+}
+
+const NO_REGISTRY_HINT: &str = "push a model with `predict-buy model push` or run `predict-buy quickstart`; or point --registry, PREDICT_BUY_REGISTRY or `registry:` in predict-buy.yaml at an existing registry";
+
+/// Opens the registry at `url` for a command that only reads: a missing registry is
+/// bad input (exit 2) with a hint, and nothing is created.
+pub async fn open_existing_at(url: &RegistryUrl) -> Result<Registry, CliError> {
+    Registry::open_existing(url).await.map_err(|e| match e {
+        e @ Error::NoRegistry { .. } => registry_error(e).with_hint(NO_REGISTRY_HINT),
+        e => registry_error(e),
+    })
+}
+
+/// [`open_existing_at`] for the registry named by `--registry`, the environment or
+/// predict-buy.yaml.
+pub async fn open_existing(flag: Option<&str>) -> Result<Registry, CliError> {
+    open_existing_at(&registry_url(flag)?).await
+}
+
+/// `90s`, `30m`, `1h`, `2d`, or a bare number of seconds.
+fn parse_age(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{input}` is not an age like 30m, 1h or 2d"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "`{input}` has unknown unit `{other}` (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{input}` is too long"))
+}
+
+/// A duration as people write it: `2h 5m`, `40s`.
+pub fn human_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// One leftover as `--json` shows it.
+#[derive(Serialize)]
+pub struct Leftover<'a> {
+    #[serde(flatten)]
+    write: &'a InterruptedWrite,
+    age_seconds: u64,
+    location: String,
+}
+
+pub fn leftovers(writes: &[InterruptedWrite], now: jiff::Timestamp) -> Vec<Leftover<'_>> {
+    writes
+        .iter()
+        .map(|w| Leftover {
+            write: w,
+            age_seconds: w.age(now).as_secs(),
+            location: w.location(),
+        })
+        .collect()
+}
+
+/// One human line about a leftover: what it was writing, how big and old it is.
+pub fn describe(w: &InterruptedWrite, now: jiff::Timestamp) -> String {
+    let size = w.size.map_or_else(String::new, |s| format!("{s} bytes, "));
+    format!(
+        "{}  ({size}{} old; {})",
+        w.target,
+        human_age(w.age(now)),
+        w.location()
+    )
+}
+
+async fn gc(a: &GcArgs) -> Outcome {
+    let registry = open_existing(a.registry.registry.as_deref()).await?;
+    let mode = if a.dry_run {
+        GcMode::DryRun
+    } else {
+        GcMode::Remove
+    };
+    let report = registry
+        .clean_interrupted_writes(a.min_age, mode)
+        .await
+        .map_err(registry_error)?;
+    let now = jiff::Timestamp::now();
+    if a.json {
+        let doc = serde_json::json!({
+            "registry": registry.describe(),
+            "dry_run": a.dry_run,
+            "min_age_seconds": a.min_age.as_secs(),
+            "removed": leftovers(&report.removed, now),
+            "kept": leftovers(&report.kept, now),
+            "bytes_freed": report.bytes_freed(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for w in &report.removed {
+        println!("{verb}  {}", describe(w, now));
+    }
+    for w in &report.kept {
+        println!("kept  {}", describe(w, now));
+    }
+    let min_age = human_age(a.min_age);
+    eprintln!(
+        "{verb} {} leftover(s) of interrupted writes ({} bytes) from {}; kept {} younger than {min_age}, which a writer may still own",
+        report.removed.len(),
+        report.bytes_freed(),
+        registry.describe(),
+        report.kept.len(),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_in_every_unit_and_refuse_the_rest() {
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_age("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_age("1w").unwrap_err().contains("unknown unit `w`"));
+        assert!(parse_age("h").unwrap_err().contains("not an age"));
+        assert!(parse_age("-1h").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn ages_read_as_people_write_them() {
+        assert_eq!(human_age(Duration::from_secs(42)), "42s");
+        assert_eq!(human_age(Duration::from_secs(125)), "2m 5s");
+        assert_eq!(human_age(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(human_age(Duration::from_secs(90_000)), "1d 1h");
+    }
+}
