@@ -12,7 +12,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Messages name the file, key, environment or tag concerned. [`Error::exit_code`]
 /// separates bad input (2) from operations that failed (1).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// No `predict-buy.yaml` in the folder or any folder above it.
     #[error("no {} in {} or any folder above it", crate::config::CONFIG_FILE, .start.display())]
@@ -99,6 +98,18 @@ pub enum Error {
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
 
+    /// A Kubernetes environment's settings in `predict-buy.yaml` are wrong.
+    #[error("environment `{env}` in {}: {message}", .path.display())]
+    KubernetesConfig {
+        env: EnvName,
+        path: PathBuf,
+        message: String,
+    },
+
+    /// The cluster refused or failed an operation.
+    #[error(transparent)]
+    Kube(#[from] crate::kubernetes::KubeError),
+
     /// A registry operation failed (or named something that does not exist).
     #[error(transparent)]
     Registry(#[from] predict_buy_registry::Error),
@@ -138,6 +149,7 @@ impl Error {
             Error::Registry(e) => e.exit_code() as u8,
             Error::Unrecorded { original, .. } => original.exit_code(),
             Error::ConfigRead { .. } | Error::Git { .. } | Error::Http(_) => 1,
+            Error::Kube(k) if !k.is_input() => 1,
             _ => 2,
         }
     }
@@ -168,6 +180,7 @@ impl Error {
                     None => check,
                 }
             }
+            Error::Kube(k) => return k.hint(),
             Error::NoRollbackTarget { env, .. } => {
                 format!("see `predict-buy history --env {env}`, or deploy a release")
             }

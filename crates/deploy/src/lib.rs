@@ -34,6 +34,7 @@ mod engine;
 mod error;
 pub mod git;
 pub mod history;
+pub mod kubernetes;
 mod status;
 pub mod target;
 pub mod verify;
