@@ -165,7 +165,7 @@ async fn push(a: &PushArgs) -> Outcome {
             "pointer": pointer,
             "registry": registry.describe(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::project::out_json(&doc)?;
     } else {
         println!("{}", pushed.digest);
     }
@@ -226,7 +226,7 @@ async fn pull(a: &PullArgs) -> Outcome {
             "path": out,
             "registry": registry.describe(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::project::out_json(&doc)?;
     } else {
         println!("{}", out.display());
     }

@@ -145,7 +145,7 @@ async fn gc(a: &GcArgs) -> Outcome {
             "kept": leftovers(&report.kept, now),
             "bytes_freed": report.bytes_freed(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::project::out_json(&doc)?;
         return Ok(());
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
