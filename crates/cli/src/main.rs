@@ -68,6 +68,8 @@ enum Command {
     Registry(commands::registry::RegistryCommand),
     /// Everything on one machine: data, training, registry, release, deploy, serve.
     Quickstart(commands::quickstart::QuickstartArgs),
+    /// Print the Kubernetes manifests of a release in an environment (no cluster needed).
+    Render(commands::render::RenderArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::History(a) => commands::deploy::run_history(a),
         Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::Render(a) => commands::render::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

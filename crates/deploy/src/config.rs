@@ -10,6 +10,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kubernetes::{Autoscale, KubeSettings, Resources};
 
 /// The file name looked for in the current folder and every folder above it.
 pub const CONFIG_FILE: &str = "predict-buy.yaml";
@@ -42,7 +43,7 @@ fn yes() -> bool {
 pub enum TargetKind {
     /// `predict-buy serve --registry URL --env NAME` processes that follow the registry.
     Local,
-    /// A Kubernetes namespace (not supported yet).
+    /// A Kubernetes namespace, rolled out with kube-rs (see [`crate::kubernetes`]).
     Kubernetes,
 }
 
@@ -75,6 +76,71 @@ pub struct EnvironmentConfig {
     /// How long verification may take before a rollback, e.g. `30s` (default 30s).
     #[serde(default)]
     pub verify_timeout: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Kubernetes: pods of the Deployment (default 2; left to the autoscaler with
+    /// `autoscale`).
+    #[serde(default)]
+    pub replicas: Option<i32>,
+    /// Kubernetes: the server container's requests and limits.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// Kubernetes: the pods' service account (e.g. one bound to an IAM role for S3).
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Kubernetes: a Secret whose keys become the server's environment (S3 credentials).
+    #[serde(default)]
+    pub registry_secret: Option<String>,
+    /// Kubernetes: the image (default: the release's image, else `predict-buy:<version>`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Kubernetes: a HorizontalPodAutoscaler on CPU.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+    /// Kubernetes: create the namespace when it does not exist.
+    #[serde(default)]
+    pub create_namespace: Option<bool>,
+    /// Kubernetes: the registry URL the pods read (default: the project's registry).
+    #[serde(default)]
+    pub pod_registry: Option<String>,
+}
+
+impl EnvironmentConfig {
+    /// The keys that only a Kubernetes target reads, with whether each is set.
+    fn kubernetes_keys(&self) -> [(&'static str, bool); 10] {
+        [
+            ("namespace", self.namespace.is_some()),
+            ("context", self.context.is_some()),
+            ("replicas", self.replicas.is_some()),
+            ("resources", self.resources.is_some()),
+            ("service_account", self.service_account.is_some()),
+            ("registry_secret", self.registry_secret.is_some()),
+            ("image", self.image.is_some()),
+            ("autoscale", self.autoscale.is_some()),
+            ("create_namespace", self.create_namespace.is_some()),
+            ("pod_registry", self.pod_registry.is_some()),
+        ]
+    }
+
+    /// Every key that does not apply to this environment's target, so a typo of
+    /// the target or a key copied from another environment is an error, not ignored.
+    fn misplaced_keys(&self) -> Vec<&'static str> {
+        match self.target {
+            TargetKind::Local => self
+                .kubernetes_keys()
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect(),
+            TargetKind::Kubernetes => {
+                if self.endpoints.is_empty() {
+                    Vec::new()
+                } else {
+                    vec!["endpoints"]
+                }
+            }
+        }
+    }
 }
 
 /// A config read from disk, with the folder it came from.
@@ -150,6 +216,36 @@ impl LoadedConfig {
                         "environments.{name}.endpoints[{i}]: `{e}` {reason}"
                     ))
                 })?;
+            }
+            if let Some(key) = env.misplaced_keys().first() {
+                return Err(invalid(format!(
+                    "environments.{name}.{key}: does not apply to a `{}` target",
+                    env.target.as_str()
+                )));
+            }
+            if env.target == TargetKind::Kubernetes && env.namespace.is_none() {
+                return Err(invalid(format!(
+                    "environments.{name}: a `kubernetes` target needs `namespace`"
+                )));
+            }
+            if let Some(n) = env.replicas
+                && n < 1
+            {
+                return Err(invalid(format!(
+                    "environments.{name}.replicas: {n} is not at least 1"
+                )));
+            }
+            if let Some(a) = &env.autoscale
+                && (a.min_replicas < 1 || a.max_replicas < a.min_replicas)
+            {
+                return Err(invalid(format!(
+                    "environments.{name}.autoscale: needs 1 ≤ min_replicas ≤ max_replicas, got {} and {}",
+                    a.min_replicas, a.max_replicas
+                )));
+            }
+            if let Some(r) = &env.pod_registry {
+                RegistryUrl::parse(r)
+                    .map_err(|e| invalid(format!("environments.{name}.pod_registry: {e}")))?;
             }
             if let Some(t) = &env.verify_timeout {
                 parse_duration(t).map_err(|reason| {
@@ -261,6 +357,33 @@ impl LoadedConfig {
                 self.environment_for_branch(&branch)
             }
         }
+    }
+}
+
+impl Environment {
+    /// The Kubernetes settings of a `kubernetes` environment.
+    pub fn kube_settings(&self) -> Result<KubeSettings> {
+        let c = &self.config;
+        let Some(namespace) = &c.namespace else {
+            return Err(Error::KubernetesConfig {
+                env: self.name.clone(),
+                path: self.source.clone(),
+                message: "a `kubernetes` target needs `namespace`".into(),
+            });
+        };
+        let mut s = KubeSettings::new(namespace.clone());
+        if let Some(n) = c.replicas {
+            s.replicas = n;
+        }
+        if let Some(r) = &c.resources {
+            s.resources = r.clone();
+        }
+        s.service_account = c.service_account.clone();
+        s.registry_secret = c.registry_secret.clone();
+        s.image = c.image.clone();
+        s.autoscale = c.autoscale.clone();
+        s.create_namespace = c.create_namespace.unwrap_or(false);
+        Ok(s)
     }
 }
 

@@ -49,5 +49,5 @@ pub use error::{Error, Result};
 /// Endpoint URLs, as the config and targets take them.
 pub use reqwest::Url;
 pub use status::{Status, status};
-pub use target::{LocalTarget, Target, target_for};
+pub use target::{EnvTarget, EnvVerifier, LocalTarget, Target, connect, target_for};
 pub use verify::{FailureKind, Verified, Verifier, Verify, VerifyFailure};

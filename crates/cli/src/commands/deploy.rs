@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use predict_buy_deploy::kubernetes::Cluster;
 use predict_buy_deploy::{
-    Deployer, Environment, Fallback, Kind, LoadedConfig, LocalTarget, Plan, Progress, Report,
-    Verdict, Verifier, history, target_for,
+    Deployer, EnvTarget, EnvVerifier, Environment, Fallback, Kind, LoadedConfig, Plan, Progress,
+    Report, TargetKind, Verdict, Verifier, history,
 };
 use predict_buy_registry::{Outcome as Step, Registry, ReleaseTag};
 
@@ -23,6 +24,11 @@ pub struct TransitionArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// The confirmation as answered elsewhere, e.g. a workflow's `confirm` input: `y`
+    /// (or `yes`) confirms like --yes; anything else stops before any change, with
+    /// exit code 1. Checked after the tag and the policy, before --dry-run.
+    #[arg(long, value_name = "y|n")]
+    pub confirm: Option<String>,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -132,14 +138,18 @@ pub(crate) fn deploy_error(e: predict_buy_deploy::Error) -> CliError {
 }
 
 /// The project config, one of its environments and the registry.
-struct Project {
-    settings: Settings,
-    config: LoadedConfig,
-    env: Environment,
-    registry: Arc<Registry>,
+pub(crate) struct Project {
+    pub(crate) settings: Settings,
+    pub(crate) config: LoadedConfig,
+    pub(crate) env: Environment,
+    pub(crate) url: predict_buy_registry::RegistryUrl,
+    pub(crate) registry: Arc<Registry>,
 }
 
-fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project, CliError> {
+/// The engine for any environment: a local target or a Kubernetes namespace.
+type EnvDeployer = Deployer<EnvTarget, EnvVerifier>;
+
+pub(crate) fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project, CliError> {
     let settings = Settings::from_process()?;
     let config = settings.require_project(p.config.as_deref())?;
     let env = settings.environment(&config, env)?;
@@ -149,16 +159,21 @@ fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project, CliError>
         settings,
         config,
         env,
+        url,
         registry: Arc::new(registry),
     })
 }
 
-fn deployer(project: &Project, t: &TransitionArgs) -> Result<Deployer<LocalTarget>, CliError> {
+/// Connects to the environment's target (a Kubernetes environment reaches its
+/// cluster here) and builds the engine.
+async fn deployer(project: &Project, t: &TransitionArgs) -> Result<EnvDeployer, CliError> {
     let s = &project.settings;
     let timeout = s.verify_timeout(t.timeout.as_deref(), &project.env)?;
     let lease_ttl = settings::duration("--lease-ttl", &t.lease_ttl)?;
-    let target = target_for(&project.env)?;
-    let verifier = Verifier::new(timeout)?.with_admin_token(s.admin_token(None)?);
+    let http = Verifier::new(timeout)?.with_admin_token(s.admin_token(None)?);
+    let (target, verifier) = predict_buy_deploy::connect(&project.env, http, &project.url)
+        .await
+        .map_err(deploy_error)?;
     let git_root = project
         .config
         .config
@@ -186,8 +201,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 pub fn run_deploy(a: DeployArgs) -> Outcome {
     let tag = parse_tag(&a.tag)?;
     let project = open_project(&a.t.project, a.env.as_deref())?;
-    let deployer = deployer(&project, &a.t)?;
     runtime()?.block_on(async {
+        let deployer = deployer(&project, &a.t).await?;
         let release = deployer.validate(&tag).await.map_err(deploy_error)?;
         if !a.force {
             deployer.check_policy(&tag).await.map_err(deploy_error)?;
@@ -203,8 +218,8 @@ pub fn run_deploy(a: DeployArgs) -> Outcome {
 pub fn run_promote(a: PromoteArgs) -> Outcome {
     let tag = parse_tag(&a.tag)?;
     let project = open_project(&a.t.project, Some(&a.to))?;
-    let deployer = deployer(&project, &a.t)?;
     runtime()?.block_on(async {
+        let deployer = deployer(&project, &a.t).await?;
         let release = deployer.validate(&tag).await.map_err(deploy_error)?;
         // Before the policy: whatever it says, there is nothing to do.
         if deployer.runs_verified(&tag).await.map_err(deploy_error)? {
@@ -283,9 +298,9 @@ fn nothing_to_promote(project: &Project, tag: &ReleaseTag) -> CliError {
 
 pub fn run_rollback(a: RollbackArgs) -> Outcome {
     let project = open_project(&a.t.project, a.env.as_deref())?;
-    let deployer = deployer(&project, &a.t)?;
     let to = a.to.as_deref().map(parse_tag).transpose()?;
     runtime()?.block_on(async {
+        let deployer = deployer(&project, &a.t).await?;
         let tag = match to {
             Some(tag) => {
                 if !a.force {
@@ -308,7 +323,17 @@ pub fn run_rollback(a: RollbackArgs) -> Outcome {
 }
 
 /// Dry run, confirmation, execution and the report: the part every transition shares.
-async fn carry_out(deployer: &Deployer<LocalTarget>, plan: &Plan, t: &TransitionArgs) -> Outcome {
+async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> Outcome {
+    let confirmed = match &t.confirm {
+        Some(answer) if is_yes(answer) => true,
+        Some(answer) => {
+            return Err(CliError::failed(anyhow::anyhow!(
+                "not confirmed (--confirm `{answer}`): nothing was changed on `{}`",
+                plan.env
+            )));
+        }
+        None => t.yes,
+    };
     if t.dry_run {
         if t.json {
             println!(
@@ -321,7 +346,7 @@ async fn carry_out(deployer: &Deployer<LocalTarget>, plan: &Plan, t: &Transition
         }
         return Ok(());
     }
-    if !t.yes {
+    if !confirmed {
         confirm(plan)?;
     }
     let announce = |step: Progress| {
@@ -387,13 +412,18 @@ fn confirm(plan: &Plan) -> Outcome {
         .lock()
         .read_line(&mut answer)
         .map_err(|e| CliError::failed(anyhow::anyhow!("cannot read the answer: {e}")))?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+    if is_yes(&answer) {
         Ok(())
     } else {
-        Err(CliError::input(anyhow::anyhow!(
+        // Declining is an answer, not bad input: exit 1, as apt does.
+        Err(CliError::failed(anyhow::anyhow!(
             "cancelled: nothing was changed"
         )))
     }
+}
+
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn print_report(r: &Report) {
@@ -526,24 +556,51 @@ pub fn run_status(a: StatusArgs) -> Outcome {
             None => eprintln!("no lease to break on {}", project.env.name),
         }
     }
-    let status = runtime()?
+    let rt = runtime()?;
+    let status = rt
         .block_on(predict_buy_deploy::status(
             &project.registry,
             &project.env.name,
         ))
         .map_err(deploy_error)?;
+    let env = &project.env;
+    // A Kubernetes environment also shows what the cluster runs, which may differ
+    // from the registry's desired release after a hand edit or a `kubectl rollout undo`.
+    let (target, cluster) = match env.config.target {
+        TargetKind::Local => (
+            format!("local servers {}", env.config.endpoints.join(", ")),
+            None,
+        ),
+        TargetKind::Kubernetes => {
+            let settings = env.kube_settings().map_err(deploy_error)?;
+            let cluster = rt.block_on(async {
+                let c =
+                    Cluster::connect(env.config.context.as_deref(), &settings.namespace).await?;
+                let status = c.status().await?;
+                Ok::<_, predict_buy_deploy::kubernetes::KubeError>((c, status))
+            });
+            let (c, cs) = cluster.map_err(|e| deploy_error(e.into()))?;
+            (
+                format!(
+                    "kubernetes namespace `{}` on {}",
+                    settings.namespace,
+                    c.server()
+                ),
+                Some(cs),
+            )
+        }
+    };
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("status serialises")
-        );
+        let mut doc = serde_json::to_value(&status).expect("status serialises");
+        if let (Some(cs), Some(map)) = (&cluster, doc.as_object_mut()) {
+            map.insert(
+                "cluster".into(),
+                serde_json::to_value(cs).expect("cluster status serialises"),
+            );
+        }
+        crate::project::out_json(&doc)?;
         return Ok(());
     }
-    let env = &project.env;
-    let target = match target_for(env) {
-        Ok(t) => predict_buy_deploy::Target::describe(&t),
-        Err(e) => e.to_string(),
-    };
     println!("environment  {} ({target})", env.name);
     match &status.state {
         Some(s) => println!(
@@ -583,6 +640,9 @@ pub fn run_status(a: StatusArgs) -> Outcome {
             l.holder, l.operation, l.acquired_at
         ),
         (None, _) => println!("lease        free"),
+    }
+    if let Some(cs) = &cluster {
+        print!("{cs}");
     }
     if let Some(i) = &status.interrupted {
         println!(

@@ -8,5 +8,6 @@ pub mod predict;
 pub mod quickstart;
 pub mod registry;
 pub mod release;
+pub mod render;
 pub mod serve;
 pub mod train;

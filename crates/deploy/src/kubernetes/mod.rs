@@ -10,10 +10,11 @@
 mod cluster;
 mod error;
 pub mod manifests;
+mod target;
 
 pub use cluster::{
-    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus,
-    RolledOut,
+    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus, RolledOut,
 };
 pub use error::KubeError;
 pub use manifests::{Autoscale, KubeSettings, Manifests, RenderInput, Resources, render};
+pub use target::{KubeVerifier, KubernetesTarget};
