@@ -107,6 +107,13 @@ pub struct Plan {
     record: ReleaseRecord,
 }
 
+impl Plan {
+    /// The release record the plan deploys.
+    pub fn record(&self) -> &ReleaseRecord {
+        &self.record
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |t: &Option<ReleaseTag>| t.as_ref().map_or("nothing".into(), |t| t.to_string());
@@ -338,6 +345,14 @@ impl<T: Target, V: Verify> Deployer<T, V> {
 
     pub fn env(&self) -> &Environment {
         &self.env
+    }
+
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.identity.actor
     }
 
     /// Check the tag: a git tag (when required) and a release in the registry.

@@ -106,9 +106,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The cluster refused or failed an operation.
+    /// The cluster refused or failed an operation (boxed: kube's errors are large, and
+    /// every `Result` of this crate carries this enum).
     #[error(transparent)]
-    Kube(#[from] crate::kubernetes::KubeError),
+    Kube(Box<crate::kubernetes::KubeError>),
 
     /// A registry operation failed (or named something that does not exist).
     #[error(transparent)]
@@ -123,6 +124,12 @@ pub enum Error {
         #[source]
         record: Box<Error>,
     },
+}
+
+impl From<crate::kubernetes::KubeError> for Error {
+    fn from(e: crate::kubernetes::KubeError) -> Self {
+        Error::Kube(Box::new(e))
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {

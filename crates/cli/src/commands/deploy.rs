@@ -342,6 +342,11 @@ async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> O
             );
         } else {
             println!("{plan}");
+        }
+        if let EnvTarget::Kubernetes(k) = deployer.target() {
+            server_dry_run(k, deployer, plan, t.json).await?;
+        }
+        if !t.json {
             println!("dry run: nothing was changed");
         }
         return Ok(());
@@ -394,6 +399,41 @@ async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> O
     } else {
         Err(failure_error(&report))
     }
+}
+
+/// Asks the API server what applying the plan would change (`dryRun=All`: validated
+/// and defaulted, not stored) and prints the difference from the live Deployment.
+async fn server_dry_run(
+    k: &predict_buy_deploy::kubernetes::KubernetesTarget,
+    deployer: &EnvDeployer,
+    plan: &Plan,
+    json: bool,
+) -> Outcome {
+    use predict_buy_deploy::kubernetes::diff::diff;
+    let live = k.cluster().deployment().await.map_err(|e| deploy_error(e.into()))?;
+    let applied = k
+        .dry_run(&plan.env, plan.record(), deployer.actor())
+        .await
+        .map_err(|e| deploy_error(e.into()))?;
+    fn encode<T: serde::Serialize>(d: &T) -> serde_json::Value {
+        serde_json::to_value(d).expect("Deployments serialise")
+    }
+    let changes = diff(live.as_ref().map(encode).as_ref(), &encode(&applied));
+    if json {
+        crate::project::out_json(&serde_json::json!({ "server_dry_run": { "deployment": changes } }))?;
+        return Ok(());
+    }
+    if live.is_none() {
+        println!("server dry run: the Deployment would be created");
+    } else if changes.is_empty() {
+        println!("server dry run: the Deployment would not change");
+    } else {
+        println!("server dry run: the Deployment would change");
+        for c in &changes {
+            println!("  {c}");
+        }
+    }
+    Ok(())
 }
 
 fn confirm(plan: &Plan) -> Outcome {

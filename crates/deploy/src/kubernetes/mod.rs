@@ -8,6 +8,7 @@
 //! `predict-buy status`.
 
 mod cluster;
+pub mod diff;
 mod error;
 pub mod manifests;
 mod target;
