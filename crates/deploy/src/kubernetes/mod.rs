@@ -12,8 +12,7 @@ mod error;
 pub mod manifests;
 
 pub use cluster::{
-    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus,
-    RolledOut,
+    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus, RolledOut,
 };
 pub use error::KubeError;
 pub use manifests::{Autoscale, KubeSettings, Manifests, RenderInput, Resources, render};
