@@ -56,13 +56,12 @@ impl Cluster {
             context: context.map(str::to_string),
             ..KubeConfigOptions::default()
         };
-        let config =
-            Config::from_kubeconfig(&options)
-                .await
-                .map_err(|source| KubeError::Kubeconfig {
-                    context: context.map(str::to_string),
-                    source,
-                })?;
+        let config = Config::from_kubeconfig(&options)
+            .await
+            .map_err(|source| KubeError::Kubeconfig {
+                context: context.map(str::to_string),
+                source,
+            })?;
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|source| KubeError::Client {
             server: server.clone(),
@@ -249,7 +248,9 @@ impl Cluster {
     /// The pods running `release` (by the version label of their template).
     pub async fn release_pods(&self, release: &str) -> Result<Vec<Pod>, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let selector = format!("app.kubernetes.io/name={APP},app.kubernetes.io/version={release}");
+        let selector = format!(
+            "app.kubernetes.io/name={APP},app.kubernetes.io/version={release}"
+        );
         let mut pods = api
             .list(&ListParams::default().labels(&selector))
             .await

@@ -12,7 +12,8 @@ mod error;
 pub mod manifests;
 
 pub use cluster::{
-    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus, RolledOut,
+    Cluster, ClusterStatus, DeploymentStatus, FIELD_MANAGER, PodStatus, ReplicaSetStatus,
+    RolledOut,
 };
 pub use error::KubeError;
 pub use manifests::{Autoscale, KubeSettings, Manifests, RenderInput, Resources, render};
