@@ -291,113 +291,114 @@ impl From<ReloadError> for CliError {
     }
 }
 
+/// What to do when a read finds no registry at the URL.
+const NO_REGISTRY_HINT: &str = "push a model with `predict-buy model push` or run `predict-buy quickstart`; or point --registry, PREDICT_BUY_REGISTRY or `registry:` in predict-buy.yaml at an existing registry";
+
 impl From<predict_buy_registry::Error> for CliError {
     fn from(e: predict_buy_registry::Error) -> Self {
-        use predict_buy_registry::Error as R;
-        let (code, hint) = match &e {
-            R::UnknownRelease { .. } => (
-                Code::Input,
-                Some("run `predict-buy release list` to see releases".to_string()),
-            ),
-            R::UnknownDigest { .. } | R::AmbiguousDigest { .. } => (
-                Code::Input,
-                Some("run `predict-buy model list` to see stored artifacts".to_string()),
-            ),
-            R::InvalidUrl { .. } => (
-                Code::Input,
-                Some(format!(
-                    "set the registry with --registry, {} or `registry:` in {}",
-                    crate::project::env::REGISTRY,
-                    predict_buy_deploy::CONFIG_FILE
-                )),
-            ),
-            R::InvalidDigest { .. }
-            | R::InvalidTag { .. }
-            | R::InvalidEnv { .. }
-            | R::InvalidRecord { .. }
-            | R::MissingCredentials { .. }
-            | R::ReleaseExists { .. }
-            | R::Pointer { .. } => (Code::Input, None),
-            R::Corrupt { .. } => (
-                Code::Failed,
-                Some(
-                    "run `predict-buy model verify`; pushing the original file again repairs the object"
-                        .to_string(),
-                ),
-            ),
-            R::Store { .. } | R::Open { .. } => (
-                Code::Failed,
-                Some(format!(
-                    "check that the registry is reachable and the URL is right (--registry, {} or {})",
-                    crate::project::env::REGISTRY,
-                    predict_buy_deploy::CONFIG_FILE
-                )),
-            ),
-            R::LeaseHeld { env, .. } => (
-                Code::Failed,
-                Some(format!(
-                    "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
-                )),
-            ),
-            R::Decode { .. }
-            | R::LeaseLost { .. }
-            | R::Conflict { .. }
-            | R::Contention { .. }
-            | R::ChangedDuringPush { .. }
-            | R::Io { .. } => (Code::Failed, None),
-            // The enum is `#[non_exhaustive]`, so the compiler cannot force a decision
-            // here; a variant added later is classified as the registry classifies it.
-            other => (
-                if other.is_user_error() {
-                    Code::Input
-                } else {
-                    Code::Failed
-                },
-                None,
-            ),
-        };
+        let (code, hint) = registry_decision(&e);
         Self::new(e, code, hint)
+    }
+}
+
+/// The exit code and hint of a registry error.
+fn registry_decision(e: &predict_buy_registry::Error) -> (Code, Option<String>) {
+    use predict_buy_registry::Error as R;
+    match e {
+        R::UnknownRelease { .. } => (
+            Code::Input,
+            Some("run `predict-buy release list` to see releases".to_string()),
+        ),
+        R::UnknownDigest { .. } | R::AmbiguousDigest { .. } => (
+            Code::Input,
+            Some("run `predict-buy model list` to see stored artifacts".to_string()),
+        ),
+        R::InvalidUrl { .. } => (
+            Code::Input,
+            Some(format!(
+                "set the registry with --registry, {} or `registry:` in {}",
+                crate::project::env::REGISTRY,
+                predict_buy_deploy::CONFIG_FILE
+            )),
+        ),
+        // Looking created nothing: the URL is wrong or nothing was ever written.
+        R::NoRegistry { .. } => (Code::Input, Some(NO_REGISTRY_HINT.to_string())),
+        R::InvalidDigest { .. }
+        | R::InvalidTag { .. }
+        | R::InvalidEnv { .. }
+        | R::InvalidRecord { .. }
+        | R::MissingCredentials { .. }
+        | R::ReleaseExists { .. }
+        | R::Pointer { .. } => (Code::Input, None),
+        R::Corrupt { .. } => (
+            Code::Failed,
+            Some(
+                "run `predict-buy model verify`; pushing the original file again repairs the object"
+                    .to_string(),
+            ),
+        ),
+        R::Store { .. } | R::Open { .. } => (
+            Code::Failed,
+            Some(format!(
+                "check that the registry is reachable and the URL is right (--registry, {} or {})",
+                crate::project::env::REGISTRY,
+                predict_buy_deploy::CONFIG_FILE
+            )),
+        ),
+        R::LeaseHeld { env, .. } => (
+            Code::Failed,
+            Some(format!(
+                "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
+            )),
+        ),
+        R::Decode { .. }
+        | R::LeaseLost { .. }
+        | R::Conflict { .. }
+        | R::Contention { .. }
+        | R::ChangedDuringPush { .. }
+        | R::Io { .. } => (Code::Failed, None),
     }
 }
 
 impl From<predict_buy_deploy::Error> for CliError {
     fn from(e: predict_buy_deploy::Error) -> Self {
-        use predict_buy_deploy::Error as D;
-        let code = match &e {
-            D::Registry(_) => {
-                // The registry's own decision, with its hint.
-                let D::Registry(r) = e else {
-                    unreachable!("matched above")
-                };
-                return r.into();
+        match e {
+            // The registry's own decision, with its hint.
+            predict_buy_deploy::Error::Registry(r) => r.into(),
+            e => {
+                let code = deploy_code(&e);
+                let hint = e.hint();
+                Self::new(e, code, hint)
             }
-            // A config file the user named that is not there is bad input in every
-            // command; any other failure to read it is not.
-            D::ConfigRead { source, .. } => io_input(source),
-            D::ConfigNotFound { .. }
-            | D::ConfigInvalid { .. }
-            | D::UnknownEnv { .. }
-            | D::NoEnvForBranch { .. }
-            | D::NoBranch { .. }
-            | D::GitTagMissing { .. }
-            | D::NotAGitRepo { .. }
-            | D::NotVerifiedIn { .. }
-            | D::NotARollbackTarget { .. }
-            | D::NoRollbackTarget { .. }
-            | D::TargetUnsupported { .. }
-            | D::NoEndpoints { .. } => Code::Input,
-            D::Git { .. } | D::Http(_) => Code::Failed,
-            // `#[non_exhaustive]`: see the registry's conversion.
-            other => {
-                if other.exit_code() == 2 {
-                    Code::Input
-                } else {
-                    Code::Failed
-                }
-            }
-        };
-        let hint = e.hint();
-        Self::new(e, code, hint)
+        }
+    }
+}
+
+fn deploy_code(e: &predict_buy_deploy::Error) -> Code {
+    use predict_buy_deploy::Error as D;
+    match e {
+        D::Registry(r) => registry_decision(r).0,
+        // What went wrong first decides; failing to record it does not change whose
+        // fault it was.
+        D::Unrecorded { original, .. } => deploy_code(original),
+        // A config file the user named that is not there is bad input in every
+        // command; any other failure to read it is not.
+        D::ConfigRead { source, .. } => io_input(source),
+        D::ConfigNotFound { .. }
+        | D::ConfigInvalid { .. }
+        | D::UnknownEnv { .. }
+        | D::NoEnvForBranch { .. }
+        | D::NoBranch { .. }
+        | D::GitTagMissing { .. }
+        | D::NotAGitRepo { .. }
+        | D::NotVerifiedIn { .. }
+        | D::NotARollbackTarget { .. }
+        | D::NoRollbackTarget { .. }
+        | D::TargetUnsupported { .. }
+        | D::NoEndpoints { .. }
+        | D::KubernetesConfig { .. } => Code::Input,
+        D::Kube(k) if k.is_input() => Code::Input,
+        D::Git { .. } | D::Http(_) | D::Kube(_) => Code::Failed,
     }
 }
 
@@ -457,6 +458,47 @@ mod tests {
             e.hint.as_deref(),
             Some("run `predict-buy release list` to see releases")
         );
+    }
+
+    #[test]
+    fn a_missing_registry_is_bad_input_with_the_one_hint() {
+        let e: CliError = predict_buy_registry::Error::NoRegistry {
+            registry: "file:///nowhere".into(),
+            reason: "no such folder".into(),
+        }
+        .into();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.hint.as_deref(), Some(NO_REGISTRY_HINT));
+    }
+
+    #[test]
+    fn an_unrecorded_failure_exits_as_its_original_error() {
+        use predict_buy_deploy::Error as D;
+        let env = predict_buy_registry::EnvName::parse("nonprod").unwrap();
+        let not_found = || D::ConfigNotFound {
+            start: PathBuf::from("/p"),
+        };
+        let contention = || {
+            D::Registry(predict_buy_registry::Error::Contention {
+                object: "history".into(),
+                attempts: 5,
+            })
+        };
+        let e: CliError = D::Unrecorded {
+            env: env.clone(),
+            original: Box::new(contention()),
+            record: Box::new(not_found()),
+        }
+        .into();
+        assert_eq!(e.exit_code(), 1, "{e}");
+        let e: CliError = D::Unrecorded {
+            env,
+            original: Box::new(not_found()),
+            record: Box::new(contention()),
+        }
+        .into();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.hint.unwrap().contains("history --env nonprod"));
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //!   or the nearest one above it, read by the deploy crate's [`LoadedConfig`] (the one
 //!   YAML reader and the one walker).
 //! - **environment**: `--env`, else the environment following the current git branch.
-//! - **durations**: [`parse_duration`], the one parser (`250ms`, `30s`, `2m`, bare
-//!   seconds). Zero is refused: every duration here is a timeout, a lease or a polling
-//!   interval, and zero would mean "fail at once" or "spin".
+//! - **durations**: one syntax (`250ms`, `30s`, `2m`, `1h`, `7d`, bare seconds; a
+//!   superset of the deploy crate's YAML durations) and one cap (7 days: longer is a
+//!   typo, such as `30000` meant as milliseconds). [`parse_duration`] refuses zero,
+//!   because every duration it reads is a timeout, a lease or a polling interval, and
+//!   zero would mean "fail at once" or "spin"; [`parse_min_age`] takes zero, because
+//!   `registry gc --min-age 0s` ("every leftover, now") is a real request.
 //! - **admin token**: `PREDICT_BUY_ADMIN_TOKEN` > the token file (`--admin-token-file`,
 //!   else `PREDICT_BUY_ADMIN_TOKEN_FILE`).
 //! - **actor** (who is recorded in history): `PREDICT_BUY_ACTOR` (so CI can name the
@@ -33,8 +36,9 @@ use predict_buy_registry::{DEFAULT_REGISTRY_URL, RegistryUrl};
 use crate::CliError;
 use crate::project::env;
 
-/// The longest duration any setting takes; longer is a typo (`30000` meant as ms).
-const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest duration any setting takes: a week, so `registry gc --min-age 7d`
+/// works; longer is a typo (`30000` meant as ms).
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Why a setting cannot be resolved. Every variant is the caller's input except
 /// [`SettingsError::CurrentDir`] and [`SettingsError::Runtime`]; `error.rs` decides.
@@ -288,22 +292,56 @@ fn host() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The one duration parser: the deploy crate's syntax (`250ms`, `30s`, `2m`, a bare
-/// number of seconds), limited to 0 < d ≤ 24h. Usable as a clap `value_parser`.
+/// A timeout, lease or interval: `250ms`, `30s`, `2m`, `1h`, `2d` or a bare number of
+/// seconds, with 0 < d ≤ 7 days. Usable as a clap `value_parser`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = predict_buy_deploy::config::parse_duration(text)?;
+    let d = parse_units(text)?;
     check_range(d)?;
     Ok(d)
 }
 
+/// The range of [`parse_duration`], also applied to durations the deploy crate read
+/// from the project config.
 fn check_range(d: Duration) -> Result<(), String> {
     if d.is_zero() {
         return Err("must be more than zero".to_string());
     }
     if d > MAX_DURATION {
-        return Err("is longer than 24h".to_string());
+        return Err("is longer than 7d".to_string());
     }
     Ok(())
+}
+
+/// An age threshold (`registry gc --min-age`): the syntax of [`parse_duration`], and
+/// zero is allowed. Usable as a clap `value_parser`.
+pub fn parse_min_age(text: &str) -> Result<Duration, String> {
+    parse_units(text)
+}
+
+/// The one duration syntax, capped at [`MAX_DURATION`].
+fn parse_units(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| "is not a duration like 500ms, 30s, 2m, 1h or 7d".to_string())?;
+    let unit_secs = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => return Err(format!("has unknown unit `{other}` (use ms, s, m, h or d)")),
+    };
+    let d = Duration::try_from_secs_f64(value * unit_secs)
+        .map_err(|_| "is longer than 7d".to_string())?;
+    if d > MAX_DURATION {
+        return Err("is longer than 7d".to_string());
+    }
+    Ok(d)
 }
 
 /// A duration setting named `key` (a flag or config key), as a CLI error.
@@ -472,12 +510,37 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["0s", "0", "0ms", "25h", "2000m", "fast", "5h", "-1s", ""] {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in [
+            "0s", "0", "0ms", "8d", "10081m", "fast", "-1s", "", "1w", ".",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} was accepted");
         }
         let err = duration("--lease-ttl", "0s").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert_eq!(err.to_string(), "--lease-ttl `0s` must be more than zero");
+    }
+
+    #[test]
+    fn hours_and_days_parse_up_to_a_week() {
+        assert_eq!(parse_duration("5h"), Ok(Duration::from_secs(5 * 3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_min_age("7d"), Ok(MAX_DURATION));
+        assert_eq!(parse_min_age("168h"), Ok(MAX_DURATION));
+        assert_eq!(parse_min_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_min_age("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_min_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_min_age("8d"), Err("is longer than 7d".to_string()));
+        assert_eq!(
+            parse_min_age("99999999999999999999d"),
+            Err("is longer than 7d".to_string())
+        );
+        assert_eq!(
+            parse_min_age("1w"),
+            Err("has unknown unit `w` (use ms, s, m, h or d)".to_string())
+        );
+        assert!(parse_min_age("h").unwrap_err().contains("not a duration"));
+        assert!(parse_min_age("-1h").is_err());
     }
 
     #[test]

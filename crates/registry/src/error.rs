@@ -16,7 +16,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// chain gets the whole story. [`Error::is_user_error`] separates bad input (exit
 /// code 2) from failed operations (exit code 1).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The registry URL is not one we can open.
     #[error("invalid registry URL `{url}`: {reason}")]

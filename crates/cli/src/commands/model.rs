@@ -10,6 +10,7 @@ use predict_buy_registry::{ArtifactInfo, ArtifactPointer, Digest, Registry, Rele
 use serde::Serialize;
 
 use crate::commands::registry::{describe, leftovers, open_existing};
+use crate::project::outln;
 use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
 
@@ -167,7 +168,7 @@ async fn push(a: &PushArgs) -> Outcome {
         });
         crate::project::out_json(&doc)?;
     } else {
-        println!("{}", pushed.digest);
+        outln!("{}", pushed.digest)?;
     }
     Ok(())
 }
@@ -228,7 +229,7 @@ async fn pull(a: &PullArgs) -> Outcome {
         });
         crate::project::out_json(&doc)?;
     } else {
-        println!("{}", out.display());
+        outln!("{}", out.display())?;
     }
     Ok(())
 }
@@ -270,18 +271,20 @@ async fn list(a: &ListArgs) -> Outcome {
         eprintln!("no artifacts in {}", registry.describe());
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<12}  {:>12}  {:<20}  RELEASES",
-        "DIGEST", "SIZE", "STORED"
-    );
+        "DIGEST",
+        "SIZE",
+        "STORED"
+    )?;
     for l in &listed {
-        println!(
+        outln!(
             "{:<12}  {:>12}  {:<20}  {}",
             l.info.digest.short(),
             l.info.size,
             short_time(&l.info.stored_at),
             join_tags(&l.releases)
-        );
+        )?;
     }
     Ok(())
 }
@@ -364,31 +367,31 @@ async fn show(a: &ShowArgs) -> Outcome {
         crate::project::out_json(&shown)?;
         return Ok(());
     }
-    println!("digest     {}", info.digest);
-    println!("size       {} bytes", info.size);
-    println!("stored     {}", short_time(&info.stored_at));
-    println!("releases   {}", join_tags(&releases));
-    println!("model      {} ({} trees)", m.model, m.n_trees);
-    println!("features   {}", m.features.join(", "));
-    println!("trained    {} on {} rows", m.trained_at, m.train_rows);
-    println!(
+    outln!("digest     {}", info.digest)?;
+    outln!("size       {} bytes", info.size)?;
+    outln!("stored     {}", short_time(&info.stored_at))?;
+    outln!("releases   {}", join_tags(&releases))?;
+    outln!("model      {} ({} trees)", m.model, m.n_trees)?;
+    outln!("features   {}", m.features.join(", "))?;
+    outln!("trained    {} on {} rows", m.trained_at, m.train_rows)?;
+    outln!(
         "threshold  {:.4} ({})",
         model.threshold().value,
         model.threshold().method
-    );
+    )?;
     match &m.metrics {
         Some(t) => {
             let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-            println!(
+            outln!(
                 "metrics    accuracy {:.4} · ROC AUC {} · PR AUC {} · log loss {:.4} · F1 {:.4}",
                 t.accuracy,
                 fmt(t.roc_auc),
                 fmt(t.pr_auc),
                 t.log_loss,
                 t.f1
-            );
+            )?;
         }
-        None => println!("metrics    none recorded"),
+        None => outln!("metrics    none recorded")?,
     }
     Ok(())
 }
@@ -448,11 +451,11 @@ async fn verify(a: &VerifyArgs) -> Outcome {
     }
     if report.corrupt.is_empty() && dangling.is_empty() {
         if !a.json {
-            println!(
+            outln!(
                 "{} artifacts verified in {}",
                 report.checked,
                 registry.describe()
-            );
+            )?;
         }
         return Ok(());
     }

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use predict_buy_registry::{Error, GcMode, InterruptedWrite, Registry, RegistryUrl};
+use predict_buy_registry::{GcMode, InterruptedWrite, Registry, RegistryUrl};
 use serde::Serialize;
 
+use crate::project::outln;
 use crate::registry_url::{RegistryArg, registry_error, registry_url, runtime};
 use crate::{CliError, Outcome};
 
@@ -19,10 +20,10 @@ pub enum RegistryCommand {
 
 #[derive(Args)]
 pub struct GcArgs {
-    /// Only remove leftovers inactive for at least this long (e.g. 30m, 1h, 2d). A
+    /// Only remove leftovers inactive for at least this long (e.g. 30m, 1h, 2d; at most 7d). A
     /// leftover younger than that may belong to a write still in progress; on S3 the
     /// age counts from the start of the upload, so keep it above your longest push.
-    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_age)]
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::settings::parse_min_age)]
     pub min_age: Duration,
     /// Say what would be removed; remove nothing.
     #[arg(long)]
@@ -41,45 +42,16 @@ pub fn run(c: RegistryCommand) -> Outcome {
     }
 }
 
-const NO_REGISTRY_HINT: &str = "push a model with `predict-buy model push` or run `predict-buy quickstart`; or point --registry, PREDICT_BUY_REGISTRY or `registry:` in predict-buy.yaml at an existing registry";
-
 /// Opens the registry at `url` for a command that only reads: a missing registry is
-/// bad input (exit 2) with a hint, and nothing is created.
+/// bad input (exit 2) with a hint (see `error.rs`), and nothing is created.
 pub async fn open_existing_at(url: &RegistryUrl) -> Result<Registry, CliError> {
-    Registry::open_existing(url).await.map_err(|e| match e {
-        e @ Error::NoRegistry { .. } => registry_error(e).with_hint(NO_REGISTRY_HINT),
-        e => registry_error(e),
-    })
+    Ok(Registry::open_existing(url).await?)
 }
 
 /// [`open_existing_at`] for the registry named by `--registry`, the environment or
 /// predict-buy.yaml.
 pub async fn open_existing(flag: Option<&str>) -> Result<Registry, CliError> {
     open_existing_at(&registry_url(flag)?).await
-}
-
-/// `90s`, `30m`, `1h`, `2d`, or a bare number of seconds.
-fn parse_age(input: &str) -> Result<Duration, String> {
-    let s = input.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{input}` is not an age like 30m, 1h or 2d"))?;
-    let unit_secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => {
-            return Err(format!(
-                "`{input}` has unknown unit `{other}` (use s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{input}` is too long"))
 }
 
 /// A duration as people write it: `2h 5m`, `40s`.
@@ -150,10 +122,10 @@ async fn gc(a: &GcArgs) -> Outcome {
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for w in &report.removed {
-        println!("{verb}  {}", describe(w, now));
+        outln!("{verb}  {}", describe(w, now))?;
     }
     for w in &report.kept {
-        println!("kept  {}", describe(w, now));
+        outln!("kept  {}", describe(w, now))?;
     }
     let min_age = human_age(a.min_age);
     eprintln!(
@@ -169,20 +141,6 @@ async fn gc(a: &GcArgs) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_parse_in_every_unit_and_refuse_the_rest() {
-        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_age("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_age("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_age("1w").unwrap_err().contains("unknown unit `w`"));
-        assert!(parse_age("h").unwrap_err().contains("not an age"));
-        assert!(parse_age("-1h").is_err());
-        assert!(parse_age("99999999999999999999d").is_err());
-    }
 
     #[test]
     fn ages_read_as_people_write_them() {

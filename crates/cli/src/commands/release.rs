@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::commands::model::ListArgs;
 use crate::commands::model::{load_artifact_file, looks_like_digest, push_artifact, short_time};
 use crate::commands::registry::open_existing;
+use crate::project::outln;
 use crate::registry_url::{RegistryArg, open_registry, registry_error, runtime};
 use crate::{CliError, Outcome};
 
@@ -87,12 +88,12 @@ async fn resolve_model(
     reference: &str,
 ) -> Result<(Digest, Model, ModelSource), CliError> {
     let path = Path::new(reference);
-    if reference.ends_with(".ref.yaml") && path.is_file() {
+    if path.is_file() && !is_artifact_file(reference) {
         let pointer = ArtifactPointer::read(path).map_err(registry_error)?;
         let model = pull_model(registry, &pointer.digest).await?;
         return Ok((pointer.digest, model, ModelSource::Stored));
     }
-    if path.is_file() {
+    if is_artifact_file(reference) {
         let (bytes, model) = load_artifact_file(path)?;
         let digest = Digest::of(&bytes);
         let source = ModelSource::File {
@@ -113,6 +114,12 @@ async fn resolve_model(
         .map_err(registry_error)?;
     let model = pull_model(registry, &digest).await?;
     Ok((digest, model, ModelSource::Stored))
+}
+
+/// `--model` names a file to push rather than something already stored (a pointer
+/// file or a digest).
+fn is_artifact_file(reference: &str) -> bool {
+    !reference.ends_with(".ref.yaml") && Path::new(reference).is_file()
 }
 
 async fn pull_model(registry: &Registry, digest: &Digest) -> Result<Model, CliError> {
@@ -227,7 +234,13 @@ pub async fn create_release(
 
 async fn create(a: &CreateArgs) -> Outcome {
     let tag = parse_tag(&a.tag)?;
-    let registry = open_registry(a.registry.registry.as_deref())?;
+    // Only pushing a file may start a registry; a digest or a pointer names something
+    // already stored, so a missing registry is reported rather than created empty.
+    let registry = if is_artifact_file(&a.model) {
+        open_registry(a.registry.registry.as_deref())?
+    } else {
+        open_existing(a.registry.registry.as_deref()).await?
+    };
     let outcome = create_release(
         &registry,
         NewRelease {
@@ -348,18 +361,20 @@ async fn list(a: &ListArgs) -> Outcome {
         .max()
         .unwrap_or(0)
         .max("TAG".len());
-    println!(
+    outln!(
         "{:<width$}  {:<12}  {:<20}  IMAGE",
-        "TAG", "MODEL", "CREATED"
-    );
+        "TAG",
+        "MODEL",
+        "CREATED"
+    )?;
     for r in &releases {
-        println!(
+        outln!(
             "{:<width$}  {:<12}  {:<20}  {}",
             r.tag.to_string(),
             r.model_digest.short(),
             short_time(&r.created_at),
             r.image.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     Ok(())
 }
@@ -372,17 +387,17 @@ async fn show(a: &ShowArgs) -> Outcome {
         crate::project::out_json(&r)?;
         return Ok(());
     }
-    println!("release    {}", r.tag);
-    println!("model      {}", r.model_digest);
-    println!("image      {}", r.image.as_deref().unwrap_or("-"));
-    println!("git commit {}", r.git_commit.as_deref().unwrap_or("-"));
-    println!(
+    outln!("release    {}", r.tag)?;
+    outln!("model      {}", r.model_digest)?;
+    outln!("image      {}", r.image.as_deref().unwrap_or("-"))?;
+    outln!("git commit {}", r.git_commit.as_deref().unwrap_or("-"))?;
+    outln!(
         "created    {} by {}",
         short_time(&r.created_at),
         r.created_by
-    );
+    )?;
     if !r.notes.is_empty() {
-        println!("notes      {}", r.notes);
+        outln!("notes      {}", r.notes)?;
     }
     let metric = |k: &str| {
         r.metrics
@@ -391,23 +406,25 @@ async fn show(a: &ShowArgs) -> Outcome {
             .map_or("n/a".to_string(), |v| format!("{v:.4}"))
     };
     if r.metrics.is_null() {
-        println!("metrics    none recorded");
+        outln!("metrics    none recorded")?;
     } else {
-        println!(
+        outln!(
             "metrics    accuracy {} · ROC AUC {} · PR AUC {} · log loss {} · F1 {}",
             metric("accuracy"),
             metric("roc_auc"),
             metric("pr_auc"),
             metric("log_loss"),
             metric("f1")
-        );
+        )?;
     }
-    println!("golden     {} predictions", r.golden.len());
+    outln!("golden     {} predictions", r.golden.len())?;
     for g in &r.golden {
-        println!(
+        outln!(
             "  class {} p={:.6}  {}",
-            g.predicted_class, g.probability, g.input
-        );
+            g.predicted_class,
+            g.probability,
+            g.input
+        )?;
     }
     Ok(())
 }

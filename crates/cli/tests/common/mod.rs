@@ -277,3 +277,44 @@ pub fn port_answers(port: u16) -> bool {
     )
     .is_ok()
 }
+
+/// Leaves a staging file in the default registry as a writer killed mid-write does,
+/// last written `age` ago.
+pub fn leave_staging_file(ctx: &TestContext, name: &str, len: usize, age: std::time::Duration) {
+    let path = ctx
+        .registry_dir()
+        .join("registry-v1/objects/sha256")
+        .join(name);
+    let file = std::fs::File::create(&path).expect("create a staging file");
+    std::io::Write::write_all(&mut &file, &vec![7u8; len]).expect("write a staging file");
+    file.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now() - age))
+        .expect("age a staging file");
+}
+
+/// [`insta_settings`] plus what registry and deploy output adds: ages of leftovers
+/// (they grow while the test runs) and lease expiry countdowns.
+pub fn insta_settings_registry(ctx: &TestContext) -> insta::Settings {
+    let mut s = insta_settings(ctx);
+    s.add_filter(r"\b(\d+d \d+h|\d+h \d+m|\d+m \d+s|\d+s) old\b", "[AGE] old");
+    s.add_filter(r#""age_seconds": \d+"#, r#""age_seconds": "[AGE]""#);
+    // Fractional milliseconds: the base filter already replaced the digits after the
+    // point.
+    s.add_filter(r"\b\d+\.\[MS\] ms\b", "[MS] ms");
+    s.add_filter(
+        r#"("http://127\.0\.0\.1:\[PORT\]/",\s+)[0-9.e-]+"#,
+        "$1\"[MS]\"",
+    );
+    // The shared trained models live in another test's scratch folder.
+    s.add_filter(
+        &format!(
+            r"{}/predict-buy-test[A-Za-z0-9_]+",
+            regex::escape(&std::env::temp_dir().display().to_string())
+        ),
+        "[MODELS-DIR]",
+    );
+    // Artifacts record when they were trained, so their digests differ between runs;
+    // tables show the first 12 hex digits.
+    s.add_filter(r"(?m)^[0-9a-f]{12}\b", "[SHORT-DIGEST]");
+    s.add_filter(r"\b(v\d+\.\d+\.\d+ +)[0-9a-f]{12}\b", "$1[SHORT-DIGEST]");
+    s
+}
