@@ -154,7 +154,9 @@ pub(crate) fn open_project(p: &ProjectArgs, env: Option<&str>) -> Result<Project
     let config = settings.require_project(p.config.as_deref())?;
     let env = settings.environment(&config, env)?;
     let url = settings.registry_url_in(p.registry.registry.as_deref(), Some(&config))?;
-    let registry = Registry::open(&url)?;
+    // Every command here reads releases or history that must already be there: a
+    // missing registry is reported, never created.
+    let registry = runtime()?.block_on(crate::commands::registry::open_existing_at(&url))?;
     Ok(Project {
         settings,
         config,
