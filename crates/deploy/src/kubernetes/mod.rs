@@ -9,6 +9,7 @@
 
 mod cluster;
 mod error;
+pub mod kustomize;
 pub mod manifests;
 mod target;
 
