@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::TestContext;
+use common::{TestContext, models};
 
 const TAG: &str = "v1.2.0";
 const ENVS: [&str; 2] = ["nonprod", "prod"];
@@ -210,4 +210,44 @@ fn a_release_file_for_another_tag_is_refused() {
         "{run}"
     );
     assert!(run.stdout.is_empty(), "{run}");
+}
+
+#[test]
+fn a_release_file_renders_what_the_registry_release_renders() {
+    let ctx = TestContext::new();
+    std::fs::write(
+        ctx.path().join("predict-buy.yaml"),
+        "environments:\n  prod:\n    target: kubernetes\n    namespace: shop\n",
+    )
+    .expect("write predict-buy.yaml");
+    let m = models();
+    ctx.run(["release", "create", TAG, "--model", s(&m.a)]).ok();
+    let shown = ctx.run(["release", "show", TAG, "--json"]).ok();
+    let digest = shown.json()["model_digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    let record = ctx.path().join("release.json");
+    std::fs::write(&record, &shown.stdout).expect("write the release record");
+
+    let from_registry = ctx.run(["render", TAG, "--env", "prod"]).ok();
+    // Without pod_registry the pods read the project's own registry.
+    for want in [
+        format!("- {digest}"),
+        "- --registry\n        - file://".to_string(),
+        "namespace: shop".to_string(),
+        format!("predict-buy.dev/release: {TAG}"),
+    ] {
+        assert!(
+            from_registry.stdout.contains(&want),
+            "`{want}` missing:\n{from_registry}"
+        );
+    }
+    let from_file = ctx
+        .run(["render", TAG, "--env", "prod", "--release-file", s(&record)])
+        .ok();
+    assert_eq!(from_file.stdout, from_registry.stdout);
+
+    let missing = ctx.run(["render", "v9.9.9", "--env", "prod"]).code(2);
+    assert!(missing.stdout.is_empty(), "{missing}");
 }
