@@ -10,6 +10,7 @@
 mod cluster;
 pub mod diff;
 mod error;
+pub mod kustomize;
 pub mod manifests;
 mod target;
 
