@@ -412,7 +412,11 @@ async fn server_dry_run(
     json: bool,
 ) -> Outcome {
     use predict_buy_deploy::kubernetes::diff::diff;
-    let live = k.cluster().deployment().await.map_err(|e| deploy_error(e.into()))?;
+    let live = k
+        .cluster()
+        .deployment()
+        .await
+        .map_err(|e| deploy_error(e.into()))?;
     let applied = k
         .dry_run(&plan.env, plan.record(), deployer.actor())
         .await
@@ -422,7 +426,9 @@ async fn server_dry_run(
     }
     let changes = diff(live.as_ref().map(encode).as_ref(), &encode(&applied));
     if json {
-        crate::project::out_json(&serde_json::json!({ "server_dry_run": { "deployment": changes } }))?;
+        crate::project::out_json(
+            &serde_json::json!({ "server_dry_run": { "deployment": changes } }),
+        )?;
         return Ok(());
     }
     if live.is_none() {

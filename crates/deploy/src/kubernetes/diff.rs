@@ -16,7 +16,13 @@ pub struct Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Option<Value>| v.as_ref().map_or("(absent)".to_string(), Value::to_string);
-        write!(f, "{}: {} → {}", self.path, show(&self.live), show(&self.applied))
+        write!(
+            f,
+            "{}: {} → {}",
+            self.path,
+            show(&self.live),
+            show(&self.applied)
+        )
     }
 }
 
@@ -97,7 +103,10 @@ mod tests {
                 "spec.template.spec.containers[0].args[1]",
             ]
         );
-        assert_eq!(changes[1].to_string(), "metadata.annotations.predict-buy.dev/release: \"v1.0.0\" → \"v1.1.0\"");
+        assert_eq!(
+            changes[1].to_string(),
+            "metadata.annotations.predict-buy.dev/release: \"v1.0.0\" → \"v1.1.0\""
+        );
         assert!(diff(Some(&live), &live).is_empty());
     }
 
