@@ -106,9 +106,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The cluster refused or failed an operation.
+    /// The cluster refused or failed an operation. Boxed: its messages carry several
+    /// names, and every deploy result would otherwise be that large.
     #[error(transparent)]
-    Kube(#[from] crate::kubernetes::KubeError),
+    Kube(Box<crate::kubernetes::KubeError>),
 
     /// A registry operation failed (or named something that does not exist).
     #[error(transparent)]
@@ -140,6 +141,12 @@ fn list_or_none(items: &[String]) -> String {
 fn display_opt(tag: &Option<ReleaseTag>) -> String {
     tag.as_ref()
         .map_or_else(|| "nothing".to_string(), |t| format!("`{t}`"))
+}
+
+impl From<crate::kubernetes::KubeError> for Error {
+    fn from(e: crate::kubernetes::KubeError) -> Self {
+        Error::Kube(Box::new(e))
+    }
 }
 
 impl Error {
