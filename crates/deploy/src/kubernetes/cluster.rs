@@ -64,6 +64,10 @@ impl Cluster {
                     source,
                 })?;
         let server = config.cluster_url.to_string();
+        // With two rustls providers compiled in (ring for kube, aws-lc-rs through
+        // object_store's reqwest) rustls picks none and kube's client panics; choose
+        // ring unless the process already chose. An `Err` means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|source| KubeError::Client {
             server: server.clone(),
             source,
@@ -116,6 +120,12 @@ impl Cluster {
     /// Server-side applies every object (without forcing: a field someone else
     /// changed is a conflict to report, not to overwrite). Returns the Deployment as
     /// the API server stored it — or, with `dry_run`, as it would store it.
+    ///
+    /// A real apply first sends every object as a dry run (`dryRun=All`), which runs
+    /// the same RBAC, validation and field-ownership checks: a refusal or a conflict
+    /// on the Deployment then leaves the Service and PodDisruptionBudget untouched too,
+    /// instead of half an environment. Only the namespace (with `create_namespace`) is
+    /// created before that check, since the other objects cannot be checked without it.
     pub async fn apply(
         &self,
         manifests: &Manifests,
@@ -130,13 +140,26 @@ impl Cluster {
             let api: Api<Namespace> = Api::all(self.client.clone());
             apply_one(&api, &self.namespace, ns, &params, "namespaces").await?;
         }
+        if !dry_run {
+            self.apply_objects(manifests, &PatchParams::apply(FIELD_MANAGER).dry_run())
+                .await?;
+        }
+        self.apply_objects(manifests, &params).await
+    }
+
+    /// The namespaced objects, in order, with the Deployment as stored.
+    async fn apply_objects(
+        &self,
+        manifests: &Manifests,
+        params: &PatchParams,
+    ) -> Result<Deployment, KubeError> {
         let ns = &self.namespace;
         let c = &self.client;
         apply_one(
             &Api::namespaced(c.clone(), ns),
             APP,
             &manifests.service,
-            &params,
+            params,
             "services",
         )
         .await?;
@@ -144,7 +167,7 @@ impl Cluster {
             &Api::namespaced(c.clone(), ns),
             APP,
             &manifests.pdb,
-            &params,
+            params,
             "poddisruptionbudgets.policy",
         )
         .await?;
@@ -152,7 +175,7 @@ impl Cluster {
             &Api::namespaced(c.clone(), ns),
             APP,
             &manifests.deployment,
-            &params,
+            params,
             "deployments.apps",
         )
         .await?;
@@ -161,7 +184,7 @@ impl Cluster {
                 &Api::namespaced(c.clone(), ns),
                 APP,
                 hpa,
-                &params,
+                params,
                 "horizontalpodautoscalers.autoscaling",
             )
             .await?;
