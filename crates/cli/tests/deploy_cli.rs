@@ -252,16 +252,20 @@ fn bad_input_names_the_problem_and_exits_2() {
         "{run}"
     );
 
-    // Kubernetes targets are not supported yet, and say so.
+    // A key that does not apply to the target is named, not ignored.
     std::fs::write(
         ctx.path().join("predict-buy.yaml"),
-        "require_git_tag: false\nenvironments:\n  prod: {target: kubernetes, namespace: prod}\n",
+        "require_git_tag: false\nenvironments:\n  prod: {target: kubernetes, namespace: prod, endpoints: [http://127.0.0.1:9]}\n",
     )
     .unwrap();
     let run = ctx
         .run(["deploy", "v0.1.0", "--env", "prod", "--yes"])
         .code(2);
-    assert!(run.stderr.contains("not supported yet"), "{run}");
+    assert!(
+        run.stderr.contains("environments.prod.endpoints")
+            && run.stderr.contains("does not apply to a `kubernetes` target"),
+        "{run}"
+    );
 }
 
 #[test]
