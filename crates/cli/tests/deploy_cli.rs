@@ -263,7 +263,9 @@ fn bad_input_names_the_problem_and_exits_2() {
         .code(2);
     assert!(
         run.stderr.contains("environments.prod.endpoints")
-            && run.stderr.contains("does not apply to a `kubernetes` target"),
+            && run
+                .stderr
+                .contains("does not apply to a `kubernetes` target"),
         "{run}"
     );
 }
