@@ -307,6 +307,31 @@ fn git_tags_are_required_unless_the_config_says_otherwise() {
     let run = ctx.run(["deploy", "v0.1.0", "--dry-run"]).ok();
     assert!(run.stdout.contains("deploy v0.1.0 to nonprod"), "{run}");
     assert!(p.history("nonprod").is_empty(), "a dry run changes nothing");
+
+    // The CD workflow's gate, as the workflow calls it: the tag, the confirmation and
+    // the environment chosen from the branch are all predict-buy's to check.
+    let run = ctx
+        .run(["deploy", "v0.1.0", "--confirm", "n", "--dry-run", "--json"])
+        .code(1);
+    assert!(
+        run.stderr.contains("not confirmed (--confirm `n`)"),
+        "{run}"
+    );
+    assert!(run.stdout.is_empty(), "{run}");
+    let plan = ctx
+        .run(["deploy", "v0.1.0", "--confirm", "y", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(plan["env"], "nonprod", "{plan}");
+    assert_eq!(plan["release"], "v0.1.0", "{plan}");
+    let run = ctx
+        .run(["deploy", "v9.9.9", "--confirm", "y", "--dry-run", "--json"])
+        .code(2);
+    assert!(run.stderr.contains("v9.9.9"), "{run}");
+    assert!(
+        p.history("nonprod").is_empty(),
+        "a refused gate changes nothing"
+    );
 }
 
 #[test]

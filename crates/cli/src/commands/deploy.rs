@@ -337,18 +337,25 @@ async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> O
         None => t.yes,
     };
     if t.dry_run {
+        let server = match deployer.target() {
+            EnvTarget::Kubernetes(k) => Some(server_dry_run(k, deployer, plan).await?),
+            EnvTarget::Local(_) => None,
+        };
         if t.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(plan).expect("plans serialise")
-            );
+            // One document, so `jq .env` and friends read it as they read a local plan.
+            let mut doc = serde_json::to_value(plan).expect("plans serialise");
+            if let (Some(changes), Some(map)) = (&server, doc.as_object_mut()) {
+                map.insert(
+                    "server_dry_run".into(),
+                    serde_json::json!({ "deployment": changes }),
+                );
+            }
+            crate::project::out_json(&doc)?;
         } else {
             println!("{plan}");
-        }
-        if let EnvTarget::Kubernetes(k) = deployer.target() {
-            server_dry_run(k, deployer, plan, t.json).await?;
-        }
-        if !t.json {
+            if let Some(changes) = &server {
+                print_server_dry_run(changes);
+            }
             println!("dry run: nothing was changed");
         }
         return Ok(());
@@ -404,14 +411,17 @@ async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> O
 }
 
 /// Asks the API server what applying the plan would change (`dryRun=All`: validated
-/// and defaulted, not stored) and prints the difference from the live Deployment.
+/// and defaulted, not stored): the changes from the live Deployment, `None` when there
+/// is no live Deployment yet.
 async fn server_dry_run(
     k: &predict_buy_deploy::kubernetes::KubernetesTarget,
     deployer: &EnvDeployer,
     plan: &Plan,
-    json: bool,
-) -> Outcome {
+) -> Result<Option<Vec<predict_buy_deploy::kubernetes::diff::Change>>, CliError> {
     use predict_buy_deploy::kubernetes::diff::diff;
+    fn encode<T: serde::Serialize>(d: &T) -> serde_json::Value {
+        serde_json::to_value(d).expect("Deployments serialise")
+    }
     let live = k
         .cluster()
         .deployment()
@@ -421,27 +431,20 @@ async fn server_dry_run(
         .dry_run(&plan.env, plan.record(), deployer.actor())
         .await
         .map_err(|e| deploy_error(e.into()))?;
-    fn encode<T: serde::Serialize>(d: &T) -> serde_json::Value {
-        serde_json::to_value(d).expect("Deployments serialise")
-    }
-    let changes = diff(live.as_ref().map(encode).as_ref(), &encode(&applied));
-    if json {
-        crate::project::out_json(
-            &serde_json::json!({ "server_dry_run": { "deployment": changes } }),
-        )?;
-        return Ok(());
-    }
-    if live.is_none() {
-        println!("server dry run: the Deployment would be created");
-    } else if changes.is_empty() {
-        println!("server dry run: the Deployment would not change");
-    } else {
-        println!("server dry run: the Deployment would change");
-        for c in &changes {
-            println!("  {c}");
+    Ok(live.map(|l| diff(Some(&encode(&l)), &encode(&applied))))
+}
+
+fn print_server_dry_run(changes: &Option<Vec<predict_buy_deploy::kubernetes::diff::Change>>) {
+    match changes {
+        None => println!("server dry run: the Deployment would be created"),
+        Some(c) if c.is_empty() => println!("server dry run: the Deployment would not change"),
+        Some(c) => {
+            println!("server dry run: the Deployment would change");
+            for change in c {
+                println!("  {change}");
+            }
         }
     }
-    Ok(())
 }
 
 fn confirm(plan: &Plan) -> Outcome {
