@@ -18,8 +18,9 @@ use super::manifests::{APP, CONTAINER_PORT, Manifests, annotation};
 
 /// The one field manager of every server-side apply predict-buy makes.
 pub const FIELD_MANAGER: &str = "predict-buy";
-/// How often a rollout's progress is read.
-const POLL: Duration = Duration::from_millis(200);
+/// How often a rollout's progress is read: short, because the wait is most of a
+/// deploy's own overhead and a read is one cheap GET.
+const POLL: Duration = Duration::from_millis(50);
 
 /// A connection to a cluster, scoped to one namespace.
 #[derive(Clone)]
