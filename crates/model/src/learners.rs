@@ -409,19 +409,31 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Rows per partial sum of [`log_loss_of_scores`].
+const LOSS_CHUNK: usize = 4096;
+
 fn log_loss_of_scores(scores: &[f64], y: &[u8]) -> f64 {
-    let total: f64 = scores
-        .par_iter()
-        .zip(y.par_iter())
-        .map(|(&s, &y)| {
-            // log(1 + e^s) − y·s, computed stably.
-            let softplus = if s > 0.0 {
-                s + (-s).exp().ln_1p()
-            } else {
-                s.exp().ln_1p()
-            };
-            softplus - f64::from(y) * s
+    // Fixed chunks summed in order, not rayon's `sum`: its split points follow work
+    // stealing, so the float total (and early stopping, which reads it) would depend on
+    // how busy the machine was.
+    let partial: Vec<f64> = scores
+        .par_chunks(LOSS_CHUNK)
+        .zip(y.par_chunks(LOSS_CHUNK))
+        .map(|(scores, y)| {
+            scores
+                .iter()
+                .zip(y)
+                .map(|(&s, &y)| {
+                    // log(1 + e^s) − y·s, computed stably.
+                    let softplus = if s > 0.0 {
+                        s + (-s).exp().ln_1p()
+                    } else {
+                        s.exp().ln_1p()
+                    };
+                    softplus - f64::from(y) * s
+                })
+                .sum::<f64>()
         })
-        .sum();
-    total / y.len().max(1) as f64
+        .collect();
+    partial.iter().sum::<f64>() / y.len().max(1) as f64
 }
