@@ -619,7 +619,10 @@ pub fn run_status(a: StatusArgs) -> Outcome {
     // from the registry's desired release after a hand edit or a `kubectl rollout undo`.
     let (target, cluster) = match env.config.target {
         TargetKind::Local => (
-            format!("local servers {}", env.config.endpoints.join(", ")),
+            match predict_buy_deploy::target_for(env) {
+                Ok(t) => predict_buy_deploy::Target::describe(&t),
+                Err(e) => e.to_string(),
+            },
             None,
         ),
         TargetKind::Kubernetes => {
@@ -642,14 +645,18 @@ pub fn run_status(a: StatusArgs) -> Outcome {
         }
     };
     if a.json {
-        let mut doc = serde_json::to_value(&status).expect("status serialises");
-        if let (Some(cs), Some(map)) = (&cluster, doc.as_object_mut()) {
-            map.insert(
-                "cluster".into(),
-                serde_json::to_value(cs).expect("cluster status serialises"),
-            );
+        /// The registry's status, then what the cluster runs (Kubernetes only).
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            status: &'a predict_buy_deploy::Status,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cluster: Option<&'a predict_buy_deploy::kubernetes::ClusterStatus>,
         }
-        crate::project::out_json(&doc)?;
+        crate::project::out_json(&Doc {
+            status: &status,
+            cluster: cluster.as_ref(),
+        })?;
         return Ok(());
     }
     println!("environment  {} ({target})", env.name);

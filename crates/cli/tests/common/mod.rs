@@ -297,6 +297,9 @@ pub fn insta_settings_registry(ctx: &TestContext) -> insta::Settings {
     let mut s = insta_settings(ctx);
     s.add_filter(r"\b(\d+d \d+h|\d+h \d+m|\d+m \d+s|\d+s) old\b", "[AGE] old");
     s.add_filter(r#""age_seconds": \d+"#, r#""age_seconds": "[AGE]""#);
+    // Artifacts record their training time, so their size can move by a byte.
+    s.add_filter(r#""size": \d+"#, r#""size": "[SIZE]""#);
+    s.add_filter(r"\(\d+ bytes\)", "([SIZE] bytes)");
     // Fractional milliseconds: the base filter already replaced the digits after the
     // point.
     s.add_filter(r"\b\d+\.\[MS\] ms\b", "[MS] ms");
