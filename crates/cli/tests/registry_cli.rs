@@ -678,6 +678,27 @@ fn unreachable_registry_fails_with_exit_code_1() {
     assert!(run.stderr.contains("127.0.0.1:9"), "{run}");
 }
 
+/// object_store panics on an endpoint that is not an absolute URL; we refuse it first.
+#[test]
+fn an_endpoint_that_is_not_a_url_is_bad_input_not_a_panic() {
+    for endpoint in ["", "localhost:9000", "ftp://127.0.0.1:9"] {
+        let mut ctx = TestContext::new();
+        ctx.env("AWS_ENDPOINT_URL", endpoint);
+        ctx.env("AWS_ACCESS_KEY_ID", "test");
+        ctx.env("AWS_SECRET_ACCESS_KEY", "test");
+        ctx.env("AWS_REGION", "us-east-1");
+        let run = ctx
+            .run(["release", "list", "--registry", "s3://bucket/x"])
+            .code(2);
+        assert!(run.stderr.contains("AWS_ENDPOINT_URL"), "{run}");
+        assert!(
+            run.stderr.contains(&format!("`{endpoint}`")),
+            "{endpoint}: {run}"
+        );
+        assert!(!run.stderr.contains("panicked"), "{run}");
+    }
+}
+
 #[test]
 fn release_records_the_git_commit_inside_a_repository() {
     let ctx = TestContext::new();

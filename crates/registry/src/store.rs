@@ -204,6 +204,9 @@ impl Store {
 
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
         if let Some(endpoint) = &endpoint {
+            // object_store panics on an endpoint that is not an absolute URL (an empty
+            // AWS_ENDPOINT_URL, say), so it is checked here first.
+            check_endpoint(url, endpoint)?;
             builder = builder
                 .with_virtual_hosted_style_request(false)
                 .with_allow_http(endpoint.starts_with("http://"));
@@ -855,3 +858,26 @@ fn check_credentials(url: &RegistryUrl, builder: &AmazonS3Builder) -> Result<()>
 /// Set to `1` to let an `s3://` registry fall back to EC2 instance-metadata
 /// credentials (off by default: probing the metadata endpoint off EC2 only hangs).
 pub const INSTANCE_CREDENTIALS_VAR: &str = "PREDICT_BUY_S3_INSTANCE_CREDENTIALS";
+
+/// An S3 endpoint must be an absolute `http://` or `https://` URL with a host.
+fn check_endpoint(url: &RegistryUrl, endpoint: &str) -> Result<()> {
+    let uri: Option<http::Uri> = endpoint.parse().ok();
+    let scheme_ok = uri
+        .as_ref()
+        .and_then(|u| u.scheme_str())
+        .is_some_and(|s| s == "http" || s == "https");
+    let host_ok = uri
+        .as_ref()
+        .and_then(|u| u.host())
+        .is_some_and(|h| !h.is_empty());
+    if scheme_ok && host_ok {
+        return Ok(());
+    }
+    Err(Error::InvalidUrl {
+        url: url.to_string(),
+        reason: format!(
+            "the S3 endpoint `{endpoint}` (AWS_ENDPOINT_URL or the registry's endpoint \
+             setting) is not an absolute http:// or https:// URL"
+        ),
+    })
+}
