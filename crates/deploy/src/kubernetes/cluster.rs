@@ -65,10 +65,6 @@ impl Cluster {
                     source,
                 })?;
         let server = config.cluster_url.to_string();
-        // With two rustls providers compiled in (ring for kube, aws-lc-rs through
-        // object_store's reqwest) rustls picks none and kube's client panics; choose
-        // ring unless the process already chose. An `Err` means one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|source| KubeError::Client {
             server: server.clone(),
             source,

@@ -28,9 +28,6 @@ pub async fn start(options: SimOptions) -> Ctx {
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap();
-    // In a workspace build rustls has both ring (kube) and aws-lc-rs (object_store's
-    // reqwest) and will not guess; the product chooses ring the same way.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_from(cfg).unwrap();
     Ctx {
         sim,
