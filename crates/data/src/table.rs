@@ -278,30 +278,24 @@ fn text_end(buf: &str, source_name: &str) -> Result<u32, DataError> {
 /// and is read on one thread.
 fn cuts(bytes: &[u8], body: usize, parts: usize) -> Option<Vec<usize>> {
     let len = bytes.len();
-    let mut targets = (1..parts)
-        .map(|k| body + (len - body) * k / parts)
-        .peekable();
+    let mut targets = (1..parts).map(|k| body + (len - body) * k / parts);
+    // The next cut is the first newline outside quotes at or after `want`.
+    let mut want = targets.next();
     let mut cuts = vec![body];
     let mut quoted = false;
     let mut i = body;
-    // Walks quote to quote; at each target, the quote state there is known, and the
-    // cut is the first newline after it outside quotes.
+    // Walks quote to quote; between two quotes the state is known.
     loop {
         let next_quote = bytes[i..].iter().position(|&b| b == b'"').map(|p| i + p);
         let stop = next_quote.unwrap_or(len);
-        while let Some(&t) = targets.peek() {
-            if t >= stop {
+        while let Some(t) = want.filter(|&t| !quoted && t < stop) {
+            let from = t.max(i);
+            let Some(p) = bytes[from..stop].iter().position(|&b| b == b'\n') else {
                 break;
-            }
-            targets.next();
-            if !quoted {
-                let nl = bytes[t..stop].iter().position(|&b| b == b'\n');
-                match nl {
-                    Some(p) => cuts.push(t + p + 1),
-                    // No line end before the next quote: cut at the next target.
-                    None => continue,
-                }
-            }
+            };
+            let cut = from + p + 1;
+            cuts.push(cut);
+            want = targets.by_ref().find(|&t| t >= cut);
         }
         let Some(q) = next_quote else { break };
         if quoted {
@@ -321,7 +315,6 @@ fn cuts(bytes: &[u8], body: usize, parts: usize) -> Option<Vec<usize>> {
         }
         i = q + 1;
     }
-    cuts.dedup();
     cuts.retain(|&c| c < len);
     cuts.push(len);
     (cuts.len() > 2).then_some(cuts)
@@ -536,7 +529,8 @@ mod tests {
             "a,b\n1,2\n".to_string(),
             "a,b\n".to_string(),
         ];
-        assert!(cuts(big.as_bytes(), 16, 4).is_some_and(|c| c.len() == 5));
+        let found = cuts(big.as_bytes(), 16, 4);
+        assert!(found.as_ref().is_some_and(|c| c.len() == 5), "{found:?}");
         for csv in &cases {
             let expected = Table::from_reader(csv.as_bytes(), "t.csv");
             for threads in [1, 2, 3, 4, 7] {
