@@ -515,7 +515,7 @@ mod tests {
             match r % 9 {
                 0 => big.push_str(&format!("{r},\"two\nlines\",\"£1,{r}.50 \"\n")),
                 1 => big.push_str(&format!("{r},\"say \"\"hi\"\"\",{r}\r\n")),
-                2 => big.push_str("\n"),
+                2 => big.push('\n'),
                 3 => big.push_str(&format!("{r},,\n")),
                 _ => big.push_str(&format!("{r},plain,{}\n", r * 7)),
             }

@@ -104,23 +104,9 @@ impl Grower<'_> {
         for sub in grown {
             sample.write_back(sub.start, &sub.sample);
             let base = nodes.len();
-            let global = |local: u32| {
-                if local == 0 {
-                    sub.node as u32
-                } else {
-                    (base + local as usize - 1) as u32
-                }
-            };
-            let relink = |n: &Node| {
-                let mut n = *n;
-                if n.feature != LEAF {
-                    n.left = global(n.left);
-                }
-                n
-            };
-            nodes[sub.node] = relink(&sub.nodes[0]);
+            nodes[sub.node] = relink(sub.nodes[0], base);
             split_bins[sub.node] = sub.split_bins[0];
-            nodes.extend(sub.nodes[1..].iter().map(relink));
+            nodes.extend(sub.nodes[1..].iter().map(|&n| relink(n, base)));
             split_bins.extend_from_slice(&sub.split_bins[1..]);
             leaves.extend(
                 sub.leaves
@@ -132,6 +118,16 @@ impl Grower<'_> {
         *nodes = renumber(nodes, &order);
         *split_bins = order.iter().map(|&old| split_bins[old as usize]).collect();
     }
+}
+
+/// A subtree's node with its child link made global: the subtree's nodes but its
+/// root (local 0, already in the tree) follow `base` in their local order, so no
+/// child is ever local 0.
+fn relink(mut n: Node, base: usize) -> Node {
+    if n.feature != LEAF {
+        n.left = (base + n.left as usize - 1) as u32;
+    }
+    n
 }
 
 /// The nodes' order in a single depth-first pass: `order[new] = old`. That pass
