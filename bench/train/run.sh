@@ -6,6 +6,8 @@
 #   and LightGBM's one-thread batch prediction rate.
 # Usage: bench/train/run.sh [ROWS] [REPEATS]   (defaults: 300000 rows, 3 repeats)
 # Prints the median fit time and ROC AUC of each, and the ratios.
+# With PREDICT_BUY_SIMD=avx2 in the environment, predict-buy runs the kernels a CPU
+# without AVX-512 runs (the peers are unaffected).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

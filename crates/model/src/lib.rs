@@ -61,4 +61,5 @@ pub mod core {
         FitData, fit_decision_tree, fit_gradient_boosting, fit_random_forest,
     };
     pub use crate::preprocess::{Encoder, Matrix};
+    pub use crate::simd::{Level, SIMD_ENV, level};
 }

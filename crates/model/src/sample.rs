@@ -106,7 +106,7 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    fn seed(rng: &mut impl RngCore) -> Self {
+    pub(crate) fn seed(rng: &mut impl RngCore) -> Self {
         let mut s = [[0u64; LANES]; 4];
         for word in s.iter_mut().flatten() {
             *word = rng.next_u64();

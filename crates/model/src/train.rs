@@ -7,6 +7,7 @@ use predict_buy_data::{CleanColumn, CleanFrame, ColumnValues, DataError, Preset,
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::artifact::{
@@ -152,10 +153,27 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     let fit_seconds = start.elapsed().as_secs_f64();
 
     progress.stage("evaluating");
+    // Blocks of rows on every core: deep trees are walked row by row, and on the
+    // seed config's ten full-depth trees this was a sixth of training's CPU time. A
+    // row's score does not depend on its block.
     let predict = |m: &Matrix| -> Vec<f64> {
-        let mut raw = Vec::new();
-        ensemble.predict_raw_batch(&m.columns, m.n_rows, &mut raw);
-        raw.into_iter()
+        // One block per thread: each call also lays the trees out for scoring.
+        let threads = rayon::current_num_threads().max(1);
+        let rows_per_block = m.n_rows.div_ceil(threads).max(16 * 1024);
+        let blocks: Vec<Vec<f64>> = (0..m.n_rows.div_ceil(rows_per_block))
+            .into_par_iter()
+            .map(|b| {
+                let rows = b * rows_per_block..((b + 1) * rows_per_block).min(m.n_rows);
+                let columns: Vec<Vec<f32>> =
+                    m.columns.iter().map(|c| c[rows.clone()].to_vec()).collect();
+                let mut raw = Vec::new();
+                ensemble.predict_raw_batch(&columns, rows.len(), &mut raw);
+                raw
+            })
+            .collect();
+        blocks
+            .into_iter()
+            .flatten()
             .map(|p| apply_calibration(p, calibration.logit_offset))
             .collect()
     };

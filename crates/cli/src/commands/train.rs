@@ -69,7 +69,7 @@ fn resolve(path: &Path, config: Option<&Path>) -> PathBuf {
 fn read_table(path: &Path) -> Result<(Table, String), CliError> {
     let bytes = std::fs::read(path).map_err(IoError::read(path))?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let table = Table::from_reader(bytes.as_slice(), &path.display().to_string())?;
+    let table = Table::from_bytes(&bytes, &path.display().to_string())?;
     Ok((table, digest))
 }
 

@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ColumnSpec, ColumnType, DataConfig, Impute, Outliers, Parse, Role, Scale};
@@ -167,7 +168,7 @@ impl Cleaner {
         let target_idx = table.column_index(&target_name).expect("checked above");
         let positive = positive_label(table, target_idx, config.positive_label.as_deref())?;
 
-        let mut features = Vec::new();
+        let mut to_fit = Vec::new();
         for (idx, name) in table.headers().iter().enumerate() {
             if idx == target_idx {
                 continue;
@@ -183,8 +184,15 @@ impl Cleaner {
                 }
                 Role::Feature => {}
             }
-            features.push(fit_column(table, idx, &spec)?);
+            to_fit.push((idx, spec));
         }
+        // One column per task, on every core; the first error in column order wins.
+        let features = to_fit
+            .par_iter()
+            .map(|(idx, spec)| fit_column(table, *idx, spec))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         if features.is_empty() {
             return Err(DataError::Invalid {
                 source_name: source.to_string(),
@@ -247,10 +255,14 @@ impl Cleaner {
         if drop_outliers {
             self.mark_outliers(table, &mut keep)?;
         }
+        // One column per task, on every core; the first error in column order wins,
+        // as it would one column after another.
         let features = self
             .features
-            .iter()
+            .par_iter()
             .map(|rule| self.clean_column(table, rule, &keep))
+            .collect::<Vec<_>>()
+            .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
         let target: Vec<u8> = target
             .into_iter()

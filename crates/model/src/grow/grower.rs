@@ -17,14 +17,14 @@ use super::{Criterion, Drawn, GrowParams, Grown, Leaves};
 use crate::binning::Binned;
 use crate::tree::{LEAF, Node, Tree};
 
-struct Pending {
-    node: usize,
-    start: usize,
-    end: usize,
-    depth: usize,
-    sums: Sums,
-    hist: Option<Vec<Sums>>,
-    split: Option<Split>,
+pub(super) struct Pending {
+    pub(super) node: usize,
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) depth: usize,
+    pub(super) sums: Sums,
+    pub(super) hist: Option<Vec<Sums>>,
+    pub(super) split: Option<Split>,
 }
 
 pub struct Grower<'a> {
@@ -230,7 +230,6 @@ impl<'a> Grower<'a> {
         sample: &mut Sample,
         rng: &mut ChaCha8Rng,
     ) -> (Tree, Leaves, Vec<u8>) {
-        let p = self.params;
         let capacity = self.nodes_hint + self.nodes_hint / 8;
         let mut nodes: Vec<Node> = Vec::with_capacity(capacity);
         nodes.push(Node::leaf(0.0));
@@ -261,6 +260,41 @@ impl<'a> Grower<'a> {
             split: root_split,
         };
 
+        // Small subtrees of a lone tree are set aside and grown on every thread; the
+        // nodes are then numbered as this loop alone would have numbered them.
+        let defer_below = self.defer_below();
+        let deferred = self.grow_from(
+            sample,
+            root,
+            (&mut nodes, &mut split_bins, &mut leaves),
+            &mut pool,
+            rng,
+            defer_below,
+        );
+        if !deferred.is_empty() {
+            self.grow_deferred(sample, deferred, (&mut nodes, &mut split_bins, &mut leaves));
+        }
+        self.pool = pool;
+        self.nodes_hint = nodes.len();
+        (Tree { nodes }, leaves, split_bins)
+    }
+
+    /// Grows the nodes under `root` depth-first (or best-first, with a leaf cap),
+    /// writing them to `out` (nodes, split bins, leaves). A node of fewer than
+    /// `defer_below` rows is not grown but returned, for [`Self::grow_deferred`].
+    pub(super) fn grow_from(
+        &self,
+        sample: &mut Sample,
+        root: Pending,
+        out: (&mut Vec<Node>, &mut Vec<u8>, &mut Leaves),
+        pool: &mut Pool,
+        rng: &mut ChaCha8Rng,
+        defer_below: usize,
+    ) -> Vec<Pending> {
+        let p = self.params;
+        let (nodes, split_bins, leaves) = out;
+        let mut features = Vec::with_capacity(self.data.n_features());
+        let mut deferred = Vec::new();
         // Depth-first keeps few histograms alive; best-first is needed when the number
         // of leaves is capped, so the best splits are the ones made.
         let best_first = p.max_leaf_nodes.is_some();
@@ -279,6 +313,10 @@ impl<'a> Grower<'a> {
                 stack.pop()
             };
             let Some(mut item) = item else { break };
+            if item.end - item.start < defer_below {
+                deferred.push(item);
+                continue;
+            }
             let can_grow = p.max_leaf_nodes.is_none_or(|m| n_leaves < m);
             let split = match item.split {
                 Some(s) if can_grow => s,
@@ -333,7 +371,7 @@ impl<'a> Grower<'a> {
                 } else {
                     self.counted(end - start)
                 };
-                let hist = self.histogram(sample, start..end, &features, counted, &mut pool);
+                let hist = self.histogram(sample, start..end, &features, counted, pool);
                 hists[small] = Some((hist, counted));
             }
             match (parent_hist, &hists[small]) {
@@ -354,15 +392,13 @@ impl<'a> Grower<'a> {
                     if open[large] {
                         let (start, end) = ranges[large];
                         let counted = self.counted(end - start);
-                        let hist =
-                            self.histogram(sample, start..end, &features, counted, &mut pool);
+                        let hist = self.histogram(sample, start..end, &features, counted, pool);
                         hists[large] = Some((hist, counted));
                     }
                 }
             }
             for (k, hist) in hists.into_iter().enumerate() {
-                let (split, hist) =
-                    self.split_and_keep(hist, open[k], &features, sums[k], &mut pool);
+                let (split, hist) = self.split_and_keep(hist, open[k], &features, sums[k], pool);
                 let pending = Pending {
                     node: left + k,
                     start: ranges[k].0,
@@ -379,9 +415,7 @@ impl<'a> Grower<'a> {
                 }
             }
         }
-        self.pool = pool;
-        self.nodes_hint = nodes.len();
-        (Tree { nodes }, leaves, split_bins)
+        deferred
     }
 
     /// The best split of a node from its histogram, and the histogram back if its children can subtract from it: when

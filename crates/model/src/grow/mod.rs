@@ -17,6 +17,7 @@ mod layout;
 mod partition;
 mod rows;
 mod split;
+mod subtree;
 mod sums;
 #[cfg(test)]
 mod tests;

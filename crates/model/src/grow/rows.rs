@@ -1,6 +1,8 @@
 //! What a tree grows on: the rows' statistics, a classification row's code, records,
 //! and the sample of rows a tree reorders as its nodes split.
 
+use std::ops::Range;
+
 /// What each row adds to a histogram bin.
 pub(super) enum RowStats {
     /// Boosting: fixed-point gradient and hessian.
@@ -37,6 +39,35 @@ impl Sample {
         match self {
             Sample::Rows { rows, .. } => rows.len(),
             Sample::Records { records, .. } => records.len(),
+        }
+    }
+
+    /// A sample of its own holding the rows in `range`, for a subtree grown apart.
+    pub(super) fn copy_range(&self, range: Range<usize>) -> Sample {
+        let n = range.len();
+        match self {
+            Sample::Rows { rows, .. } => Sample::Rows {
+                rows: rows[range].to_vec(),
+                scratch: vec![0; n],
+            },
+            Sample::Records { records, .. } => Sample::Records {
+                records: records[range].to_vec(),
+                scratch: vec![0; n],
+            },
+        }
+    }
+
+    /// Puts a sample made by [`Sample::copy_range`] back at `start`, with the order
+    /// its subtree left its rows in.
+    pub(super) fn write_back(&mut self, start: usize, part: &Sample) {
+        match (self, part) {
+            (Sample::Rows { rows, .. }, Sample::Rows { rows: p, .. }) => {
+                rows[start..start + p.len()].copy_from_slice(p);
+            }
+            (Sample::Records { records, .. }, Sample::Records { records: p, .. }) => {
+                records[start..start + p.len()].copy_from_slice(p);
+            }
+            _ => unreachable!("a part is copied from a sample of its own kind"),
         }
     }
 }

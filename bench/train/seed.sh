@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The seed's own config, unchanged, end to end: predict-buy against the original
+# pipeline (pandas + imbalanced-learn's SMOTE + scikit-learn's GradientBoosting with
+# max_depth=None, n_estimators=10; bench/train/seed_sklearn.py), side by side.
+# The data is synthetic, of the original's size: 381k training rows (train.csv) and
+# 127k test rows, made by `predict-buy data synth`.
+# Usage: bench/train/seed.sh [REPEATS] [SKLEARN_REPEATS]   (defaults: 5 and 1)
+# Each predict-buy run is timed twice over, native and with PREDICT_BUY_SIMD=avx2 (the
+# kernels a CPU without AVX-512 runs), interleaved. Prints medians of wall time,
+# CPU time (user+sys), peak RSS and test ROC AUC, and the speed-ups.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+repeats=${1:-5}
+sk_repeats=${2:-1}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ ! -x "$root/bench/.venv/bin/python" ]; then
+  python3 -m venv "$root/bench/.venv"
+  "$root/bench/.venv/bin/pip" install -q scikit-learn imbalanced-learn lightgbm pandas
+fi
+py="$root/bench/.venv/bin/python"
+cargo build --release -q -p predict-buy --manifest-path "$root/Cargo.toml"
+pb="$root/target/release/predict-buy"
+
+cd "$work"
+# 508,146 rows, a quarter to test.csv: the original's 381,109 training rows.
+"$pb" data synth --rows 508146 --test-fraction 0.25 --seed 11 --out data >/dev/null 2>&1
+# The seed's config as it is (SEED_CONFIG, default: the shared folder beside the
+# repo), but for where the model goes; without it, the same settings written here.
+seed_config=${SEED_CONFIG:-$root/../shared/data/seed-config.yml}
+if [ -f "$seed_config" ]; then
+  sed 's#store_path: models/#store_path: out/#' "$seed_config" > config.yml
+else
+  printf '%s\n' 'data:' '  train_path: data/train.csv' '  test_path: data/test.csv' \
+    'train:' '  test_size: 0.2' '  random_state: 42' '  shuffle: true' \
+    'model:' '  name: GradientBoostingClassifier' '  params:' '    max_depth: null' \
+    '    n_estimators: 10' '  store_path: out/' > config.yml
+fi
+
+ours() { # label, then env assignments
+  local label=$1; shift
+  /usr/bin/time -f '%e %U %S %M' -o time.txt env "$@" "$pb" train --config config.yml --json > report.json
+  "$py" - "$label" <<'PY' >> results.jsonl
+import json, sys
+r = json.load(open("report.json"))
+e, u, s, m = open("time.txt").read().split()[-4:]
+print(json.dumps({"peer": sys.argv[1], "wall_seconds": float(e), "cpu_seconds": float(u) + float(s),
+                  "max_rss_mb": int(m) / 1024, "fit_seconds": r["fit_seconds"],
+                  "roc_auc": r["test"]["roc_auc"], "train_rows": r["train_rows"]}))
+PY
+}
+
+: > results.jsonl
+for i in $(seq "$repeats"); do
+  ours predict-buy-native PREDICT_BUY_SIMD=native
+  ours predict-buy-avx2 PREDICT_BUY_SIMD=avx2
+done
+for i in $(seq "$sk_repeats"); do
+  /usr/bin/time -f '%e %U %S %M' -o time.txt "$py" "$here/seed_sklearn.py" data > sk.json
+  "$py" - <<'PY' >> results.jsonl
+import json
+r = json.load(open("sk.json"))
+e, u, s, m = open("time.txt").read().split()[-4:]
+r.update(wall_seconds=float(e), cpu_seconds=float(u) + float(s), max_rss_mb=int(m) / 1024)
+print(json.dumps(r))
+PY
+done
+
+"$py" - results.jsonl <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["peer"], []).append(r)
+med = lambda v, k: statistics.median(x[k] for x in v)
+print(f"{'peer':<20}{'runs':>5}{'wall s':>9}{'cpu s':>9}{'fit s':>9}{'RSS MB':>8}{'ROC AUC':>9}")
+for k, v in by.items():
+    print(f"{k:<20}{len(v):>5}{med(v,'wall_seconds'):>9.2f}{med(v,'cpu_seconds'):>9.2f}"
+          f"{med(v,'fit_seconds'):>9.2f}{med(v,'max_rss_mb'):>8.0f}{med(v,'roc_auc'):>9.4f}")
+sk = by.get("sklearn-seed")
+for k in ("predict-buy-native", "predict-buy-avx2"):
+    if sk and k in by:
+        print(f"{k}: {med(sk,'wall_seconds')/med(by[k],'wall_seconds'):.0f}x scikit-learn's wall time "
+              f"(AUC {med(by[k],'roc_auc')-med(sk,'roc_auc'):+.4f})")
+PY
