@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 
 use crate::error::ApiError;
 use crate::metrics::{InFlight, Metrics, RouteMetrics};
-use crate::state::AppState;
+use crate::state::{AppState, Entered};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -108,7 +108,7 @@ where
             id: Some(id),
             route,
             span,
-            state: self.layer.state.clone(),
+            entered: self.layer.state.enter(),
             _in_flight: in_flight,
         }
     }
@@ -120,7 +120,8 @@ pub(crate) struct ObserveFuture<F> {
     id: Option<HeaderValue>,
     route: RouteMetrics,
     span: tracing::Span,
-    state: AppState,
+    /// Counts the request for its state, which also says whether it is draining.
+    entered: Entered,
     /// Leaves the in-flight gauge even when the client goes away mid-request.
     _in_flight: InFlight,
 }
@@ -192,7 +193,7 @@ impl<F> ObserveFuture<F> {
         if let Some(id) = self.id.take() {
             response.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
         }
-        if self.state.is_draining() {
+        if self.entered.state().is_draining() {
             // hyper closes an HTTP/1 connection after an answer that says so; the
             // client's next request opens a new one, to another instance once the load
             // balancer has seen `/readyz` fail. Without it, the request a client sends

@@ -16,6 +16,7 @@
 //! - a category field takes any string, number, boolean or `null`; the known
 //!   categories are listed, and unknown ones are accepted and encoded as none of them.
 
+use predict_buy_data::{Parse, RuleKind};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi as _;
 
@@ -53,10 +54,21 @@ pub(crate) fn document(model: Option<&LoadedModel>, admin: bool, batch_limit: us
 /// The schema of one record, from the model's input fields.
 fn request_schema(m: &LoadedModel) -> Value {
     let fields = m.model.input_fields();
+    let rules = &m.model.payload().cleaner.features;
     let mut properties = Map::new();
     for f in &fields {
+        let money = rules.iter().any(|r| {
+            r.name == f.name
+                && matches!(
+                    r.kind,
+                    RuleKind::Numeric {
+                        parse: Parse::Currency,
+                        ..
+                    }
+                )
+        });
         let schema = match f.kind {
-            "number" => number_schema(f.min, f.max),
+            "number" => number_schema(f.min, f.max, money),
             _ => category_schema(f.categories.as_deref()),
         };
         properties.insert(f.name.clone(), schema);
@@ -75,7 +87,7 @@ fn request_schema(m: &LoadedModel) -> Value {
     schema
 }
 
-fn number_schema(min: Option<f64>, max: Option<f64>) -> Value {
+fn number_schema(min: Option<f64>, max: Option<f64>, money: bool) -> Value {
     let mut number = json!({"type": "number"});
     if let Some(lo) = min {
         number["minimum"] = json!(lo);
@@ -92,8 +104,12 @@ fn number_schema(min: Option<f64>, max: Option<f64>) -> Value {
     };
     let mut one_of = vec![
         number,
-        json!({"type": "string", "pattern": numeric_text_pattern(min, max),
-               "description": "A number written as text, e.g. \"2305.40\"; money fields also read \"£2,305.40\"; blank means missing."}),
+        json!({"type": "string", "pattern": numeric_text_pattern(min, max, money),
+               "description": if money {
+                   "An amount written as text: \"2305.40\", \"£2,305.40\"; blank means missing."
+               } else {
+                   "A number written as text, e.g. \"46\" or \"46.0\"; blank means missing."
+               }}),
         json!({"type": "null", "description": "Missing: imputed as in training."}),
     ];
     // Booleans are 1 and 0; where either is out of range, only the other is documented.
@@ -129,21 +145,24 @@ fn category_schema(categories: Option<&[String]>) -> Value {
 /// regular expression cannot bound a number in general; this covers the common rules
 /// (no minimum, or a minimum of at most 0, and a maximum of at least 0), and otherwise
 /// documents blank text only, which is honest if incomplete.
-fn numeric_text_pattern(min: Option<f64>, max: Option<f64>) -> String {
+fn numeric_text_pattern(min: Option<f64>, max: Option<f64>, money: bool) -> String {
     const BLANK: &str = r"^\s*$";
+    // Money is read with its symbol and thousands separators dropped.
+    let symbol = if money { r"[£$€]?" } else { "" };
     let sign = match min {
         None => "-?",
         Some(lo) if lo == 0.0 => "",
         _ => return BLANK.to_string(),
     };
     let magnitude = match max {
+        None if money => r"([0-9]{1,3}(,[0-9]{3}){1,4}|[0-9]{1,15})(\.[0-9]{1,6})?".to_string(),
         None => r"[0-9]{1,15}(\.[0-9]{1,6})?".to_string(),
         // Without a minimum a negative number is always within; with one, only 0 is
         // handled, so the magnitude alone decides.
         Some(hi) if (0.0..1e15).contains(&hi) => up_to(hi.floor() as u64),
         _ => return BLANK.to_string(),
     };
-    format!(r"^\s*({sign}{magnitude})?\s*$")
+    format!(r"^\s*({symbol}{sign}{magnitude})?\s*$")
 }
 
 /// Decimal text for the numbers in `[0, n]`: integers below `n` with or without a
@@ -222,22 +241,30 @@ mod tests {
 
     #[test]
     fn text_patterns_follow_the_rule() {
-        let age = numeric_text_pattern(Some(0.0), Some(120.0));
+        let age = numeric_text_pattern(Some(0.0), Some(120.0), false);
         assert!(matches(&age, "46"));
         assert!(matches(&age, " 46.5 "));
         assert!(matches(&age, ""));
         assert!(!matches(&age, "121"));
         assert!(!matches(&age, "-1"));
         assert!(!matches(&age, "abc"));
-        let region = numeric_text_pattern(None, None);
+        assert!(!matches(&age, "£46"));
+        let region = numeric_text_pattern(None, None, false);
         assert!(matches(&region, "-3.25"));
         assert!(!matches(&region, "1e5"));
-        assert_eq!(numeric_text_pattern(Some(5.0), None), r"^\s*$");
+        assert_eq!(numeric_text_pattern(Some(5.0), None, false), r"^\s*$");
+        let premium = numeric_text_pattern(Some(0.0), None, true);
+        for text in ["£1,623.85 ", "2305.4", "£131.50", "1,000,000"] {
+            assert!(matches(&premium, text), "{text}");
+        }
+        for text in ["£-5", "1,00", "£", "12,3456"] {
+            assert!(!matches(&premium, text), "{text}");
+        }
     }
 
     #[test]
     fn booleans_are_documented_only_within_range() {
-        let s = number_schema(Some(0.0), Some(120.0));
+        let s = number_schema(Some(0.0), Some(120.0), false);
         let kinds: Vec<_> = s["oneOf"]
             .as_array()
             .unwrap()
@@ -245,7 +272,7 @@ mod tests {
             .map(|b| b["type"].clone())
             .collect();
         assert!(kinds.contains(&json!("boolean")));
-        let high = number_schema(Some(18.0), None);
+        let high = number_schema(Some(18.0), None, false);
         assert!(
             !high["oneOf"]
                 .as_array()

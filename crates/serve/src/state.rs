@@ -226,6 +226,8 @@ struct Shared {
     current: ArcSwapOption<LoadedModel>,
     /// Prediction requests in flight, at most `limits.concurrency`.
     slots_taken: AtomicUsize,
+    /// Requests of any route being answered by this state's app.
+    requests: AtomicUsize,
     source: ModelSource,
     limits: Limits,
     admin_token: Option<String>,
@@ -247,6 +249,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 slots_taken: AtomicUsize::new(0),
+                requests: AtomicUsize::new(0),
                 metrics: Metrics::new(&limits),
                 source,
                 limits,
@@ -312,6 +315,18 @@ impl AppState {
     /// shares among every app in it, this counts this state's requests only.
     pub fn predictions_in_flight(&self) -> usize {
         self.inner.slots_taken.load(Ordering::Acquire)
+    }
+
+    /// Requests of any route this state's app is answering now (from the moment their
+    /// headers are read), unlike the process-wide `http_requests_in_flight` gauge.
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner.requests.load(Ordering::Acquire)
+    }
+
+    /// Counts a request until the guard drops.
+    pub(crate) fn enter(&self) -> Entered {
+        self.inner.requests.fetch_add(1, Ordering::AcqRel);
+        Entered(self.clone())
     }
 
     /// The last reload failure, cleared by the next success.
@@ -497,6 +512,21 @@ impl AppState {
         };
         self.inner.current.store(Some(Arc::new(loaded)));
         outcome
+    }
+}
+
+/// A request being answered; see [`AppState::requests_in_flight`].
+pub(crate) struct Entered(AppState);
+
+impl Entered {
+    pub(crate) fn state(&self) -> &AppState {
+        &self.0
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.inner.requests.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
