@@ -4,8 +4,9 @@
 //! - a deadline on reading request headers, so trickled headers cannot hold a
 //!   connection open;
 //! - a deadline from *accept* to the first request, so a socket that never sends a
-//!   byte (HTTP/1, or h2c with no stream) is closed, and an idle kept-alive connection
-//!   is closed after [`KEEP_ALIVE_IDLE`];
+//!   byte (HTTP/1, or h2c with no stream) is closed; after that an HTTP/1 connection
+//!   idles at most the header timeout (hyper starts it when it waits for the next
+//!   request), and an HTTP/2 connection without new streams [`KEEP_ALIVE_IDLE`];
 //! - a cap on open connections ([`Limits::max_connections`]): at the cap the server
 //!   stops accepting until one closes, so sockets cannot take every file descriptor;
 //! - a backoff when `accept` fails for want of descriptors, instead of a busy loop.
@@ -25,9 +26,9 @@ use tokio::sync::Semaphore;
 
 use crate::state::Limits;
 
-/// How long a connection that has served requests may sit idle before it is closed.
-/// Longer than the usual load balancer idle timeout (60 s on AWS's): a backend that
-/// closes first races the balancer's next request on that connection and loses it.
+/// How long an HTTP/2 connection that has served requests may go without a new stream
+/// before it is closed. Longer than the usual load balancer idle timeout (60 s on
+/// AWS's): a backend that closes first races the balancer's next request and loses it.
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 
 /// Accepts and serves connections until `stop` completes, then stops accepting and

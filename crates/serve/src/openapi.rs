@@ -105,11 +105,11 @@ fn number_schema(min: Option<f64>, max: Option<f64>, money: bool) -> Value {
     let mut one_of = vec![
         number,
         json!({"type": "string", "pattern": numeric_text_pattern(min, max, money),
-               "description": if money {
-                   "An amount written as text: \"2305.40\", \"£2,305.40\"; blank means missing."
-               } else {
-                   "A number written as text, e.g. \"46\" or \"46.0\"; blank means missing."
-               }}),
+        "description": if money {
+            "An amount written as text: \"2305.40\", \"£2,305.40\"; blank means missing."
+        } else {
+            "A number written as text, e.g. \"46\" or \"46.0\"; blank means missing."
+        }}),
         json!({"type": "null", "description": "Missing: imputed as in training."}),
     ];
     // Booleans are 1 and 0; where either is out of range, only the other is documented.
