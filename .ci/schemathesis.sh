@@ -15,6 +15,7 @@ if [ -z "$pb" ]; then
   cargo build -q -p predict-buy
   pb="$PWD/target/debug/predict-buy"
 fi
+pb="$(realpath "$pb")"
 venv="$PWD/target/schemathesis-venv"
 version="4.32.5"
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then

@@ -56,10 +56,12 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The batch limit is the `maxItems` of the documented request schema: a
+            // body that breaks it is invalid input, as pydantic's `max_length` is.
+            ApiError::Invalid(_) | ApiError::ModelRefused(_) | ApiError::BatchTooLarge { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Invalid(_) | ApiError::ModelRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady | ApiError::Overloaded | ApiError::Draining => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -76,10 +78,8 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) | ApiError::BodyRead(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                "payload_too_large"
-            }
-            ApiError::Invalid(_) => "invalid_input",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Invalid(_) | ApiError::BatchTooLarge { .. } => "invalid_input",
             ApiError::NotReady => "not_ready",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Overloaded => "overloaded",
@@ -112,7 +112,11 @@ impl ApiError {
             | ApiError::BodyRead(_)
             | ApiError::PayloadTooLarge { .. } => "body",
         };
-        let kind = self.kind();
+        // pydantic's name for a list over its `max_length`.
+        let kind = match self {
+            ApiError::BatchTooLarge { .. } => "too_long",
+            _ => self.kind(),
+        };
         match self {
             ApiError::Invalid(problems) => problems,
             ApiError::Internal(cause) => {
@@ -251,10 +255,11 @@ mod tests {
     #[test]
     fn every_error_names_a_field() {
         let e = ApiError::BatchTooLarge { limit: 2 };
-        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.kind(), "invalid_input");
         let d = e.detail();
         assert_eq!(d[0].field, "instances");
-        assert_eq!(d[0].kind, "payload_too_large");
+        assert_eq!(d[0].kind, "too_long");
         assert!(
             d[0].reason.contains("more than 2 instances"),
             "{}",

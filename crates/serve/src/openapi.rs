@@ -204,7 +204,7 @@ fn batch_schema(limit: usize) -> Value {
     let items = json!({"$ref": "#/components/schemas/PredictRequest"});
     let array = json!({"type": "array", "maxItems": limit, "items": items});
     json!({
-        "description": format!("Up to {limit} records (413 beyond), as `{{\"instances\": [...]}}` or a bare array."),
+        "description": format!("Up to {limit} records (422 beyond), as `{{\"instances\": [...]}}` or a bare array."),
         "oneOf": [
             {"type": "object", "required": ["instances"], "properties": {"instances": array.clone()}},
             array,

@@ -169,9 +169,9 @@ pub struct BatchRequest {
     responses(
         (status = 200, body = BatchResponse),
         (status = 400, body = ErrorBody),
-        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, body = ErrorBody),
-        (status = 422, description = "Bad fields, named `instances[i].Field`", body = ErrorBody),
+        (status = 422, description = "Bad fields, named `instances[i].Field`, or more instances than the limit", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]

@@ -52,7 +52,8 @@ impl ModelSource {
 pub struct Limits {
     /// Largest request body, in bytes (413 beyond).
     pub body_bytes: usize,
-    /// Most instances in one `/predict/batch` request (413 beyond).
+    /// Most instances in one `/predict/batch` request (422 beyond, counted while the
+    /// body is parsed).
     pub batch_instances: usize,
     /// Most prediction requests in flight; more are shed with 503.
     pub concurrency: usize,

@@ -178,8 +178,9 @@ async fn batches_over_the_limit_stop_at_the_first_instance_too_many() {
     }
     body.push(b']');
     let (status, answer) = s.post_raw("/predict/batch", "application/json", body).await;
-    assert_eq!(status, 413, "{answer}");
-    assert_eq!(answer["error"], "payload_too_large");
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"], "invalid_input");
+    assert_eq!(answer["detail"][0]["type"], "too_long");
     assert_eq!(common::fields(&answer), ["instances"]);
     assert!(
         answer["detail"][0]["reason"]

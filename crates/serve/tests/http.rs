@@ -213,7 +213,7 @@ async fn batch_predictions_are_bounded() {
     let (status, body) = s
         .post_json("/predict/batch", &json!([row, row, row, row]))
         .await;
-    assert_eq!(status, 413, "{body}");
+    assert_eq!(status, 422, "{body}");
     assert_eq!(fields(&body), ["instances"]);
 
     let mut bad = row.clone();

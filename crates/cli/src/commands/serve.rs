@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = env::SERVE_BODY_LIMIT, default_value_t = 1 << 20)]
     pub body_limit: usize,
-    /// Most instances in one /predict/batch request (413 beyond).
+    /// Most instances in one /predict/batch request (422 beyond).
     #[arg(long, env = env::SERVE_BATCH_LIMIT, default_value_t = 1000)]
     pub batch_limit: usize,
     /// Most prediction requests in flight; more are refused with 503.
@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, keep answering this long, with `/readyz` 503 and
     /// `Connection: close`, so a load balancer takes the instance out before it stops:
     /// `5s`, `0s`.
-    #[arg(long, default_value = "5s", value_parser = crate::settings::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_drain)]
     pub drain: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
     #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
@@ -152,6 +152,20 @@ pub fn run(a: ServeArgs) -> Outcome {
         eprintln!("predict-buy serve: stopped");
         Ok(())
     })
+}
+
+/// A duration as every other flag takes it, or zero: no drain is a valid choice (a
+/// server with no load balancer in front), where a zero timeout is not.
+fn parse_drain(text: &str) -> Result<Duration, String> {
+    let zero = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<f64>()
+        .is_ok_and(|v| v == 0.0);
+    if zero {
+        return Ok(Duration::ZERO);
+    }
+    crate::settings::parse_duration(text)
 }
 
 fn source(a: &ServeArgs) -> Result<ModelSource, CliError> {
