@@ -63,6 +63,8 @@ base="http://$(cat "$work/addr")"
 echo "fuzzing $base/openapi.json"
 
 status=0
+# Schemathesis keeps its example database in the current folder: the scratch one.
+cd "$work"
 timeout "${SCHEMATHESIS_TIMEOUT:-600}" "$venv/bin/schemathesis" --no-color run "$base/openapi.json" \
   --checks all \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \

@@ -121,8 +121,10 @@ pub fn run(a: ServeArgs) -> Outcome {
         let drain = a.drain;
         let shutdown = async move {
             let name = signal.await;
+            // The first part of the line is stable: supervisors and tests match it.
             eprintln!(
-                "predict-buy serve: {name}: draining for {drain:?} (/readyz answers 503), then stopping"
+                "predict-buy serve: {name}: shutting down, draining requests in flight \
+                 (/readyz answers 503 for {drain:?} first)"
             );
         };
         let state = AppState::new(source, limits, admin_token);
