@@ -204,8 +204,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_a_ceiling() {
-        let mut b = Backoff::default();
-        b.failures = 1;
+        let mut b = Backoff { failures: 1 };
         assert_eq!(b.delay(), Duration::from_millis(10));
         b.failures = 2;
         assert_eq!(b.delay(), Duration::from_millis(20));

@@ -149,10 +149,12 @@ fn numeric_text_pattern(min: Option<f64>, max: Option<f64>, money: bool) -> Stri
     const BLANK: &str = r"^\s*$";
     // Money is read with its symbol and thousands separators dropped.
     let symbol = if money { r"[£$€]?" } else { "" };
-    let sign = match min {
-        None => "-?",
-        Some(lo) if lo == 0.0 => "",
-        _ => return BLANK.to_string(),
+    let sign = if min.is_none() {
+        "-?"
+    } else if min == Some(0.0) {
+        ""
+    } else {
+        return BLANK.to_string();
     };
     let magnitude = match max {
         None if money => r"([0-9]{1,3}(,[0-9]{3}){1,4}|[0-9]{1,15})(\.[0-9]{1,6})?".to_string(),
@@ -231,8 +233,8 @@ mod tests {
                     "n={n} v={v} pattern {p}"
                 );
             }
-            assert_eq!(matches(&p, &format!("{n}.0")), true, "n={n}");
-            assert_eq!(matches(&p, &format!("{n}.5")), false, "n={n}");
+            assert!(matches(&p, &format!("{n}.0")), "n={n}");
+            assert!(!matches(&p, &format!("{n}.5")), "n={n}");
             if n > 0 {
                 assert!(matches(&p, &format!("{}.99", n - 1)), "n={n}");
             }
