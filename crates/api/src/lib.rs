@@ -75,6 +75,97 @@ pub struct BatchResponse<'a> {
     pub model_version: Cow<'a, str>,
 }
 
+/// One step of a [`FieldProblem::loc`]: an object key or an array index, as FastAPI
+/// writes them (`["body", "instances", 3, "Age"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum LocItem {
+    Index(u64),
+    Key(String),
+}
+
+/// One bad part of a request. `loc`, `msg` and `type` are FastAPI's keys, kept so that
+/// clients of the original app parse our 422s; `field` and `reason` say the same in
+/// one string each (`instances[3].Age`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct FieldProblem {
+    /// Where: `["body", "Age"]`, `["body", "instances", 3, "Age"]`, `["header",
+    /// "content-type"]`.
+    pub loc: Vec<LocItem>,
+    /// Why, for people.
+    pub msg: String,
+    /// Why, for programs: `missing`, `value_error`, or the answer's `error` kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `loc` as one string: `Age`, `instances[3].Age`, `body`, `content-type`.
+    pub field: String,
+    /// The same as `msg`.
+    pub reason: String,
+}
+
+/// What a field name given as `instances[3].Age` means as a FastAPI location.
+fn loc_of(field: &str) -> Vec<LocItem> {
+    let root = match field {
+        "content-type" | "authorization" => "header",
+        "model" | "request" => return vec![LocItem::Key(field.to_string())],
+        _ => "body",
+    };
+    let mut loc = vec![LocItem::Key(root.to_string())];
+    if field == "body" {
+        return loc;
+    }
+    for part in field.split('.') {
+        // `instances[3]` is a key then an index; a name with a stray `[` stays a key.
+        match part.split_once('[').and_then(|(key, rest)| {
+            let index = rest.strip_suffix(']')?.parse::<u64>().ok()?;
+            Some((key, index))
+        }) {
+            Some((key, index)) => {
+                if !key.is_empty() {
+                    loc.push(LocItem::Key(key.to_string()));
+                }
+                loc.push(LocItem::Index(index));
+            }
+            None => loc.push(LocItem::Key(part.to_string())),
+        }
+    }
+    loc
+}
+
+impl FieldProblem {
+    /// A problem with `field` (`Age`, `instances[3].Age`, `body`, `content-type`, …) of
+    /// the kind `kind` (FastAPI's `type`).
+    pub fn new(
+        field: impl Into<String>,
+        reason: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> Self {
+        let field = field.into();
+        let reason = reason.into();
+        Self {
+            loc: loc_of(&field),
+            msg: reason.clone(),
+            kind: kind.into(),
+            field,
+            reason,
+        }
+    }
+}
+
+/// The body of every error answer: a machine-readable kind and the problems found. A
+/// 422's body is also a valid FastAPI `HTTPValidationError`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// `malformed_json`, `unsupported_media_type`, `payload_too_large`, `invalid_input`,
+    /// `not_ready`, `unauthorized`, `overloaded`, `timeout`, `model_refused`,
+    /// `source_unavailable`, `not_found`, `method_not_allowed` or `internal`.
+    pub error: String,
+    pub detail: Vec<FieldProblem>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +214,30 @@ mod tests {
                 probability: 0.25
             }]
         );
+    }
+
+    #[test]
+    fn problems_carry_fastapi_locations() {
+        let p = FieldProblem::new("instances[3].Age", "field required", "missing");
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!({"loc":["body","instances",3,"Age"],"msg":"field required",
+                "type":"missing","field":"instances[3].Age","reason":"field required"})
+        );
+        let top = FieldProblem::new("Age", "too old", "value_error");
+        assert_eq!(
+            top.loc,
+            vec![LocItem::Key("body".into()), LocItem::Key("Age".into())]
+        );
+        assert_eq!(FieldProblem::new("body", "x", "json_invalid").loc.len(), 1);
+        let header = FieldProblem::new("content-type", "x", "unsupported_media_type");
+        assert_eq!(header.loc[0], LocItem::Key("header".into()));
+        let odd = FieldProblem::new("a[b", "x", "value_error");
+        assert_eq!(odd.loc[1], LocItem::Key("a[b".into()));
+        let back: ErrorBody = serde_json::from_str(
+            r#"{"error":"invalid_input","detail":[{"loc":["body",0],"msg":"m","type":"t","field":"f","reason":"m"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(back.detail[0].loc[1], LocItem::Index(0));
     }
 }

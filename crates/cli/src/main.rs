@@ -112,8 +112,12 @@ fn init_logging(verbose: u8) {
     let filter =
         EnvFilter::try_from_env(project::env::LOG).unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var(project::env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    // Colour codes only for a person at a terminal: in a file, a pipe or a log
+    // collector they are noise that breaks grep.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

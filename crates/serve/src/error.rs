@@ -5,37 +5,9 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Serialize;
-use utoipa::ToSchema;
+pub use predict_buy_api::{ErrorBody, FieldProblem};
 
 use crate::AppState;
-
-/// One bad part of a request: a field name (`Age`, `instances[3].Age`, `body`,
-/// `content-type`, …) and why it was refused.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct FieldProblem {
-    pub field: String,
-    pub reason: String,
-}
-
-impl FieldProblem {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// The body of every error answer: a machine-readable kind and the problems found.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// `malformed_json`, `unsupported_media_type`, `payload_too_large`, `invalid_input`,
-    /// `not_ready`, `unauthorized`, `overloaded`, `timeout`, `model_refused`,
-    /// `source_unavailable`, `not_found`, `method_not_allowed` or `internal`.
-    pub error: &'static str,
-    pub detail: Vec<FieldProblem>,
-}
 
 /// Everything an endpoint can answer besides success. Client mistakes carry
 /// field-level detail; server faults are logged in full and answered vaguely.
@@ -49,8 +21,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is over the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
-    #[error("the batch has {got} instances, over the limit of {limit}")]
-    BatchTooLarge { got: usize, limit: usize },
+    #[error("the batch has more than {limit} instances, the limit")]
+    BatchTooLarge { limit: usize },
     #[error("invalid input")]
     Invalid(Vec<FieldProblem>),
     #[error("no model is loaded yet")]
@@ -59,6 +31,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the server is at capacity; retry later")]
     Overloaded,
+    #[error("the server is shutting down; send requests to another instance")]
+    Draining,
     #[error("the request took too long")]
     Timeout,
     #[error("{0}")]
@@ -75,18 +49,22 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::Invalid(vec![FieldProblem::new(field, reason)])
+        ApiError::Invalid(vec![problem(field, reason)])
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The batch limit is the `maxItems` of the documented request schema: a
+            // body that breaks it is invalid input, as pydantic's `max_length` is.
+            ApiError::Invalid(_) | ApiError::ModelRefused(_) | ApiError::BatchTooLarge { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Invalid(_) | ApiError::ModelRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotReady | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::Overloaded | ApiError::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::SourceUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -96,17 +74,16 @@ impl ApiError {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) | ApiError::BodyRead(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                "payload_too_large"
-            }
-            ApiError::Invalid(_) => "invalid_input",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Invalid(_) | ApiError::BatchTooLarge { .. } => "invalid_input",
             ApiError::NotReady => "not_ready",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Overloaded => "overloaded",
+            ApiError::Draining => "draining",
             ApiError::Timeout => "timeout",
             ApiError::ModelRefused(_) => "model_refused",
             ApiError::SourceUnavailable(_) => "source_unavailable",
@@ -126,6 +103,7 @@ impl ApiError {
             }
             ApiError::BatchTooLarge { .. } => "instances",
             ApiError::Overloaded
+            | ApiError::Draining
             | ApiError::Timeout
             | ApiError::Internal(_)
             | ApiError::NotFound
@@ -134,14 +112,19 @@ impl ApiError {
             | ApiError::BodyRead(_)
             | ApiError::PayloadTooLarge { .. } => "body",
         };
+        // pydantic's name for a list over its `max_length`.
+        let kind = match self {
+            ApiError::BatchTooLarge { .. } => "too_long",
+            _ => self.kind(),
+        };
         match self {
             ApiError::Invalid(problems) => problems,
             ApiError::Internal(cause) => {
                 // Logged in full here, never sent to the client.
                 tracing::error!(%cause, "internal error");
-                vec![FieldProblem::new(field, "internal error")]
+                vec![FieldProblem::new(field, "internal error", kind)]
             }
-            other => vec![FieldProblem::new(field, other.to_string())],
+            other => vec![FieldProblem::new(field, other.to_string(), kind)],
         }
     }
 }
@@ -150,7 +133,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = ErrorBody {
-            error: self.kind(),
+            error: self.kind().to_string(),
             detail: self.detail(),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -166,6 +149,18 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A client mistake in one field, typed the way FastAPI types it: an absent field is
+/// `missing`, anything else a `value_error`.
+pub fn problem(field: impl Into<String>, reason: impl Into<String>) -> FieldProblem {
+    let reason = reason.into();
+    let kind = if reason == "field required" {
+        "missing"
+    } else {
+        "value_error"
+    };
+    FieldProblem::new(field, reason, kind)
 }
 
 /// The raw bytes of a JSON request body, refused with an [`ApiError`]: wrong content
@@ -259,10 +254,21 @@ mod tests {
 
     #[test]
     fn every_error_names_a_field() {
-        let e = ApiError::BatchTooLarge { got: 5, limit: 2 };
-        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let e = ApiError::BatchTooLarge { limit: 2 };
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.kind(), "invalid_input");
         let d = e.detail();
         assert_eq!(d[0].field, "instances");
-        assert!(d[0].reason.contains("5 instances"));
+        assert_eq!(d[0].kind, "too_long");
+        assert!(
+            d[0].reason.contains("more than 2 instances"),
+            "{}",
+            d[0].reason
+        );
+        assert_eq!(problem("Age", "field required").kind, "missing");
+        assert_eq!(
+            problem("Age", "200 is above the maximum 120").kind,
+            "value_error"
+        );
     }
 }

@@ -27,10 +27,14 @@
 //! # }
 //! ```
 
+mod batch;
+mod connections;
+mod docs;
 mod error;
 mod fast;
 mod metrics;
 mod observe;
+mod openapi;
 mod routes;
 mod state;
 
@@ -44,11 +48,14 @@ use tower::ServiceBuilder;
 
 pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
 pub use routes::ApiDoc;
-pub use state::{AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome};
+pub use state::{
+    AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome, Slot,
+    default_max_connections,
+};
 
-/// The whole HTTP service. Prediction routes are behind the concurrency limit (their
-/// [`state::Slot`] extractor); health, metrics and metadata are not, so probes and
-/// scrapes still answer under overload.
+/// The whole HTTP service. Prediction routes take a place under the concurrency limit
+/// ([`Slot`]) once their body is read; health, metrics and metadata do not, so probes
+/// and scrapes still answer under overload.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits().clone();
     let mut router = Router::new()
@@ -59,7 +66,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi));
+        .route("/openapi.json", get(routes::openapi))
+        .route("/docs", get(docs::page));
     if state.admin_token().is_some() {
         router = router.route("/admin/reload", post(routes::reload));
     }
@@ -69,10 +77,7 @@ pub fn app(state: AppState) -> Router {
         // One `layer` call: axum boxes once per call, per request.
         .layer(
             ServiceBuilder::new()
-                .layer(observe::ObserveLayer::new(
-                    state.metrics().clone(),
-                    limits.request_timeout,
-                ))
+                .layer(observe::ObserveLayer::new(state.clone()))
                 .layer(DefaultBodyLimit::max(limits.body_bytes)),
         )
         .with_state(state)
@@ -86,9 +91,12 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then stops accepting and
-/// drains the requests in flight. Meanwhile it follows a registry source every
-/// `poll_interval`, reloads on SIGHUP, and keeps the metrics histograms drained.
+/// Serves `state` on `listener` until `shutdown` completes, then drains: `/readyz`
+/// answers 503 and every answer carries `Connection: close` for [`Limits::drain`], new
+/// connections still served, so a load balancer sees the instance leave before it
+/// stops; then it stops accepting and finishes the requests in flight. Meanwhile it
+/// follows a registry source every `poll_interval`, reloads on SIGHUP, and keeps the
+/// metrics histograms drained.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -138,64 +146,44 @@ pub async fn serve(
             });
         }
     }
-    let result = accept_loop(
-        listener,
-        app(state.clone()),
-        state.limits().request_timeout,
-        shutdown,
-    )
-    .await;
+    let draining = state.clone();
+    let drain = state.limits().drain;
+    let stop = async move {
+        shutdown.await;
+        draining.start_draining();
+        tracing::info!(
+            ?drain,
+            "draining: /readyz answers 503, connections close after each answer"
+        );
+        tokio::time::sleep(drain).await;
+    };
+    let result = connections::accept_loop(listener, app(state.clone()), state.limits(), stop).await;
     background.abort_all();
     result
 }
 
-/// hyper's connection loop rather than `axum::serve`, for one thing axum does not
-/// expose: a deadline on reading request headers, so a client that trickles them in
-/// cannot hold a connection open forever. Bodies are bounded by the request timeout.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    header_timeout: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
+/// Installs the SIGTERM and SIGINT handlers now and returns the future that completes
+/// with the name of the first of them to arrive. Installing them lazily, when the
+/// future is first polled, would leave a window after start in which SIGTERM kills
+/// the process without a drain.
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
 
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    // Stop accepting, let every connection finish its request in flight, then return.
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+/// Ctrl-C, where there are no Unix signals.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
 }

@@ -56,10 +56,6 @@ fn describe() {
     );
     describe_counter!("predictions_total", "Predictions made, by predicted class");
     describe_counter!("model_reloads_total", "Model reloads, by outcome");
-    describe_gauge!(
-        "model_info",
-        "1 for the model serving now, labelled with its version, release and digest"
-    );
 }
 
 /// Handles to the series that have no per-request labels.
@@ -113,8 +109,27 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn render(&self) -> String {
-        self.handle.render()
+    /// The exposition, with `model_info` for the model serving now only. It is written
+    /// here rather than kept in the recorder, which cannot forget a series: a server
+    /// that swapped models a hundred times would report a hundred `model_info` series.
+    pub(crate) fn render(&self, current: Option<&LoadedModel>) -> String {
+        let mut text = self.handle.render();
+        if let Some(m) = current {
+            let release = m
+                .release
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "# HELP model_info 1 for the model serving now, labelled with its version, release and digest\n\
+                 # TYPE model_info gauge\n\
+                 model_info{{version=\"{}\",release=\"{}\",digest=\"{}\"}} 1\n",
+                label(&m.version),
+                label(&release),
+                label(&m.digest),
+            ));
+        }
+        text
     }
 
     /// Drains histogram samples; without it they pile up between scrapes.
@@ -132,15 +147,6 @@ impl Metrics {
 
     pub(crate) fn reload(&self, outcome: &'static str) {
         metrics::counter!("model_reloads_total", "outcome" => outcome).increment(1);
-    }
-
-    pub(crate) fn model_changed(&self, before: Option<&LoadedModel>, now: Option<&LoadedModel>) {
-        if let Some(m) = before {
-            info_gauge(m).set(0.0);
-        }
-        if let Some(m) = now {
-            info_gauge(m).set(1.0);
-        }
     }
 
     /// Counts a request in flight until the guard drops.
@@ -183,18 +189,16 @@ impl RouteMetrics {
     }
 }
 
-fn info_gauge(m: &LoadedModel) -> Gauge {
-    let release = m
-        .release
-        .as_ref()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    metrics::gauge!(
-        "model_info",
-        "version" => m.version.clone(),
-        "release" => release,
-        "digest" => m.digest.clone()
-    )
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot

@@ -16,12 +16,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use crate::error::ApiError;
 use crate::metrics::{InFlight, Metrics, RouteMetrics};
+use crate::state::{AppState, Entered};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,14 +31,17 @@ pub(crate) struct ObserveLayer {
     metrics: Metrics,
     ids: RequestIds,
     timeout: Duration,
+    /// Read for its draining flag: while draining, every answer closes its connection.
+    state: AppState,
 }
 
 impl ObserveLayer {
-    pub(crate) fn new(metrics: Metrics, timeout: Duration) -> Self {
+    pub(crate) fn new(state: AppState) -> Self {
         Self {
-            metrics,
+            metrics: state.metrics().clone(),
             ids: RequestIds::default(),
-            timeout,
+            timeout: state.limits().request_timeout,
+            state,
         }
     }
 }
@@ -104,6 +108,7 @@ where
             id: Some(id),
             route,
             span,
+            entered: self.layer.state.enter(),
             _in_flight: in_flight,
         }
     }
@@ -115,6 +120,8 @@ pub(crate) struct ObserveFuture<F> {
     id: Option<HeaderValue>,
     route: RouteMetrics,
     span: tracing::Span,
+    /// Counts the request for its state, which also says whether it is draining.
+    entered: Entered,
     /// Leaves the in-flight gauge even when the client goes away mid-request.
     _in_flight: InFlight,
 }
@@ -186,8 +193,21 @@ impl<F> ObserveFuture<F> {
         if let Some(id) = self.id.take() {
             response.headers_mut().entry(&X_REQUEST_ID).or_insert(id);
         }
+        if self.entered.state().is_draining() {
+            // hyper closes an HTTP/1 connection after an answer that says so; the
+            // client's next request opens a new one, to another instance once the load
+            // balancer has seen `/readyz` fail. Without it, the request a client sends
+            // on a kept-alive connection as the server stops is lost.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let latency_ms = latency.as_secs_f64() * 1e3;
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Not ready, shedding or draining: states the server reports on purpose,
+            // which probes poll every second. Not errors of the server.
+            tracing::info!(status = status.as_u16(), latency_ms, "answered unavailable");
+        } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), latency_ms, "response failed");
         } else {
             tracing::info!(

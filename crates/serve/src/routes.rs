@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
+use crate::batch::Instance;
+use crate::error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes, problem};
 use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
 
 #[derive(OpenApi)]
@@ -39,7 +40,8 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         InputFieldDoc,
         ReloadResponse,
         ErrorBody,
-        FieldProblem
+        FieldProblem,
+        predict_buy_api::LocItem
     ))
 )]
 pub struct ApiDoc;
@@ -99,8 +101,11 @@ pub struct PredictRequest {
         (status = 503, description = "No model yet, or at capacity", body = ErrorBody),
     )
 )]
-pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<Response, ApiError> {
-    let state = slot.state();
+pub(crate) async fn predict(
+    State(state): State<AppState>,
+    JsonBytes(bytes): JsonBytes,
+) -> Result<Response, ApiError> {
+    let _slot = Slot::take(&state)?;
     let fast = state.with_current(|m| {
         let m = m?;
         let p = crate::fast::predict(&m.model, &m.fields, &bytes)?;
@@ -134,7 +139,7 @@ pub(crate) async fn predict(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
             ApiError::Invalid(
                 errors
                     .into_iter()
-                    .map(|e| FieldProblem::new(e.field, e.reason))
+                    .map(|e| problem(e.field, e.reason))
                     .collect(),
             )
         })?;
@@ -164,65 +169,40 @@ pub struct BatchRequest {
     responses(
         (status = 200, body = BatchResponse),
         (status = 400, body = ErrorBody),
-        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, body = ErrorBody),
-        (status = 422, description = "Bad fields, named `instances[i].Field`", body = ErrorBody),
+        (status = 422, description = "Bad fields, named `instances[i].Field`, or more instances than the limit", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]
 pub(crate) async fn predict_batch(
-    slot: Slot,
-    JsonBody(body): JsonBody,
+    State(state): State<AppState>,
+    JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
-    let state = slot.state();
-    let instances = match &body {
-        Value::Array(items) => items,
-        Value::Object(o) => match o.get("instances") {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "instances",
-                    format!("expected an array, found {}", kind_of(other)),
-                ));
-            }
-            None => return Err(ApiError::invalid("instances", "field required")),
-        },
-        other => {
-            return Err(ApiError::invalid(
-                "body",
-                format!(
-                    "expected {{\"instances\": [...]}} or an array, found {}",
-                    kind_of(other)
-                ),
-            ));
-        }
-    };
-    let limit = state.limits().batch_instances;
-    if instances.len() > limit {
-        return Err(ApiError::BatchTooLarge {
-            got: instances.len(),
-            limit,
-        });
-    }
+    let _slot = Slot::take(&state)?;
+    let instances = crate::batch::parse(&bytes, state.limits().batch_instances)?;
     state.with_current(|m| {
         let m = m.ok_or(ApiError::NotReady)?;
         let mut problems = Vec::new();
         let mut predictions = Vec::with_capacity(instances.len());
         for (i, item) in instances.iter().enumerate() {
-            let Value::Object(record) = item else {
-                problems.push(FieldProblem::new(
-                    format!("instances[{i}]"),
-                    format!("expected a JSON object, found {}", kind_of(item)),
-                ));
-                continue;
+            let record = match item {
+                Instance::Record(record) => record,
+                Instance::Other(kind) => {
+                    problems.push(problem(
+                        format!("instances[{i}]"),
+                        format!("expected a JSON object, found {kind}"),
+                    ));
+                    continue;
+                }
             };
             match m.model.predict_json(record) {
                 Ok(p) => predictions.push(p),
-                Err(errors) => {
-                    problems.extend(errors.into_iter().map(|e| {
-                        FieldProblem::new(format!("instances[{i}].{}", e.field), e.reason)
-                    }))
-                }
+                Err(errors) => problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| problem(format!("instances[{i}].{}", e.field), e.reason)),
+                ),
             }
         }
         if !problems.is_empty() {
@@ -254,13 +234,16 @@ pub(crate) async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: a model is loaded.
+/// Readiness: a model is loaded and the server is not shutting down.
 #[utoipa::path(
     get,
     path = "/readyz",
     responses((status = 200, description = "A model serves"), (status = 503, body = ErrorBody))
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Draining);
+    }
     state.with_current(|m| {
         let m = m.ok_or(ApiError::NotReady)?;
         Ok(json(
@@ -357,7 +340,10 @@ mod erased {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut r = state.metrics().render().into_response();
+    let mut r = state
+        .metrics()
+        .render(state.current().as_deref())
+        .into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -365,10 +351,21 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     r
 }
 
-pub(crate) async fn openapi() -> Response {
-    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes());
-    let mut r = doc.clone().into_response();
+/// The document of this server as it runs: see [`crate::openapi`]. Built once per
+/// loaded model.
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    let admin = state.admin_token().is_some();
+    let limit = state.limits().batch_instances;
+    let render = |m: Option<&LoadedModel>| {
+        bytes::Bytes::from(
+            serde_json::to_vec(&crate::openapi::document(m, admin, limit)).unwrap_or_default(),
+        )
+    };
+    let body = match state.current() {
+        Some(m) => m.openapi.get_or_init(|| render(Some(&m))).clone(),
+        None => render(None),
+    };
+    let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -405,8 +402,7 @@ pub(crate) async fn reload(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         return Err(ApiError::Unauthorized);
     }
@@ -432,6 +428,16 @@ pub(crate) async fn reload(
             digest: current.as_ref().map(|m| m.digest.clone()),
         },
     ))
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is
+/// case-insensitive (RFC 7235 §2.1), so `bearer` and `BEARER` count too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -466,6 +472,16 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer   "), None);
+    }
 
     #[test]
     fn token_comparison() {

@@ -3,12 +3,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use predict_buy_model::{ArtifactError, Model};
 use predict_buy_registry::{Digest, EnvName, Registry, ReleaseTag};
 
@@ -54,12 +52,20 @@ impl ModelSource {
 pub struct Limits {
     /// Largest request body, in bytes (413 beyond).
     pub body_bytes: usize,
-    /// Most instances in one `/predict/batch` request (413 beyond).
+    /// Most instances in one `/predict/batch` request (422 beyond, counted while the
+    /// body is parsed).
     pub batch_instances: usize,
     /// Most prediction requests in flight; more are shed with 503.
     pub concurrency: usize,
-    /// Longest a request may take, reading its body included (408 beyond).
+    /// Longest a request may take, reading its body included (408 beyond). Also the
+    /// time a new connection has to start its first request.
     pub request_timeout: Duration,
+    /// Most connections open at once; beyond it the server stops accepting until one
+    /// closes, so idle sockets cannot take every file descriptor.
+    pub max_connections: usize,
+    /// After a shutdown signal: how long the server keeps answering (with `/readyz` 503
+    /// and `Connection: close`) so a load balancer notices before it stops.
+    pub drain: Duration,
 }
 
 impl Default for Limits {
@@ -69,8 +75,27 @@ impl Default for Limits {
             batch_instances: 1_000,
             concurrency: 1_024,
             request_timeout: Duration::from_secs(10),
+            max_connections: default_max_connections(),
+            drain: Duration::from_secs(5),
         }
     }
+}
+
+/// File descriptors kept back from connections: the model file, the registry, logs,
+/// the listener, and what the runtime opens.
+const RESERVED_FDS: u64 = 64;
+
+/// Most connections the process's open-file limit leaves room for, at most 10,000 (a
+/// prediction server behind a load balancer rarely needs more; the flag raises it).
+pub fn default_max_connections() -> usize {
+    #[cfg(unix)]
+    let fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    #[cfg(not(unix))]
+    let fds = u64::MAX;
+    let room = fds.saturating_sub(RESERVED_FDS).clamp(16, 10_000);
+    usize::try_from(room).unwrap_or(10_000)
 }
 
 /// A model ready to serve, with what clients are told about it.
@@ -85,6 +110,8 @@ pub struct LoadedModel {
     pub loaded_at: String,
     /// The model's input field names, in schema order.
     pub fields: Vec<String>,
+    /// `/openapi.json` for this model, rendered on first request.
+    pub(crate) openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl LoadedModel {
@@ -101,6 +128,7 @@ impl LoadedModel {
             release,
             digest,
             loaded_at: jiff::Timestamp::now().to_string(),
+            openapi: std::sync::OnceLock::new(),
         }
     }
 }
@@ -199,6 +227,8 @@ struct Shared {
     current: ArcSwapOption<LoadedModel>,
     /// Prediction requests in flight, at most `limits.concurrency`.
     slots_taken: AtomicUsize,
+    /// Requests of any route being answered by this state's app.
+    requests: AtomicUsize,
     source: ModelSource,
     limits: Limits,
     admin_token: Option<String>,
@@ -207,6 +237,9 @@ struct Shared {
     /// download it again every interval.
     reload: tokio::sync::Mutex<Option<String>>,
     last_error: ArcSwapOption<String>,
+    /// Set on a shutdown signal: `/readyz` answers 503 and every answer closes its
+    /// connection, so clients and load balancers move away before the server stops.
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -217,12 +250,14 @@ impl AppState {
             inner: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 slots_taken: AtomicUsize::new(0),
+                requests: AtomicUsize::new(0),
                 metrics: Metrics::new(&limits),
                 source,
                 limits,
                 admin_token,
                 reload: tokio::sync::Mutex::new(None),
                 last_error: ArcSwapOption::empty(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -253,8 +288,19 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// A place among the prediction requests in flight, if one is free.
-    fn try_slot(&self) -> Option<Slot> {
+    /// Whether a shutdown signal came and the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// A place among the prediction requests in flight, if one is free. Handlers take
+    /// it once the body is read; it is public so that a test or an embedding program
+    /// can occupy places deterministically.
+    pub fn try_slot(&self) -> Option<Slot> {
         let limit = self.inner.limits.concurrency;
         self.inner
             .slots_taken
@@ -270,6 +316,18 @@ impl AppState {
     /// shares among every app in it, this counts this state's requests only.
     pub fn predictions_in_flight(&self) -> usize {
         self.inner.slots_taken.load(Ordering::Acquire)
+    }
+
+    /// Requests of any route this state's app is answering now (from the moment their
+    /// headers are read), unlike the process-wide `http_requests_in_flight` gauge.
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner.requests.load(Ordering::Acquire)
+    }
+
+    /// Counts a request until the guard drops.
+    pub(crate) fn enter(&self) -> Entered {
+        self.inner.requests.fetch_add(1, Ordering::AcqRel);
+        Entered(self.clone())
     }
 
     /// The last reload failure, cleared by the next success.
@@ -304,6 +362,13 @@ impl AppState {
                 self.inner.metrics.reload("swapped");
             }
             Ok(_) => {}
+            // A registry that does not exist yet, before any model served, is a server
+            // started ahead of its first deploy: not ready, which `/readyz` says, and
+            // not a refusal.
+            Err(e) if self.current().is_none() && !e.is_refusal() => {
+                tracing::info!(error = %e.chain(), "no model to serve yet");
+                self.inner.last_error.store(Some(Arc::new(e.chain())));
+            }
             Err(e) => {
                 tracing::error!(error = %e.chain(), "reload refused; the model serving before, if any, keeps serving");
                 self.inner.last_error.store(Some(Arc::new(e.chain())));
@@ -446,40 +511,46 @@ impl AppState {
             version: loaded.version.clone(),
             digest: loaded.digest.clone(),
         };
-        let previous = self.inner.current.swap(Some(Arc::new(loaded)));
-        let now = self.inner.current.load();
-        self.inner
-            .metrics
-            .model_changed(previous.as_deref(), now.as_deref());
+        self.inner.current.store(Some(Arc::new(loaded)));
         outcome
     }
 }
 
-/// A place among the prediction requests in flight ([`Limits::concurrency`]), held
-/// until the handler finishes. Without one the request is shed with 503 before its
-/// body is read: queueing would only make every waiting client slower.
-pub(crate) struct Slot(AppState);
+/// A request being answered; see [`AppState::requests_in_flight`].
+pub(crate) struct Entered(AppState);
 
-impl Slot {
+impl Entered {
     pub(crate) fn state(&self) -> &AppState {
         &self.0
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.inner.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place among the prediction requests in flight ([`Limits::concurrency`]), held
+/// until dropped. Taken after the request body has been read and size-checked: a
+/// client trickling its body must not hold one (a thousand of them would shed every
+/// real prediction). Without a free place the request is shed with 503: queueing would
+/// only make every waiting client slower.
+pub struct Slot(AppState);
+
+impl Slot {
+    /// Takes a place for a request of `state`, or counts the request as shed.
+    pub(crate) fn take(state: &AppState) -> Result<Slot, ApiError> {
+        state.try_slot().ok_or_else(|| {
+            state.metrics().shed();
+            ApiError::Overloaded
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.inner.slots_taken.fetch_sub(1, Ordering::Release);
-    }
-}
-
-impl FromRequestParts<AppState> for Slot {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.try_slot().ok_or_else(|| {
-            state.metrics().shed();
-            ApiError::Overloaded
-        })
     }
 }
 

@@ -29,7 +29,7 @@ fn state() -> &'static AppState {
             Limits {
                 body_bytes: 16 * 1024,
                 batch_instances: 8,
-                ..Default::default()
+                ..common::test_limits()
             },
             Some(common::TOKEN.into()),
         );

@@ -139,7 +139,7 @@ async fn malformed_json_wrong_type_and_oversize_bodies() {
     let s = TestServer::with(common::Options {
         limits: predict_buy_serve::Limits {
             body_bytes: 4096,
-            ..Default::default()
+            ..common::test_limits()
         },
         ..Default::default()
     })
@@ -194,7 +194,7 @@ async fn batch_predictions_are_bounded() {
     let s = TestServer::with(common::Options {
         limits: predict_buy_serve::Limits {
             batch_instances: 3,
-            ..Default::default()
+            ..common::test_limits()
         },
         ..Default::default()
     })
@@ -213,7 +213,7 @@ async fn batch_predictions_are_bounded() {
     let (status, body) = s
         .post_json("/predict/batch", &json!([row, row, row, row]))
         .await;
-    assert_eq!(status, 413, "{body}");
+    assert_eq!(status, 422, "{body}");
     assert_eq!(fields(&body), ["instances"]);
 
     let mut bad = row.clone();

@@ -21,19 +21,11 @@ async fn server_with_short_timeout() -> TestServer {
     TestServer::with(Options {
         limits: Limits {
             request_timeout: SHORT_TIMEOUT,
-            ..Default::default()
+            ..common::test_limits()
         },
         ..Default::default()
     })
     .await
-}
-
-/// Waits until exactly `n` prediction requests hold a place under the limit.
-async fn until_in_flight(s: &TestServer, n: usize) {
-    eventually(&format!("{n} predictions in flight"), || async {
-        (s.state.predictions_in_flight() == n).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -45,6 +37,7 @@ async fn slow_clients_time_out() {
     let mut slow = HeldPredict::start(s.addr).await;
     let status = slow.status().await;
     assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    // The body is read before a prediction place is taken, so none was held.
     assert!(
         started.elapsed() >= SHORT_TIMEOUT,
         "answered 408 after {:?}, before the deadline",
@@ -65,19 +58,17 @@ async fn load_beyond_capacity_is_shed() {
         limits: Limits {
             concurrency: 2,
             request_timeout: Duration::from_secs(120),
-            ..Default::default()
+            ..common::test_limits()
         },
         ..Default::default()
     })
     .await;
-    // One held: the second place is still free.
-    let a = HeldPredict::start(s.addr).await;
-    until_in_flight(&s, 1).await;
+    // One place taken: the second is still free.
+    let a = s.state.try_slot().expect("a free place");
     assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
 
-    // Two held: the limit is reached and the next one is shed.
-    let b = HeldPredict::start(s.addr).await;
-    until_in_flight(&s, 2).await;
+    // Both taken: the limit is reached and the next request is shed.
+    let b = s.state.try_slot().expect("the second place");
     let (status, body) = s.post_json("/predict", &sample_row()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "overloaded");
@@ -107,22 +98,49 @@ async fn load_beyond_capacity_is_shed() {
         "{metrics}"
     );
 
-    // The held requests were real predictions, answered once their bodies arrive.
-    assert_eq!(a.finish().await, "HTTP/1.1 200 OK");
-    until_in_flight(&s, 1).await;
+    // A place given back is free again.
+    drop(a);
     assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
-    // A client that goes away gives its place back too.
     drop(b);
-    until_in_flight(&s, 0).await;
-    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+    assert_eq!(s.state.predictions_in_flight(), 0);
     s.stop().await;
+}
+
+/// A client trickling its body holds no prediction place: with the only place's worth
+/// of clients mid-body, a real client is still answered, and the slow one is answered
+/// too once its body arrives.
+#[tokio::test]
+async fn a_slow_body_holds_no_prediction_place() {
+    let s = TestServer::with(Options {
+        limits: Limits {
+            concurrency: 1,
+            request_timeout: Duration::from_secs(120),
+            ..common::test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let held = HeldPredict::start(s.addr).await;
+    until_requests(&s, 1).await;
+    assert_eq!(s.state.predictions_in_flight(), 0);
+    assert_eq!(s.post_json("/predict", &sample_row()).await.0, 200);
+    assert_eq!(held.finish().await, "HTTP/1.1 200 OK");
+    s.stop().await;
+}
+
+/// Waits until exactly `n` requests of any route are being answered.
+async fn until_requests(s: &TestServer, n: usize) {
+    eventually(&format!("{n} requests in flight"), || async {
+        (s.state.requests_in_flight() == n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
     let s = TestServer::start().await;
     let held = HeldPredict::start(s.addr).await;
-    until_in_flight(&s, 1).await;
+    until_requests(&s, 1).await;
     let addr = s.addr;
     let stopping = tokio::spawn(s.stop());
     // The listener closes first: from then on the server is shutting down.

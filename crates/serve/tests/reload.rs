@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::{TOKEN, TestServer, artifacts, eventually, sample_row, write_model};
 use predict_buy_model::Model;
 use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseRecord, ReleaseTag};
-use predict_buy_serve::{AppState, Limits, ModelSource, ReloadOutcome};
+use predict_buy_serve::{AppState, ModelSource, ReloadOutcome};
 use serde_json::Value;
 
 #[tokio::test]
@@ -284,7 +284,7 @@ async fn follows_a_registry_environment() {
             registry: registry.clone(),
             env: env.clone(),
         },
-        Limits::default(),
+        common::test_limits(),
         Some(TOKEN.into()),
     );
     state.reload(true).await.unwrap();
@@ -366,7 +366,7 @@ async fn a_flipped_byte_in_the_registry_is_refused() {
             registry: registry.clone(),
             env: env.clone(),
         },
-        Limits::default(),
+        common::test_limits(),
         Some(TOKEN.into()),
     );
     let v1 = release(&registry, "v1.0.0", &artifacts().0).await;
@@ -443,7 +443,7 @@ async fn a_pinned_release_loads_once_and_never_follows() {
             tag: v1.clone(),
             expected_digest: Some(digest),
         },
-        Limits::default(),
+        common::test_limits(),
         Some(TOKEN.into()),
     );
     let outcome = state.reload(false).await.unwrap();
@@ -488,7 +488,7 @@ async fn a_pinned_release_with_another_digest_is_refused() {
             tag: v1,
             expected_digest: Some(other.clone()),
         },
-        Limits::default(),
+        common::test_limits(),
         None,
     );
     let err = state.reload(false).await.unwrap_err();

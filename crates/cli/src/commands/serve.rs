@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = env::SERVE_BODY_LIMIT, default_value_t = 1 << 20)]
     pub body_limit: usize,
-    /// Most instances in one /predict/batch request (413 beyond).
+    /// Most instances in one /predict/batch request (422 beyond).
     #[arg(long, env = env::SERVE_BATCH_LIMIT, default_value_t = 1000)]
     pub batch_limit: usize,
     /// Most prediction requests in flight; more are refused with 503.
@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// Longest a request may take, body included (408 beyond): `10s`, `500ms`.
     #[arg(long, env = env::SERVE_TIMEOUT, default_value = "10s", value_parser = crate::settings::parse_duration)]
     pub timeout: Duration,
+    /// Most connections open at once; at the cap the server stops accepting until one
+    /// closes. Default: what the open-file limit leaves room for, at most 10,000.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM/SIGINT, keep answering this long, with `/readyz` 503 and
+    /// `Connection: close`, so a load balancer takes the instance out before it stops:
+    /// `5s`, `0s`.
+    #[arg(long, default_value = "5s", value_parser = parse_drain)]
+    pub drain: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
     #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
     pub poll_interval: Duration,
@@ -75,9 +84,13 @@ pub fn run(a: ServeArgs) -> Outcome {
     let source = source(&a)?;
     let admin_token =
         crate::settings::Settings::from_process()?.admin_token(a.admin_token_file.as_deref())?;
-    if a.batch_limit == 0 || a.concurrency_limit == 0 || a.body_limit == 0 {
+    if a.batch_limit == 0
+        || a.concurrency_limit == 0
+        || a.body_limit == 0
+        || a.max_connections == Some(0)
+    {
         return Err(CliError::input(anyhow!(
-            "--body-limit, --batch-limit and --concurrency-limit must be at least 1"
+            "--body-limit, --batch-limit, --concurrency-limit and --max-connections must be at least 1"
         )));
     }
     let limits = Limits {
@@ -85,6 +98,10 @@ pub fn run(a: ServeArgs) -> Outcome {
         batch_instances: a.batch_limit,
         concurrency: a.concurrency_limit,
         request_timeout: a.timeout,
+        max_connections: a
+            .max_connections
+            .unwrap_or_else(predict_buy_serve::default_max_connections),
+        drain: a.drain,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.workers {
@@ -98,9 +115,18 @@ pub fn run(a: ServeArgs) -> Outcome {
     runtime.block_on(async move {
         // Handlers go in before anything is announced: a supervisor that sends SIGTERM
         // as soon as it reads the address must get a drain, not the default action.
-        let shutdown = shutdown_signal()
+        let signal = predict_buy_serve::shutdown_signal()
             .context("cannot install the SIGTERM/SIGINT handlers")
             .map_err(CliError::failed)?;
+        let drain = a.drain;
+        let shutdown = async move {
+            let name = signal.await;
+            // The first part of the line is stable: supervisors and tests match it.
+            eprintln!(
+                "predict-buy serve: {name}: shutting down, draining requests in flight \
+                 (/readyz answers 503 for {drain:?} first)"
+            );
+        };
         let state = AppState::new(source, limits, admin_token);
         initial_load(&state).await?;
         let listener = tokio::net::TcpListener::bind(a.addr)
@@ -128,6 +154,20 @@ pub fn run(a: ServeArgs) -> Outcome {
         eprintln!("predict-buy serve: stopped");
         Ok(())
     })
+}
+
+/// A duration as every other flag takes it, or zero: no drain is a valid choice (a
+/// server with no load balancer in front), where a zero timeout is not.
+fn parse_drain(text: &str) -> Result<Duration, String> {
+    let zero = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<f64>()
+        .is_ok_and(|v| v == 0.0);
+    if zero {
+        return Ok(Duration::ZERO);
+    }
+    crate::settings::parse_duration(text)
 }
 
 fn source(a: &ServeArgs) -> Result<ModelSource, CliError> {
@@ -205,29 +245,4 @@ async fn initial_load(state: &AppState) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-/// Installs the SIGTERM and SIGINT handlers now and returns the future that completes
-/// on the first of them. Installing them lazily, when the future is first polled,
-/// would leave a window after start in which SIGTERM kills the process undrained.
-#[cfg(unix)]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        eprintln!("predict-buy serve: {name}: shutting down, draining requests in flight");
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("predict-buy serve: Ctrl-C: shutting down, draining requests in flight");
-    })
 }

@@ -123,10 +123,19 @@ pub struct Options {
     pub with_model: bool,
 }
 
+/// The default limits, but no drain on stop: a test that stops its server does not
+/// wait for a load balancer that is not there. Tests of the drain set their own.
+pub fn test_limits() -> Limits {
+    Limits {
+        drain: Duration::ZERO,
+        ..Limits::default()
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
-            limits: Limits::default(),
+            limits: test_limits(),
             token: Some(TOKEN.to_string()),
             with_model: true,
         }
