@@ -11,6 +11,8 @@
 # Sweep: the open loop again at lower rates (SWEEP, default "5000 10000 15000"), for
 # p99 against offered load.
 # Usage: bench/serve/run.sh [SECONDS] [RUNS] [RATE]   (defaults: 10 s, 3 runs, 20000/s)
+# PREDICT_BUY_BIN=path/to/predict-buy serves instead of this tree's release build (to
+# compare two versions of the server in the same conditions).
 # Prints req/s, p50 and p99 latency (medians over runs), the ratios, and the RSS of
 # predict-buy serve; writes the same to bench/out/serve.md.
 set -euo pipefail
@@ -39,7 +41,7 @@ fi
 cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy --bin predict-buy
 cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy-serve --example bare_axum --example open_loop
 target=$(cd "$root" && cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-pb="$target/release/predict-buy"
+pb="${PREDICT_BUY_BIN:-$target/release/predict-buy}"
 bare="$target/release/examples/bare_axum"
 open_loop="$target/release/examples/open_loop"
 cores=$(nproc)
