@@ -35,7 +35,7 @@ mod train;
 mod tree;
 
 pub use artifact::{
-    ArtifactError, Calibration, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model,
+    ArtifactError, Calibration, DataFile, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model,
     Payload, Prediction, Threshold, digest_of, raw_from_json,
 };
 pub use config::{

@@ -41,6 +41,43 @@ pub struct ReleaseRecord {
     pub metrics: serde_json::Value,
     #[serde(default)]
     pub golden: Vec<GoldenPrediction>,
+    /// What the model was trained from: data digests, config and tool version. Absent
+    /// in releases cut before data versioning (and then not reproducible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+}
+
+/// The provenance of a release's model, enough for `release reproduce` to rebuild it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Each data file training read, in the order it read them (train, then test).
+    pub data: Vec<DataRef>,
+    /// True when every data file above is stored in the registry; false only for a
+    /// release created with `--allow-unversioned-data`.
+    pub data_in_registry: bool,
+    /// The training config as the artifact records it.
+    pub config: serde_json::Value,
+    /// The predict-buy version that trained the model.
+    pub tool_version: String,
+}
+
+/// One data file by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRef {
+    /// `train` or `test`.
+    pub role: String,
+    pub digest: Digest,
+    /// Raw size in bytes.
+    pub size: u64,
+    /// The file's name when it was read, e.g. `train.csv`.
+    pub name: String,
+}
+
+impl ReleaseRecord {
+    /// Every data digest this release names (none for releases without provenance).
+    pub fn data_digests(&self) -> impl Iterator<Item = &Digest> {
+        self.training.iter().flat_map(|t| t.data.iter().map(|d| &d.digest))
+    }
 }
 
 impl ReleaseRecord {
@@ -65,6 +102,9 @@ impl ReleaseRecord {
         }
         if self.golden != other.golden {
             out.push("golden");
+        }
+        if self.training != other.training {
+            out.push("training");
         }
         out
     }
