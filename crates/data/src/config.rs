@@ -294,7 +294,10 @@ mod source_tests {
     #[test]
     fn data_paths_are_files_digests_or_pointers() {
         let digest = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(DataSource::of(Path::new(&digest)), DataSource::Digest(&digest));
+        assert_eq!(
+            DataSource::of(Path::new(&digest)),
+            DataSource::Digest(&digest)
+        );
         let short = format!("sha256:{}", "ab".repeat(31));
         assert_eq!(
             DataSource::of(Path::new(&short)),

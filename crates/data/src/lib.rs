@@ -29,7 +29,8 @@ pub use clean::{
     TargetRule,
 };
 pub use config::{
-    ColumnSpec, ColumnType, DataConfig, DataSource, Encode, Impute, Parse, Preset, Role, Scale};
+    ColumnSpec, ColumnType, DataConfig, DataSource, Encode, Impute, Parse, Preset, Role, Scale,
+};
 pub use error::{DataError, FieldError};
 pub use table::Table;
 pub use value::{RawValue, parse_currency, parse_number};

@@ -108,7 +108,10 @@ impl DataPointer {
     /// The data file a pointer restores: its own path without the suffix, or, for a
     /// pointer named otherwise, the recorded name in the pointer's folder.
     pub fn data_path(&self, pointer: &Path) -> PathBuf {
-        match pointer.to_str().and_then(|p| p.strip_suffix(POINTER_SUFFIX)) {
+        match pointer
+            .to_str()
+            .and_then(|p| p.strip_suffix(POINTER_SUFFIX))
+        {
             Some(stem) if !stem.is_empty() && !stem.ends_with('/') => PathBuf::from(stem),
             _ => parent_dir(pointer).join(&self.name),
         }
@@ -304,12 +307,9 @@ impl Registry {
             loop {
                 let (hint, n) = {
                     let mut output = zstd::stream::raw::OutBuffer::around(&mut out[..]);
-                    let hint = zstd::stream::raw::Operation::run(
-                        &mut decoder,
-                        &mut input,
-                        &mut output,
-                    )
-                    .map_err(corrupt)?;
+                    let hint =
+                        zstd::stream::raw::Operation::run(&mut decoder, &mut input, &mut output)
+                            .map_err(corrupt)?;
                     (hint, output.pos())
                 };
                 frame_done = hint == 0;
@@ -395,6 +395,14 @@ impl Registry {
             .inflate_into(digest, &mut file, |e| io_err("writing", e))
             .await?;
         file.sync_all().await.map_err(|e| io_err("writing", e))?;
+        // Temp files are created private; a restored data file is an ordinary one.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))
+                .await
+                .map_err(|e| io_err("setting permissions of", e))?;
+        }
         drop(file);
         if overwrite {
             tmp_path
@@ -530,10 +538,7 @@ mod tests {
         let path = dir.path().join("model.pbm.ref.yaml");
         std::fs::write(
             &path,
-            format!(
-                "digest: {}\nsize: 3\npath: model.pbm\n",
-                Digest::of(b"abc")
-            ),
+            format!("digest: {}\nsize: 3\npath: model.pbm\n", Digest::of(b"abc")),
         )
         .unwrap();
         let err = DataPointer::read(&path).unwrap_err();
@@ -544,7 +549,9 @@ mod tests {
     #[test]
     fn zstd_round_trips_in_bounded_chunks() {
         // The same encoder settings as a push, decoded with the raw API as a pull does.
-        let data: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut enc = zstd::stream::write::Encoder::new(Vec::new(), LEVEL).unwrap();
         enc.include_checksum(true).unwrap();
         enc.write_all(&data).unwrap();

@@ -175,8 +175,8 @@ impl Registry {
         let mut report = DataGcReport::default();
         let mut candidates = Vec::new();
         for object in self.list_data().await? {
-            let age = Duration::try_from(now.duration_since(object.stored_at))
-                .unwrap_or(Duration::ZERO);
+            let age =
+                Duration::try_from(now.duration_since(object.stored_at)).unwrap_or(Duration::ZERO);
             if named.contains(&object.digest) {
                 report.named.push(object);
             } else if age < min_age {

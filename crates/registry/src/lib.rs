@@ -29,6 +29,14 @@
 //! registry-v1/locks/…                              file:// only: flock files for CAS
 //! ```
 //!
+//! # Data
+//!
+//! Training data is versioned beside the models ([`Registry::push_data_file`],
+//! [`Registry::pull_data_to`], [`DataPointer`]): named by the sha256 of the raw bytes,
+//! stored zstd-compressed, streamed both ways in bounded memory, and re-hashed on
+//! every read. A release records the digests of its data ([`TrainingRecord`]), and
+//! [`Registry::collect_unreferenced_data`] never removes data a release names.
+//!
 //! # Atomicity and concurrency
 //!
 //! - Every write is atomic: on disk a staged file is fsynced and then renamed (or

@@ -76,13 +76,16 @@ pub struct DataRef {
 impl ReleaseRecord {
     /// Every data digest this release names (none for releases without provenance).
     pub fn data_digests(&self) -> impl Iterator<Item = &Digest> {
-        self.training.iter().flat_map(|t| t.data.iter().map(|d| &d.digest))
+        self.training
+            .iter()
+            .flat_map(|t| t.data.iter().map(|d| &d.digest))
     }
 }
 
 impl ReleaseRecord {
     /// The fields that make a release what it is; `created_at` and `created_by` are
-    /// bookkeeping and do not count when an existing tag is re-created.
+    /// bookkeeping and do not count when an existing tag is re-created, nor does
+    /// `training`, which follows from the model.
     fn differing_fields(&self, other: &ReleaseRecord) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.model_digest != other.model_digest {
@@ -103,9 +106,9 @@ impl ReleaseRecord {
         if self.golden != other.golden {
             out.push("golden");
         }
-        if self.training != other.training {
-            out.push("training");
-        }
+        // `training` is not compared: it is read from the model the digest names (and
+        // from whether its data is stored, which can change), so the same model means
+        // the same release.
         out
     }
 }
