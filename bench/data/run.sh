@@ -6,6 +6,7 @@
 #      `predict-buy train` of the same config: what reproducing costs beyond training.
 #
 #   bench/data/run.sh [REPEATS] [MB]      (defaults: 5 repeats, 400 MB)
+#   PREDICT_BUY_BIN=target/debug/predict-buy bench/data/run.sh
 #
 # The CSV is synthetic (`data synth` rows repeated until the size is reached); nothing
 # from the shared data folder is used. The file is read from the page cache by every
@@ -18,8 +19,14 @@ mb=${2:-400}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release -q -p predict-buy --manifest-path "$root/Cargo.toml"
-pb="$root/target/release/predict-buy"
+# PREDICT_BUY_BIN=path runs an already built binary (e.g. the opt-level-2 one that
+# `cargo test` builds in target/debug) instead of building the release one.
+if [ -n "${PREDICT_BUY_BIN:-}" ]; then
+  pb=$PREDICT_BUY_BIN
+else
+  cargo build --release -q -p predict-buy --manifest-path "$root/Cargo.toml"
+  pb="$root/target/release/predict-buy"
+fi
 cd "$work"
 
 # ~40 MB of synthetic rows, then their body repeated up to the target size.
