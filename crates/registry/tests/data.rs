@@ -43,7 +43,11 @@ fn csv(seed: u64, rows: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let gender = if x.is_multiple_of(2) { "Male" } else { "Female" };
+        let gender = if x.is_multiple_of(2) {
+            "Male"
+        } else {
+            "Female"
+        };
         out.extend_from_slice(
             format!(
                 "{i},{gender},{},\"£{}.{:02}\",{}\n",

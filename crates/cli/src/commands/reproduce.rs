@@ -243,14 +243,23 @@ fn describe(d: &Difference) -> String {
     )
 }
 
-/// `ensemble.trees[3].nodes[17].threshold` → `tree 3, node 17, threshold`.
+/// `ensemble.trees[3].nodes[17].threshold` → `tree 3, node 17, threshold`; a tree
+/// stored column-wise (`ensemble.trees[3].threshold[17]`) reads the same.
 fn tree_place(path: &str) -> String {
     let rest = path.trim_start_matches("ensemble.");
     let mut parts = Vec::new();
+    let mut in_tree = false;
     for segment in rest.split('.') {
         match segment.split_once('[') {
-            Some(("trees", i)) => parts.push(format!("tree {}", i.trim_end_matches(']'))),
+            Some(("trees", i)) => {
+                in_tree = true;
+                parts.push(format!("tree {}", i.trim_end_matches(']')));
+            }
             Some(("nodes", i)) => parts.push(format!("node {}", i.trim_end_matches(']'))),
+            Some((field, i)) if in_tree => {
+                parts.push(format!("node {}", i.trim_end_matches(']')));
+                parts.push(field.to_string());
+            }
             _ => parts.push(segment.to_string()),
         }
     }
@@ -411,6 +420,10 @@ mod tests {
         assert_eq!(path, "ensemble.trees[0].nodes[1].t");
         assert_eq!((x, y), (json!(2.0), json!(2.5)));
         assert_eq!(tree_place(&path), "tree 0, node 1, t");
+        assert_eq!(
+            tree_place("ensemble.trees[2].threshold[7]"),
+            "tree 2, node 7, threshold"
+        );
         let (path, x, y) = first_difference(&json!([1, 2]), &json!([1, 2, 3]), "v").unwrap();
         assert_eq!(path, "v (length)");
         assert_eq!((x, y), (json!(2), json!(3)));
