@@ -29,12 +29,17 @@ else
 fi
 cd "$work"
 
-# ~40 MB of synthetic rows, then their body repeated up to the target size.
+# ~40 MB of synthetic rows, then their body repeated until the target size is reached
+# (whole rows, so the file stays a valid CSV).
 "$pb" data synth --rows 500000 --seed 3 --out seed --test-fraction 0.01 >/dev/null 2>&1
+tail -n +2 seed/train.csv > body.csv
+body=$(stat -c %s body.csv)
+copies=$(( (mb * 1024 * 1024 + body - 1) / body ))
 {
   head -n 1 seed/train.csv
-  while :; do tail -n +2 seed/train.csv; done | head -c "$((mb * 1024 * 1024))"
-} > big.csv 2>/dev/null || true
+  for _ in $(seq "$copies"); do cat body.csv; done
+} > big.csv
+rm -rf seed body.csv
 size=$(stat -c %s big.csv)
 echo "file: big.csv, $size bytes ($(wc -l < big.csv) lines)"
 

@@ -26,9 +26,16 @@ use crate::artifacts::{PART_SIZE, PARTS_IN_FLIGHT, READ_CHUNK, hash_file, parent
 use crate::error::{Error, Result};
 use crate::names::Digest;
 
-/// zstd's default level: about 4-8x on CSV at several hundred MB/s per core, where
-/// higher levels cost far more time than they save space.
-const LEVEL: i32 = 3;
+/// zstd's fastest regular level. On the insurance CSV it compresses as well as the
+/// default level 3 (about 3.8x; 78.3 MB vs 78.6 MB for a 300 MB file) in less CPU
+/// time, and a push must keep up with `cp` + `sha256sum` (see `bench/data`).
+const LEVEL: i32 = 1;
+
+/// Compression workers beside the thread that reads and hashes: the machine's cores,
+/// at most 4 (more buys nothing at level 1, and each holds a few MB of buffers).
+fn compression_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
+}
 
 /// Where data objects live, relative to the layout folder.
 const DATA_DIR: &str = "data/sha256";
@@ -214,7 +221,11 @@ impl Registry {
         };
         let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
         let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), LEVEL)
-            .and_then(|mut e| e.include_checksum(true).map(|()| e))
+            .and_then(|mut e| {
+                e.include_checksum(true)?;
+                e.multithread(compression_workers())?;
+                Ok(e)
+            })
             .map_err(compress_err)?;
         let upload = self.store.put_multipart(&rel).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
