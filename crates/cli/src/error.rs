@@ -313,6 +313,18 @@ fn registry_decision(e: &predict_buy_registry::Error) -> (Code, Option<String>) 
             Code::Input,
             Some("run `predict-buy model list` to see stored artifacts".to_string()),
         ),
+        R::UnknownData { .. } => (
+            Code::Input,
+            Some(
+                "push the data with `predict-buy data push FILE`, or check --registry names the registry it was pushed to"
+                    .to_string(),
+            ),
+        ),
+        R::WouldClobber { .. } => (Code::Input, None),
+        R::CorruptCompression { .. } => (
+            Code::Failed,
+            Some("pushing the original data file again repairs the object".to_string()),
+        ),
         R::InvalidUrl { .. } => (
             Code::Input,
             Some(format!(

@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Synthetic data in the raw insurance schema.
+    /// Synthetic data in the raw insurance schema, and data files versioned in the registry.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
     /// Train a model from a config and write its artifact and report.

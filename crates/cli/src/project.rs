@@ -16,6 +16,8 @@ pub mod env {
     pub const LOG_FORMAT: &str = "PREDICT_BUY_LOG_FORMAT";
     /// Overrides the registry URL of `predict-buy.yaml`.
     pub const REGISTRY: &str = "PREDICT_BUY_REGISTRY";
+    /// `release create --allow-unversioned-data` as a setting (`1`/`true`).
+    pub const ALLOW_UNVERSIONED_DATA: &str = "PREDICT_BUY_ALLOW_UNVERSIONED_DATA";
     /// Bearer token for the server's admin endpoints.
     pub const ADMIN_TOKEN: &str = "PREDICT_BUY_ADMIN_TOKEN";
     /// File holding the admin token.

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +106,39 @@ pub enum Encode {
 pub enum Outliers {
     /// Drop training rows outside [Q1 − 1.5·IQR, Q3 + 1.5·IQR].
     Iqr,
+}
+
+/// Where a data file comes from, by the form `data.train_path` / `data.test_path` take:
+/// a digest or a pointer file names a versioned data set in the registry, anything
+/// else is a file on disk. The config keeps the text as written, so an artifact's
+/// recorded config says which form training used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSource<'a> {
+    /// A plain file.
+    File(&'a Path),
+    /// `sha256:<64 hex>`: a data object in the registry.
+    Digest(&'a str),
+    /// A `*.ref.yaml` pointer file written by `predict-buy data push`.
+    Pointer(&'a Path),
+}
+
+impl<'a> DataSource<'a> {
+    /// Classify a configured data path.
+    pub fn of(path: &'a Path) -> Self {
+        let Some(text) = path.to_str() else {
+            return DataSource::File(path);
+        };
+        if let Some(hex) = text.strip_prefix("sha256:")
+            && hex.len() == 64
+            && hex.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return DataSource::Digest(text);
+        }
+        if text.ends_with(".ref.yaml") {
+            return DataSource::Pointer(path);
+        }
+        DataSource::File(path)
+    }
 }
 
 impl DataConfig {
@@ -251,5 +284,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("imput"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn data_paths_are_files_digests_or_pointers() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            DataSource::of(Path::new(&digest)),
+            DataSource::Digest(&digest)
+        );
+        let short = format!("sha256:{}", "ab".repeat(31));
+        assert_eq!(
+            DataSource::of(Path::new(&short)),
+            DataSource::File(Path::new(&short))
+        );
+        let pointer = Path::new("data/train.csv.ref.yaml");
+        assert_eq!(DataSource::of(pointer), DataSource::Pointer(pointer));
+        let file = Path::new("data/train.csv");
+        assert_eq!(DataSource::of(file), DataSource::File(file));
     }
 }

@@ -28,7 +28,9 @@ pub use clean::{
     Clean, CleanColumn, CleanFrame, Cleaner, ColumnRule, ColumnValues, OutlierBounds, RuleKind,
     TargetRule,
 };
-pub use config::{ColumnSpec, ColumnType, DataConfig, Encode, Impute, Parse, Preset, Role, Scale};
+pub use config::{
+    ColumnSpec, ColumnType, DataConfig, DataSource, Encode, Impute, Parse, Preset, Role, Scale,
+};
 pub use error::{DataError, FieldError};
 pub use table::Table;
 pub use value::{RawValue, parse_currency, parse_number};

@@ -940,6 +940,7 @@ mod tests {
                             predicted_class: 1,
                             probability: 0.5,
                         }],
+                        training: None,
                     })
                     .await
                     .unwrap();
@@ -1492,6 +1493,7 @@ mod tests {
                 created_by: "t".into(),
                 metrics: serde_json::Value::Null,
                 golden: vec![],
+                training: None,
             },
         }
         .to_string();

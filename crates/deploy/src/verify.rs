@@ -641,6 +641,7 @@ mod tests {
             created_by: "t".into(),
             metrics: serde_json::Value::Null,
             golden: vec![golden()],
+            training: None,
         };
         let verifier = Verifier::new(Duration::from_millis(300))
             .unwrap()

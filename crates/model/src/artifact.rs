@@ -93,6 +93,22 @@ pub struct Metadata {
     pub metrics: Option<EvalReport>,
     pub tool_version: String,
     pub trained_at: String,
+    /// Each data file training read, by the digest of its raw bytes. Left out of the
+    /// payload when empty, so artifacts trained without it keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_files: Vec<DataFile>,
+}
+
+/// One data file a model was trained or tested on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// `train` or `test`.
+    pub role: String,
+    /// `sha256:<hex>` of the raw bytes: the file's name in the registry.
+    pub digest: String,
+    pub size: u64,
+    /// The file's name when it was read, e.g. `train.csv`.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +161,14 @@ impl Model {
     }
 
     /// Loads an artifact, refusing anything truncated, corrupt, or of a newer format.
+    /// The same model, recording the data files it was trained from (the caller read
+    /// them, so it knows their digests; training itself only sees tables).
+    pub fn with_data_files(self, files: Vec<DataFile>) -> Result<Self, ArtifactError> {
+        let mut payload = self.payload;
+        payload.metadata.data_files = files;
+        Self::new(payload)
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ArtifactError> {
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
             if whole_but_for_its_header(bytes) {

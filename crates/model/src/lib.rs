@@ -35,8 +35,8 @@ mod train;
 mod tree;
 
 pub use artifact::{
-    ArtifactError, Calibration, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model,
-    Payload, Prediction, Threshold, digest_of, raw_from_json,
+    ArtifactError, Calibration, DataFile, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata,
+    Model, Payload, Prediction, Threshold, digest_of, raw_from_json,
 };
 pub use config::{
     DEFAULT_CONFIG_YAML, ModelName, ModelSection, SmoteSetting, ThresholdName, ThresholdRule,

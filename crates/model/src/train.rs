@@ -200,6 +200,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             metrics: Some(test_report.clone()),
             tool_version: req.tool_version.clone(),
             trained_at: req.trained_at.clone(),
+            data_files: Vec::new(),
         },
         golden: Vec::new(),
     };

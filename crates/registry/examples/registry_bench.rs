@@ -58,6 +58,7 @@ async fn releases(n: u64) {
             created_by: "bench".into(),
             metrics: serde_json::json!({"accuracy": 0.88, "roc_auc": 0.85, "pr_auc": 0.41, "log_loss": 0.27}),
             golden: Vec::new(),
+            training: None,
         };
         reg.create_release(&record).await.unwrap();
     }

@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use crate::names::Digest;
 
 /// Streamed uploads are cut into parts of this size (S3's minimum is 5 MiB).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once; with `PART_SIZE` this bounds a push's memory.
-const PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const PARTS_IN_FLIGHT: usize = 2;
 /// Read buffer when hashing or uploading a file.
-const READ_CHUNK: usize = 1024 * 1024;
+pub(crate) const READ_CHUNK: usize = 1024 * 1024;
 
 pub(crate) fn object_rel(digest: &Digest) -> String {
     format!("objects/sha256/{}", digest.hex())
@@ -107,7 +107,7 @@ impl ArtifactPointer {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io_err = |op, source| Error::Io {
         op,
         path: path.to_path_buf(),
@@ -122,14 +122,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
 }
 
-fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+pub(crate) fn hash_file(path: &Path) -> Result<(Digest, u64)> {
     let io_err = |source| Error::Io {
         op: "reading",
         path: path.to_path_buf(),

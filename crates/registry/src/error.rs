@@ -130,6 +130,29 @@ pub enum Error {
         actual: Digest,
     },
 
+    /// No data object with this digest is stored.
+    #[error("unknown data object `{digest}` in registry {registry}")]
+    UnknownData { digest: Digest, registry: String },
+
+    /// A stored data object cannot be decompressed: damaged bytes, or not zstd.
+    #[error("corrupt data object `{object}`: it does not decompress")]
+    CorruptCompression {
+        object: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A pull would replace a local file whose content differs from the one asked for.
+    #[error(
+        "`{}` exists with different content ({existing}) than {wanted}; move it away or pull with --force",
+        .path.display()
+    )]
+    WouldClobber {
+        path: PathBuf,
+        existing: Digest,
+        wanted: Digest,
+    },
+
     /// The storage backend failed (unreachable endpoint, permissions, …).
     #[error("{op} `{object}` in registry {registry} failed")]
     Store {
@@ -191,6 +214,8 @@ impl Error {
                 | Error::MissingCredentials { .. }
                 | Error::NoRegistry { .. }
                 | Error::UnknownDigest { .. }
+                | Error::UnknownData { .. }
+                | Error::WouldClobber { .. }
                 | Error::AmbiguousDigest { .. }
                 | Error::UnknownRelease { .. }
                 | Error::ReleaseExists { .. }

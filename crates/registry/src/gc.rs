@@ -11,6 +11,14 @@
 //! time since it was last written to (a live writer keeps refreshing it), a multipart
 //! upload's the time since it started. Artifacts, releases, state, history and
 //! leases are never touched.
+//!
+//! Data objects are the one stored thing gc may remove whole: a data set pushed and
+//! never named by a release, once it is older than its own threshold (meant to be
+//! days: data is pushed, then trained on, then released). A data object that any
+//! release names is never removed. Releases are listed again just before removing,
+//! so a release created while gc ran protects its data; what remains is the window
+//! between that second listing and the delete (milliseconds, against a threshold of
+//! days since the data was pushed).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +26,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use std::collections::BTreeSet;
+
 use crate::Registry;
+use crate::data::DataObject;
 use crate::error::Result;
+use crate::names::Digest;
 
 /// One leftover of an interrupted write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -116,6 +128,76 @@ impl Registry {
                     }
                 }
             }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`Registry::collect_unreferenced_data`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataGcReport {
+    /// Named by no release and old enough: removed (or, in a dry run, to be removed).
+    pub removed: Vec<DataObject>,
+    /// Named by at least one release: kept whatever their age.
+    pub named: Vec<DataObject>,
+    /// Named by no release but younger than the threshold: kept, a release may come.
+    pub young: Vec<DataObject>,
+}
+
+impl DataGcReport {
+    /// Stored (compressed) bytes freed by the removed objects.
+    pub fn bytes_freed(&self) -> u64 {
+        self.removed.iter().map(|d| d.stored_size).sum()
+    }
+}
+
+impl Registry {
+    /// Every data digest some release names.
+    pub async fn data_named_by_releases(&self) -> Result<BTreeSet<Digest>> {
+        Ok(self
+            .list_releases()
+            .await?
+            .iter()
+            .flat_map(|r| r.data_digests().cloned().collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Remove data objects that no release names and that were stored at least
+    /// `min_age` ago. Data a release names is never removed (see the module docs for
+    /// how a release created meanwhile is honoured).
+    pub async fn collect_unreferenced_data(
+        &self,
+        min_age: Duration,
+        mode: GcMode,
+    ) -> Result<DataGcReport> {
+        let now = Timestamp::now();
+        let named = self.data_named_by_releases().await?;
+        let mut report = DataGcReport::default();
+        let mut candidates = Vec::new();
+        for object in self.list_data().await? {
+            let age =
+                Duration::try_from(now.duration_since(object.stored_at)).unwrap_or(Duration::ZERO);
+            if named.contains(&object.digest) {
+                report.named.push(object);
+            } else if age < min_age {
+                report.young.push(object);
+            } else {
+                candidates.push(object);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(report);
+        }
+        let named_now = self.data_named_by_releases().await?;
+        for object in candidates {
+            if named_now.contains(&object.digest) {
+                report.named.push(object);
+                continue;
+            }
+            if mode == GcMode::Remove {
+                self.delete_data(&object.digest).await?;
+            }
+            report.removed.push(object);
         }
         Ok(report)
     }

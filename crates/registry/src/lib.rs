@@ -21,12 +21,21 @@
 //!
 //! ```text
 //! registry-v1/objects/sha256/<hex>                 artifact bytes, immutable
+//! registry-v1/data/sha256/<hex>.zst                data file, zstd; <hex> = sha256 of the raw bytes
 //! registry-v1/releases/<tag>.json                  ReleaseRecord, immutable
 //! registry-v1/envs/<env>/state.json                EnvState: desired release + generation
 //! registry-v1/envs/<env>/history/<seq:020>.json    HistoryEntry, append-only
 //! registry-v1/envs/<env>/lease.json                Lease
 //! registry-v1/locks/…                              file:// only: flock files for CAS
 //! ```
+//!
+//! # Data
+//!
+//! Training data is versioned beside the models ([`Registry::push_data_file`],
+//! [`Registry::pull_data_to`], [`DataPointer`]): named by the sha256 of the raw bytes,
+//! stored zstd-compressed, streamed both ways in bounded memory, and re-hashed on
+//! every read. A release records the digests of its data ([`TrainingRecord`]), and
+//! [`Registry::collect_unreferenced_data`] never removes data a release names.
 //!
 //! # Atomicity and concurrency
 //!
@@ -70,6 +79,7 @@
 //! input (exit code 2) from failed operations (exit code 1).
 
 mod artifacts;
+mod data;
 mod envs;
 mod error;
 mod gc;
@@ -78,11 +88,15 @@ mod releases;
 mod store;
 
 pub use artifacts::{ArtifactInfo, ArtifactPointer, CorruptObject, PushOutcome, VerifyReport};
+pub use data::{
+    DataObject, DataPointer, DataPullOutcome, DataPushOutcome, POINTER_SUFFIX, PointerKind,
+    data_digest_of_file,
+};
 pub use envs::{EnvState, HistoryEntry, Lease, NewHistoryEntry, Outcome};
 pub use error::{Error, Result};
-pub use gc::{GcMode, GcReport, InterruptedWrite};
+pub use gc::{DataGcReport, GcMode, GcReport, InterruptedWrite};
 pub use names::{Digest, EnvName, RegistryUrl, ReleaseTag};
-pub use releases::{CreateOutcome, GoldenPrediction, ReleaseRecord};
+pub use releases::{CreateOutcome, DataRef, GoldenPrediction, ReleaseRecord, TrainingRecord};
 pub use store::{INSTANCE_CREDENTIALS_VAR, RegistryOptions, S3Options};
 
 /// The default registry URL when nothing is configured.

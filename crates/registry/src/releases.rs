@@ -41,11 +41,51 @@ pub struct ReleaseRecord {
     pub metrics: serde_json::Value,
     #[serde(default)]
     pub golden: Vec<GoldenPrediction>,
+    /// What the model was trained from: data digests, config and tool version. Absent
+    /// in releases cut before data versioning (and then not reproducible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+}
+
+/// The provenance of a release's model, enough for `release reproduce` to rebuild it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Each data file training read, in the order it read them (train, then test).
+    pub data: Vec<DataRef>,
+    /// True when every data file above is stored in the registry; false only for a
+    /// release created with `--allow-unversioned-data`.
+    pub data_in_registry: bool,
+    /// The training config as the artifact records it.
+    pub config: serde_json::Value,
+    /// The predict-buy version that trained the model.
+    pub tool_version: String,
+}
+
+/// One data file by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRef {
+    /// `train` or `test`.
+    pub role: String,
+    pub digest: Digest,
+    /// Raw size in bytes.
+    pub size: u64,
+    /// The file's name when it was read, e.g. `train.csv`.
+    pub name: String,
+}
+
+impl ReleaseRecord {
+    /// Every data digest this release names (none for releases without provenance).
+    pub fn data_digests(&self) -> impl Iterator<Item = &Digest> {
+        self.training
+            .iter()
+            .flat_map(|t| t.data.iter().map(|d| &d.digest))
+    }
 }
 
 impl ReleaseRecord {
     /// The fields that make a release what it is; `created_at` and `created_by` are
-    /// bookkeeping and do not count when an existing tag is re-created.
+    /// bookkeeping and do not count when an existing tag is re-created, nor does
+    /// `training`, which follows from the model.
     fn differing_fields(&self, other: &ReleaseRecord) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.model_digest != other.model_digest {
@@ -66,6 +106,9 @@ impl ReleaseRecord {
         if self.golden != other.golden {
             out.push("golden");
         }
+        // `training` is not compared: it is read from the model the digest names (and
+        // from whether its data is stored, which can change), so the same model means
+        // the same release.
         out
     }
 }

@@ -72,6 +72,7 @@ fn record(t: &str, digest: &Digest, notes: &str) -> ReleaseRecord {
             predicted_class: 1,
             probability: 0.73,
         }],
+        training: None,
     }
 }
 

@@ -259,6 +259,7 @@ async fn release(registry: &Registry, tag: &str, bytes: &[u8]) -> ReleaseTag {
             created_by: "test".into(),
             metrics: Value::Null,
             golden: Vec::new(),
+            training: None,
         })
         .await
         .unwrap();

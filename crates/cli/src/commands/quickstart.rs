@@ -280,6 +280,7 @@ fn prepare(
             config: None,
             out: Some(artifact.clone()),
             json: false,
+            registry: Default::default(),
         })?;
         let t = &trained.report.test;
         eprintln!(
@@ -300,6 +301,15 @@ fn prepare(
 
     step(4, &format!("push the model and create release {TAG}"));
     let tag = ReleaseTag::parse(TAG).expect("a valid tag");
+    // A release names the data its model learned from, so that data goes first: it is
+    // what makes `release reproduce v0.1.0` possible.
+    rt.block_on(crate::commands::data::push_files(
+        &registry,
+        &[
+            PathBuf::from("data/train.csv"),
+            PathBuf::from("data/test.csv"),
+        ],
+    ))?;
     let created = rt.block_on(create_release(
         &registry,
         NewRelease {
@@ -307,6 +317,7 @@ fn prepare(
             model: "models/model.pbm",
             image: None,
             notes: "created by predict-buy quickstart".into(),
+            allow_unversioned_data: false,
         },
     ))?;
     eprintln!(

@@ -13,8 +13,9 @@ use crate::{CliError, Outcome};
 
 #[derive(Subcommand)]
 pub enum RegistryCommand {
-    /// Remove leftovers of interrupted writes: staging files a killed writer left on
-    /// disk, unfinished multipart uploads on S3. Never removes artifacts or records.
+    /// Remove leftovers of interrupted writes (staging files a killed writer left on
+    /// disk, unfinished multipart uploads on S3) and data objects no release names.
+    /// Never removes artifacts, records, or data a release names.
     Gc(GcArgs),
 }
 
@@ -25,6 +26,10 @@ pub struct GcArgs {
     /// age counts from the start of the upload, so keep it above your longest push.
     #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::settings::parse_min_age)]
     pub min_age: Duration,
+    /// Only remove data objects no release names once they are this old (e.g. 12h,
+    /// 3d; at most 7d): data is pushed, trained on and only then released.
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::settings::parse_min_age)]
+    pub data_min_age: Duration,
     /// Say what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -107,9 +112,14 @@ async fn gc(a: &GcArgs) -> Outcome {
         .clean_interrupted_writes(a.min_age, mode)
         .await
         .map_err(registry_error)?;
+    let data = registry
+        .collect_unreferenced_data(a.data_min_age, mode)
+        .await
+        .map_err(registry_error)?;
+    let any_data = !(data.removed.is_empty() && data.named.is_empty() && data.young.is_empty());
     let now = jiff::Timestamp::now();
     if a.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "registry": registry.describe(),
             "dry_run": a.dry_run,
             "min_age_seconds": a.min_age.as_secs(),
@@ -117,6 +127,17 @@ async fn gc(a: &GcArgs) -> Outcome {
             "kept": leftovers(&report.kept, now),
             "bytes_freed": report.bytes_freed(),
         });
+        // Only registries holding data objects grow the key, so older readers of
+        // this document see what they always saw.
+        if any_data {
+            doc["data"] = serde_json::json!({
+                "min_age_seconds": a.data_min_age.as_secs(),
+                "removed": data.removed,
+                "named_by_releases": data.named,
+                "younger": data.young,
+                "bytes_freed": data.bytes_freed(),
+            });
+        }
         crate::project::out_json(&doc)?;
         return Ok(());
     }
@@ -126,6 +147,30 @@ async fn gc(a: &GcArgs) -> Outcome {
     }
     for w in &report.kept {
         outln!("kept  {}", describe(w, now))?;
+    }
+    for d in &data.removed {
+        outln!(
+            "{verb}  data {}  ({} bytes stored, named by no release)",
+            d.digest,
+            d.stored_size
+        )?;
+    }
+    for d in &data.young {
+        outln!(
+            "kept  data {}  (named by no release, younger than {})",
+            d.digest,
+            human_age(a.data_min_age)
+        )?;
+    }
+    if any_data {
+        eprintln!(
+            "{verb} {} data object(s) ({} bytes); kept {} named by a release and {} younger than {}",
+            data.removed.len(),
+            data.bytes_freed(),
+            data.named.len(),
+            data.young.len(),
+            human_age(a.data_min_age)
+        );
     }
     let min_age = human_age(a.min_age);
     eprintln!(

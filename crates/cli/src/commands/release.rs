@@ -1,4 +1,5 @@
-//! `predict-buy release create|list|show`: immutable releases in the registry.
+//! `predict-buy release create|list|show|reproduce`: immutable releases in the
+//! registry, and the proof that one can be rebuilt from its data and config.
 
 use std::path::{Path, PathBuf};
 
@@ -6,8 +7,8 @@ use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
 use predict_buy_model::Model;
 use predict_buy_registry::{
-    ArtifactPointer, CreateOutcome, Digest, Error, GoldenPrediction, Registry, ReleaseRecord,
-    ReleaseTag,
+    ArtifactPointer, CreateOutcome, DataRef, Digest, Error, GoldenPrediction, Registry,
+    ReleaseRecord, ReleaseTag, TrainingRecord,
 };
 use serde::Serialize;
 
@@ -26,6 +27,9 @@ pub enum ReleaseCommand {
     List(ListArgs),
     /// One release in full.
     Show(ShowArgs),
+    /// Retrain a release from its data and config in the registry and check that the
+    /// artifact comes out the same; prints `reproduced` or the first difference.
+    Reproduce(crate::commands::reproduce::ReproduceArgs),
 }
 
 #[derive(Args)]
@@ -42,6 +46,10 @@ pub struct CreateArgs {
     /// Free text stored with the release.
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub notes: String,
+    /// Release a model even if its training data is not in the registry (it cannot
+    /// then be reproduced from the registry alone).
+    #[arg(long, env = crate::project::env::ALLOW_UNVERSIONED_DATA)]
+    pub allow_unversioned_data: bool,
     /// Print the stored release as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +74,7 @@ pub fn run(c: ReleaseCommand) -> Outcome {
         ReleaseCommand::Create(a) => rt.block_on(create(&a)),
         ReleaseCommand::List(a) => rt.block_on(list(&a)),
         ReleaseCommand::Show(a) => rt.block_on(show(&a)),
+        ReleaseCommand::Reproduce(a) => rt.block_on(crate::commands::reproduce::run(&a)),
     }
 }
 
@@ -195,6 +204,74 @@ pub struct NewRelease<'a> {
     pub model: &'a str,
     pub image: Option<String>,
     pub notes: String,
+    /// Release even when the training data is not in the registry.
+    pub allow_unversioned_data: bool,
+}
+
+/// What the model records about its training, with whether each data file is in the
+/// registry. Artifacts from before per-file digests name only their training file.
+async fn training_record(registry: &Registry, model: &Model) -> Result<TrainingRecord, CliError> {
+    let meta = model.metadata();
+    let mut data = Vec::new();
+    for f in &meta.data_files {
+        let digest = Digest::parse(&f.digest).map_err(|e| {
+            CliError::input(anyhow!(e).context("the artifact records a malformed data digest"))
+        })?;
+        data.push(DataRef {
+            role: f.role.clone(),
+            digest,
+            size: f.size,
+            name: f.name.clone(),
+        });
+    }
+    if data.is_empty()
+        && let Some(d) = meta
+            .data_digest
+            .as_deref()
+            .and_then(|d| Digest::parse(d).ok())
+    {
+        data.push(DataRef {
+            role: "train".into(),
+            digest: d,
+            size: 0,
+            name: "(training data; size not recorded)".into(),
+        });
+    }
+    let mut in_registry = !data.is_empty();
+    for d in &data {
+        if !registry.has_data(&d.digest).await.map_err(registry_error)? {
+            in_registry = false;
+        }
+    }
+    Ok(TrainingRecord {
+        data,
+        data_in_registry: in_registry,
+        config: meta.config.clone(),
+        tool_version: meta.tool_version.clone(),
+    })
+}
+
+/// The refusal of a release whose data cannot be found again.
+fn unversioned(registry: &Registry, digest: &Digest, training: &TrainingRecord) -> CliError {
+    if training.data.is_empty() {
+        return CliError::input(anyhow!(
+            "model {digest} records no training data digest, so its data cannot be versioned"
+        ))
+        .with_hint("retrain it with `predict-buy train`, or pass --allow-unversioned-data");
+    }
+    let names: Vec<String> = training
+        .data
+        .iter()
+        .map(|d| format!("{} {} ({})", d.role, d.name, d.digest))
+        .collect();
+    CliError::input(anyhow!(
+        "model {digest} was trained on data that is not in registry {}: {}",
+        registry.describe(),
+        names.join(", ")
+    ))
+    .with_hint(
+        "push the same files with `predict-buy data push FILE…` (the same bytes give the same digest), or pass --allow-unversioned-data",
+    )
 }
 
 /// Records a release the way `release create` does (pushing the model file if need
@@ -204,7 +281,12 @@ pub async fn create_release(
     new: NewRelease<'_>,
 ) -> Result<CreateOutcome, CliError> {
     let (digest, model, source) = resolve_model(registry, new.model).await?;
+    let training = training_record(registry, &model).await?;
+    if !training.data_in_registry && !new.allow_unversioned_data {
+        return Err(unversioned(registry, &digest, &training));
+    }
     let record = ReleaseRecord {
+        training: Some(training),
         tag: new.tag,
         golden: golden_predictions(&model, &digest)?,
         metrics: serde_json::to_value(&model.metadata().metrics).map_err(CliError::failed)?,
@@ -248,6 +330,7 @@ async fn create(a: &CreateArgs) -> Outcome {
             model: &a.model,
             image: a.image.clone(),
             notes: a.notes.clone(),
+            allow_unversioned_data: a.allow_unversioned_data,
         },
     )
     .await?;
@@ -416,6 +499,27 @@ async fn show(a: &ShowArgs) -> Outcome {
             metric("log_loss"),
             metric("f1")
         )?;
+    }
+    match &r.training {
+        None => outln!("data       not recorded (released before data versioning)")?,
+        Some(t) => {
+            let place = if t.data_in_registry {
+                "in the registry"
+            } else {
+                "NOT in the registry (released with --allow-unversioned-data)"
+            };
+            outln!("data       {} file(s), {place}", t.data.len())?;
+            for d in &t.data {
+                outln!(
+                    "  {:<5} {}  {} ({} bytes)",
+                    d.role,
+                    d.digest,
+                    d.name,
+                    d.size
+                )?;
+            }
+            outln!("trained by predict-buy {}", t.tool_version)?;
+        }
     }
     outln!("golden     {} predictions", r.golden.len())?;
     for g in &r.golden {

@@ -1,13 +1,20 @@
+//! `predict-buy train`: fit a model from a config and write its artifact and report.
+//! `data.train_path`/`data.test_path` may name a file, a pointer file written by
+//! `data push`, or a data digest; the artifact records the digest of each file read.
+
 use std::path::{Path, PathBuf};
 
+use anyhow::anyhow;
 use clap::Args;
-use predict_buy_data::Table;
-use predict_buy_model::{TrainConfig, TrainReport, TrainRequest};
+use predict_buy_data::{DataSource, Table};
+use predict_buy_model::{DataFile, Model, TrainConfig, TrainReport, TrainRequest};
+use predict_buy_registry::{DataPointer, Digest, Registry};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::IoError;
 use crate::progress::Bars;
 use crate::project::{now_rfc3339, out_json, outln, write_atomic};
+use crate::registry_url::{RegistryArg, registry_error, runtime};
 use crate::{CliError, Outcome};
 
 #[derive(Args)]
@@ -21,6 +28,9 @@ pub struct TrainArgs {
     /// Print the report as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The registry that data digests and pointer files are read from.
+    #[command(flatten)]
+    pub registry: RegistryArg,
 }
 
 pub fn run(a: TrainArgs) -> Outcome {
@@ -66,12 +76,175 @@ fn resolve(path: &Path, config: Option<&Path>) -> PathBuf {
     }
 }
 
-fn read_table(path: &Path) -> Result<(Table, String), CliError> {
-    let bytes = std::fs::read(path).map_err(IoError::read(path))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let table = Table::from_bytes(&bytes, &path.display().to_string())?;
-    Ok((table, digest))
+/// The tables training reads and what the artifact records about each file.
+pub struct LoadedData {
+    pub train: Table,
+    pub test: Option<Table>,
+    pub files: Vec<DataFile>,
+    /// The artifact's single `data_digest` (the training file's), kept for readers
+    /// that predate per-file digests.
+    pub data_digest: Option<String>,
 }
+
+/// Opens the registry only when a data path needs it, and once.
+struct LazyRegistry<'a> {
+    flag: Option<&'a str>,
+    open: Option<(tokio::runtime::Runtime, Registry)>,
+}
+
+impl LazyRegistry<'_> {
+    fn get(&mut self) -> Result<&(tokio::runtime::Runtime, Registry), CliError> {
+        if self.open.is_none() {
+            let rt = runtime()?;
+            let registry = rt.block_on(crate::commands::registry::open_existing(self.flag))?;
+            self.open = Some((rt, registry));
+        }
+        Ok(self.open.as_ref().expect("opened above"))
+    }
+
+    /// A data object's bytes, digest-checked by the registry.
+    fn read(&mut self, digest: &Digest, key: &str) -> Result<Vec<u8>, CliError> {
+        let (rt, registry) = self.get()?;
+        rt.block_on(registry.read_data(digest))
+            .map_err(|e| registry_error(e).context(format!("config key `{key}`")))
+    }
+}
+
+/// One configured data file: a path, a pointer (its local copy when that matches,
+/// else the registry's) or a digest (the registry's).
+fn load_one(
+    configured: &Path,
+    key: &str,
+    role: &str,
+    config: Option<&Path>,
+    registry: &mut LazyRegistry<'_>,
+) -> Result<(Table, DataFile), CliError> {
+    let (bytes, digest, name) = match DataSource::of(configured) {
+        DataSource::File(p) => {
+            let path = resolve(p, config);
+            if !path.exists() && key == "data.test_path" {
+                let e = CliError::usage(format!(
+                    "config key `data.test_path`: {} does not exist",
+                    path.display()
+                ));
+                return Err(missing_data_hint(e, &path, config));
+            }
+            let bytes = std::fs::read(&path)
+                .map_err(IoError::read(&path))
+                .map_err(|e| missing_data_hint(e.into(), &path, config))?;
+            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+            (bytes, digest, file_name(&path))
+        }
+        DataSource::Digest(text) => {
+            let digest = Digest::parse(text).map_err(registry_error)?;
+            let bytes = registry.read(&digest, key)?;
+            (bytes, digest.to_string(), digest.to_string())
+        }
+        DataSource::Pointer(p) => {
+            let path = resolve(p, config);
+            let pointer = DataPointer::read(&path)
+                .map_err(|e| registry_error(e).context(format!("config key `{key}`")))?;
+            let local = pointer.data_path(&path);
+            // A local copy with the right bytes saves a download; anything else there
+            // (missing, edited) is not what the pointer names, so the registry's is used.
+            let bytes = match std::fs::read(&local) {
+                Ok(bytes) if Digest::of(&bytes) == pointer.digest => bytes,
+                _ => registry.read(&pointer.digest, key)?,
+            };
+            (bytes, pointer.digest.to_string(), pointer.name.clone())
+        }
+    };
+    let size = bytes.len() as u64;
+    let table = Table::from_bytes(&bytes, &name)?;
+    Ok((
+        table,
+        DataFile {
+            role: role.to_string(),
+            digest,
+            size,
+            name,
+        },
+    ))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Reads the training (and test) data a config names, wherever it lives.
+pub fn load_data(
+    config: &TrainConfig,
+    config_path: Option<&Path>,
+    registry_flag: Option<&str>,
+) -> Result<LoadedData, CliError> {
+    let mut registry = LazyRegistry {
+        flag: registry_flag,
+        open: None,
+    };
+    let train_path = config
+        .data
+        .train_path
+        .as_deref()
+        .ok_or_else(|| CliError::usage("config key `data.train_path` is required"))?;
+    let (train, train_file) = load_one(
+        train_path,
+        "data.train_path",
+        "train",
+        config_path,
+        &mut registry,
+    )?;
+    let mut files = vec![train_file];
+    let test = match config.data.test_path.as_deref() {
+        Some(p) => {
+            let (table, file) = load_one(p, "data.test_path", "test", config_path, &mut registry)?;
+            files.push(file);
+            Some(table)
+        }
+        None => None,
+    };
+    let data_digest = files.first().map(|f| f.digest.clone());
+    Ok(LoadedData {
+        train,
+        test,
+        files,
+        data_digest,
+    })
+}
+
+/// Trains on loaded data: the artifact records each file's digest, the config and
+/// the tool version. `trained_at` is a parameter so `release reproduce` can give the
+/// original time (the only input that is not the data, the config or the code).
+pub fn fit(
+    config: &TrainConfig,
+    data: &LoadedData,
+    trained_at: String,
+    bars: &Bars,
+) -> Result<(Model, TrainReport), CliError> {
+    let outcome = predict_buy_model::train(
+        &TrainRequest {
+            config,
+            train: &data.train,
+            test: data.test.as_ref(),
+            data_digest: data.data_digest.clone(),
+            trained_at,
+            tool_version: TOOL_VERSION.to_string(),
+        },
+        bars,
+    )?;
+    let model = outcome
+        .model
+        .with_data_files(data.files.clone())
+        .map_err(|e| CliError::failed(anyhow!(e).context("recording the data files")))?;
+    let mut report = outcome.report;
+    report.digest = model.digest().to_string();
+    Ok((model, report))
+}
+
+/// The version every artifact this build trains records.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The built-in config trains on `data/train.csv`: on a fresh folder that file is
 /// missing, and the next step is to make it.
@@ -88,53 +261,17 @@ fn missing_data_hint(e: CliError, path: &Path, config: Option<&Path>) -> CliErro
 
 pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let config = load_config(a.config.as_deref())?;
-    let train_path = config
-        .data
-        .train_path
-        .as_deref()
-        .map(|p| resolve(p, a.config.as_deref()))
-        .ok_or_else(|| CliError::usage("config key `data.train_path` is required"))?;
-    let (train_table, digest) = read_table(&train_path)
-        .map_err(|e| missing_data_hint(e, &train_path, a.config.as_deref()))?;
-    let test_path = config
-        .data
-        .test_path
-        .as_deref()
-        .map(|p| resolve(p, a.config.as_deref()));
-    let test_table = match &test_path {
-        Some(p) if p.exists() => Some(read_table(p)?.0),
-        Some(p) => {
-            let e = CliError::usage(format!(
-                "config key `data.test_path`: {} does not exist",
-                p.display()
-            ));
-            return Err(missing_data_hint(e, p, a.config.as_deref()));
-        }
-        None => None,
-    };
+    let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())?;
     let bars = Bars::new();
-    let outcome = predict_buy_model::train(
-        &TrainRequest {
-            config: &config,
-            train: &train_table,
-            test: test_table.as_ref(),
-            data_digest: Some(digest),
-            trained_at: now_rfc3339(),
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        &bars,
-    );
+    let fitted = fit(&config, &data, now_rfc3339(), &bars);
     bars.finish();
-    let outcome = outcome?;
+    let (model, report) = fitted?;
     let path = a
         .out
         .clone()
         .unwrap_or_else(|| config.model.store_path.join("model.pbm"));
-    write_atomic(&path, &outcome.model.to_bytes())?;
-    Ok(Trained {
-        report: outcome.report,
-        path,
-    })
+    write_atomic(&path, &model.to_bytes())?;
+    Ok(Trained { report, path })
 }
 
 fn print_report(r: &TrainReport, path: &Path) -> Outcome {

@@ -109,6 +109,9 @@ impl TestContext {
             .env_remove("PREDICT_BUY_LOG")
             .env_remove("GITHUB_ACTOR")
             .env("USER", "tester")
+            // The shared models train on plain files, as tests written before data
+            // versioning do; tests of data versioning set this back to `false`.
+            .env("PREDICT_BUY_ALLOW_UNVERSIONED_DATA", "true")
             // git must not find a repository above the scratch folder.
             .env(
                 "GIT_CEILING_DIRECTORIES",

@@ -185,6 +185,7 @@ impl Neutral {
                 created_by: String::new(),
                 metrics: Value::Null,
                 golden: Vec::new(),
+                training: None,
             },
             settings: KubeSettings::new(placeholder::NAMESPACE),
         })
