@@ -133,8 +133,22 @@ fn setup(work: &Path, run: &dyn Fn(&[&str]) -> String) {
         ),
     )
     .expect("the project config");
-    run(&["release", "create", "v1.0.0", "--model", "models/a.pbm"]);
-    run(&["release", "create", "v1.1.0", "--model", "models/b.pbm"]);
+    run(&[
+        "release",
+        "create",
+        "v1.0.0",
+        "--model",
+        "models/a.pbm",
+        "--allow-unversioned-data",
+    ]);
+    run(&[
+        "release",
+        "create",
+        "v1.1.0",
+        "--model",
+        "models/b.pbm",
+        "--allow-unversioned-data",
+    ]);
 }
 
 /// Pods run `predict-buy serve` with the container's arguments on the address the
