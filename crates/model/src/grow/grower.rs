@@ -236,6 +236,8 @@ impl<'a> Grower<'a> {
         nodes.push(Node::leaf(0.0));
         let mut split_bins = Vec::with_capacity(capacity);
         split_bins.push(0u8);
+        let mut cover = Vec::with_capacity(capacity);
+        cover.push(0.0);
         let mut leaves = Vec::new();
         let mut pool = std::mem::take(&mut self.pool);
 
@@ -288,6 +290,7 @@ impl<'a> Grower<'a> {
                     }
                     let value = self.leaf_value(item.sums);
                     nodes[item.node] = Node::leaf(value);
+                    cover[item.node] = self.cover(item.sums);
                     if p.leaf_rows {
                         leaves.push((item.start..item.end, value));
                     }
@@ -313,9 +316,11 @@ impl<'a> Grower<'a> {
                 value: 0.0,
             };
             split_bins[item.node] = split.bin;
+            cover[item.node] = self.cover(item.sums);
             nodes.push(Node::leaf(0.0));
             nodes.push(Node::leaf(0.0));
             split_bins.extend([0, 0]);
+            cover.extend([0.0, 0.0]);
 
             let ranges = [(item.start, mid), (mid, item.end)];
             self.features(rng, &mut features);
@@ -381,7 +386,21 @@ impl<'a> Grower<'a> {
         }
         self.pool = pool;
         self.nodes_hint = nodes.len();
-        (Tree { nodes }, leaves, split_bins)
+        (Tree { nodes, cover }, leaves, split_bins)
+    }
+
+    /// A node's cover, for explanations: how much training data reached it. Rows, not
+    /// hessians, even for boosting (where XGBoost uses the hessian sum): TreeSHAP reads
+    /// cover as the share of the data that goes each way, and the hessian `p(1-p)`
+    /// would weigh rows the model is unsure of above confident ones. LightGBM's
+    /// TreeSHAP uses row counts for the same reason. Classification rows weigh their
+    /// bootstrap count, like scikit-learn's `weighted_n_node_samples`. Both are exact
+    /// integers, so cover is as deterministic as the tree.
+    fn cover(&self, s: Sums) -> f64 {
+        match self.params.criterion {
+            Criterion::Newton => f64::from(s.n),
+            Criterion::Gini | Criterion::Entropy => s.h(),
+        }
     }
 
     /// The best split of a node from its histogram, and the histogram back if its children can subtract from it: when
