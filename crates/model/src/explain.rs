@@ -14,8 +14,8 @@
 //! the features on its path the row agrees with (a bit per feature), so each leaf's
 //! contributions for each of those `2^d` patterns are computed once, with Algorithm 2's
 //! own path arithmetic, when the model is first explained (as "Fast TreeSHAP v2",
-//! Yang 2021, does). Explaining a row then walks each tree once, carrying the pattern,
-//! and adds `d` numbers per leaf. Trees whose tables would be too large (deep
+//! Yang 2021, does). Explaining a row then takes each split's direction once, finds
+//! each leaf's pattern from its path's edges, and adds `d` numbers per leaf. Trees whose tables would be too large (deep
 //! unlimited forests) are explained by Algorithm 2 directly.
 
 use crate::ensemble::{Ensemble, Link};
@@ -52,7 +52,6 @@ pub struct Explainer {
     scale: f64,
     expected: f64,
     n_features: usize,
-    max_depth: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -62,11 +61,18 @@ enum Plan {
     Direct(Tree),
 }
 
-/// A tree's nodes with what the table walk needs, and each leaf's table.
+/// A tree as its splits and, per leaf, the edges of its path and its table.
+///
+/// Explaining a row takes every split's direction once, then for each leaf clears
+/// the pattern bit of each feature whose edge the row does not follow, and adds the
+/// leaf's `d` values for that pattern: no walk, so no branch on the data.
 #[derive(Debug, Clone)]
 struct Table {
-    nodes: Vec<TableNode>,
+    /// `(feature, threshold)` of each split, in node order.
+    splits: Vec<(u32, f32)>,
     leaves: Vec<TableLeaf>,
+    /// Each leaf's path edges, leaf after leaf: `split << 8 | right << 7 | bit`.
+    edges: Vec<u32>,
     /// Each leaf's distinct path features, leaf after leaf.
     features: Vec<u32>,
     /// Each leaf's contributions, `2^d` patterns of `d` values, leaf after leaf.
@@ -74,18 +80,9 @@ struct Table {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct TableNode {
-    feature: u32,
-    threshold: f32,
-    left: u32,
-    /// A split's bit in the pattern of the leaves below it (the position of its
-    /// feature among the distinct features on the path to it); a leaf's index into
-    /// [`Table::leaves`].
-    aux: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
 struct TableLeaf {
+    edges: u32,
+    n_edges: u32,
     d: u32,
     features: u32,
     values: u32,
@@ -94,7 +91,6 @@ struct TableLeaf {
 impl Explainer {
     /// Prepares `e` for explanation over rows of `n_features` encoded features.
     pub fn new(e: &Ensemble, n_features: usize) -> Result<Self, ExplainError> {
-        let mut max_depth = 0;
         for (i, t) in e.trees.iter().enumerate() {
             if !t.has_cover() {
                 return Err(ExplainError::NoCover { tree: i });
@@ -103,7 +99,6 @@ impl Explainer {
             if depth > MAX_DEPTH {
                 return Err(ExplainError::TooDeep { tree: i, depth });
             }
-            max_depth = max_depth.max(depth);
         }
         let scale = match e.link {
             Link::Average => 1.0 / e.trees.len().max(1) as f64,
@@ -131,7 +126,6 @@ impl Explainer {
             scale,
             expected,
             n_features,
-            max_depth,
         })
     }
 
@@ -152,11 +146,11 @@ impl Explainer {
             self.n_features
         );
         let mut tree_phi = vec![0f64; phi.len()];
-        let mut stack = Vec::with_capacity(self.max_depth + 2);
+        let mut right = Vec::new();
         let mut path = Vec::new();
         for plan in &self.trees {
             match plan {
-                Plan::Table(t) => t.explain(x, &mut tree_phi, &mut stack),
+                Plan::Table(t) => t.explain(x, &mut tree_phi, &mut right),
                 Plan::Direct(t) => tree_shap_into(t, x, &mut tree_phi, &mut path),
             }
         }
@@ -170,52 +164,71 @@ impl Table {
     /// The table of `tree`, unless it would exceed [`MAX_TABLE_PER_TREE`] entries or
     /// `budget`, or a leaf has more than [`MAX_TABLE_BITS`] distinct path features.
     fn new(tree: &Tree, budget: usize) -> Option<Self> {
-        let mut leaves = Vec::new();
-        let mut nodes: Vec<TableNode> = tree
-            .nodes
-            .iter()
-            .map(|n| TableNode {
-                feature: n.feature,
-                threshold: n.threshold,
-                left: n.left,
-                aux: 0,
-            })
-            .collect();
-        // Each leaf's distinct path features and their zero fractions (the product of
-        // the cover shares of that feature's edges on the path).
-        let mut paths: Vec<(usize, Vec<u32>, Vec<f64>)> = Vec::new();
+        let mut split_of = vec![u32::MAX; tree.nodes.len()];
+        let mut splits = Vec::new();
+        for (i, n) in tree.nodes.iter().enumerate() {
+            if n.feature != LEAF {
+                split_of[i] = splits.len() as u32;
+                splits.push((n.feature, n.threshold));
+            }
+        }
+        if splits.len() >= 1 << 24 {
+            return None;
+        }
+        let mut paths: Vec<LeafPath> = Vec::new();
         let mut entries = 0usize;
         let mut ok = true;
-        let mut path: Vec<(u32, f64)> = Vec::new();
-        walk_paths(tree, 0, &mut path, &mut |node, path, bit| {
-            if let Some(bit) = bit {
-                nodes[node].aux = bit as u32;
-                return;
-            }
-            let d = path.len();
-            entries = entries.saturating_add(d << d);
-            if d > MAX_TABLE_BITS || entries > MAX_TABLE_PER_TREE.min(budget) {
-                ok = false;
-                return;
-            }
-            nodes[node].aux = paths.len() as u32;
-            let (f, z) = path.iter().copied().unzip();
-            paths.push((node, f, z));
-        });
+        walk_paths(
+            tree,
+            0,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            &mut |leaf, path, edges| {
+                let d = path.len();
+                entries = entries.saturating_add(d << d);
+                if d > MAX_TABLE_BITS || entries > MAX_TABLE_PER_TREE.min(budget) {
+                    ok = false;
+                    return;
+                }
+                let edges = edges
+                    .iter()
+                    .map(|&(node, right, bit)| {
+                        split_of[node] << 8 | u32::from(right) << 7 | bit as u32
+                    })
+                    .collect();
+                let (features, zero) = path.iter().copied().unzip();
+                paths.push(LeafPath {
+                    leaf,
+                    edges,
+                    features,
+                    zero,
+                });
+            },
+        );
         if !ok {
             return None;
         }
+        let mut leaves = Vec::with_capacity(paths.len());
+        let mut all_edges = Vec::new();
         let mut features = Vec::new();
         let mut values = Vec::with_capacity(entries);
         let mut buf = vec![PathElement::default(); MAX_TABLE_BITS + 1];
-        // In the order the walk met the leaves, which is how `aux` numbers them.
-        for (leaf, f, z) in &paths {
+        for LeafPath {
+            leaf,
+            edges,
+            features: f,
+            zero: z,
+        } in &paths
+        {
             let d = f.len();
             leaves.push(TableLeaf {
+                edges: all_edges.len() as u32,
+                n_edges: edges.len() as u32,
                 d: d as u32,
                 features: features.len() as u32,
                 values: values.len() as u32,
             });
+            all_edges.extend_from_slice(edges);
             features.extend_from_slice(f);
             let v = f64::from(tree.nodes[*leaf].value);
             for pattern in 0..1usize << d {
@@ -231,50 +244,66 @@ impl Table {
             }
         }
         Some(Self {
-            nodes,
+            splits,
             leaves,
+            edges: all_edges,
             features,
             values,
         })
     }
 
-    fn explain(&self, x: &[f32], phi: &mut [f64], stack: &mut Vec<(u32, u32)>) {
-        stack.clear();
-        stack.push((0, u32::MAX));
-        while let Some((i, pattern)) = stack.pop() {
-            let n = self.nodes[i as usize];
-            if n.feature == LEAF {
-                let leaf = self.leaves[n.aux as usize];
-                let d = leaf.d as usize;
-                let mask = (1u32 << d) - 1;
-                let at = leaf.values as usize + (pattern & mask) as usize * d;
-                let features = &self.features[leaf.features as usize..][..d];
-                for (&f, v) in features.iter().zip(&self.values[at..at + d]) {
-                    phi[f as usize] += v;
-                }
-                continue;
+    fn explain(&self, x: &[f32], phi: &mut [f64], right: &mut Vec<u8>) {
+        right.clear();
+        // The same comparison as inference, so NaN goes where it goes there.
+        right.extend(
+            self.splits
+                .iter()
+                .map(|&(f, t)| u8::from(x[f as usize] > t)),
+        );
+        for leaf in &self.leaves {
+            let mut pattern = u32::MAX;
+            let edges = &self.edges[leaf.edges as usize..][..leaf.n_edges as usize];
+            for &e in edges {
+                let missed = u32::from(right[(e >> 8) as usize] ^ ((e >> 7) & 1) as u8);
+                pattern &= !(missed << (e & 127));
             }
-            // The same comparison as inference, so NaN goes where it goes there.
-            let right = u32::from(x[n.feature as usize] > n.threshold);
-            let hot = n.left + right;
-            let cold = n.left + 1 - right;
-            stack.push((cold, pattern & !(1 << n.aux)));
-            stack.push((hot, pattern));
+            let d = leaf.d as usize;
+            let mask = (1u32 << d) - 1;
+            let at = leaf.values as usize + (pattern & mask) as usize * d;
+            let features = &self.features[leaf.features as usize..][..d];
+            for (&f, v) in features.iter().zip(&self.values[at..at + d]) {
+                phi[f as usize] += v;
+            }
         }
     }
 }
 
-/// What [`walk_paths`] calls at each node: the node, the path's distinct features with
-/// their zero fractions, and a split's bit.
-type Visit<'a> = dyn FnMut(usize, &[(u32, f64)], Option<usize>) + 'a;
+/// A leaf's node, packed path edges, distinct path features and their zero fractions
+/// (the product of the cover shares of that feature's edges).
+struct LeafPath {
+    leaf: usize,
+    edges: Vec<u32>,
+    features: Vec<u32>,
+    zero: Vec<f64>,
+}
 
-/// Visits every node of `tree` depth first, keeping the distinct features on the path
-/// from the root and each one's zero fraction. A split is reported with the bit of its
-/// feature (`Some`), a leaf with `None`, when `path` holds its path's features.
-fn walk_paths(tree: &Tree, node: usize, path: &mut Vec<(u32, f64)>, visit: &mut Visit<'_>) {
+/// What [`walk_paths`] calls at each leaf: the leaf, the path's distinct features with
+/// their zero fractions, and the path's edges as `(split node, goes right, bit)`.
+type Visit<'a> = dyn FnMut(usize, &[(u32, f64)], &[(usize, bool, usize)]) + 'a;
+
+/// Visits every leaf of `tree` depth first, keeping the distinct features on the path
+/// from the root with each one's zero fraction, and the edges taken; a feature's bit
+/// is its position among the distinct features.
+fn walk_paths(
+    tree: &Tree,
+    node: usize,
+    path: &mut Vec<(u32, f64)>,
+    edges: &mut Vec<(usize, bool, usize)>,
+    visit: &mut Visit<'_>,
+) {
     let n = tree.nodes[node];
     if n.feature == LEAF {
-        visit(node, path, None);
+        visit(node, path, edges);
         return;
     }
     let (bit, pushed) = match path.iter().position(|p| p.0 == n.feature) {
@@ -284,12 +313,13 @@ fn walk_paths(tree: &Tree, node: usize, path: &mut Vec<(u32, f64)>, visit: &mut 
             (path.len() - 1, true)
         }
     };
-    visit(node, path, Some(bit));
     let left = n.left as usize;
-    for child in [left, left + 1] {
+    for (child, right) in [(left, false), (left + 1, true)] {
         let saved = path[bit].1;
         path[bit].1 = saved * tree.cover[child] / tree.cover[node];
-        walk_paths(tree, child, path, visit);
+        edges.push((node, right, bit));
+        walk_paths(tree, child, path, edges, visit);
+        edges.pop();
         path[bit].1 = saved;
     }
     if pushed {
@@ -525,6 +555,13 @@ mod tests {
         let mut table_phi = [0.0; 2];
         let table = Table::new(&t, usize::MAX).expect("small tree");
         table.explain(&[0.0, 0.0], &mut table_phi, &mut Vec::new());
+        // x = (1, 0) reaches leaf 10, yet x1 still matters: knowing it, the unknown
+        // x0's left branch is worth 1, not 7/3. v({1}) = 0.6·1 + 0.4·10 = 4.6,
+        // v({0}) = v({0,1}) = 10: φ0 = ½·4.6 + ½·5.4 = 5, φ1 = ½(4.6 − 5.4) = −0.4.
+        let mut phi = [0.0; 2];
+        table.explain(&[1.0, 0.0], &mut phi, &mut Vec::new());
+        assert!((phi[0] - 5.0).abs() < 1e-12, "{phi:?}");
+        assert!((phi[1] + 0.4).abs() < 1e-12, "{phi:?}");
         assert!((table_phi[0] - phi0).abs() < 1e-12, "{table_phi:?}");
         assert!((table_phi[1] - phi1).abs() < 1e-12, "{table_phi:?}");
     }
