@@ -1,5 +1,6 @@
 //! The predict-buy prediction service: the original FastAPI contract (`GET /`,
-//! `POST /predict`) and more — batch predictions, health and readiness, model metadata,
+//! `POST /predict`) and more — batch predictions, explanations (`POST /explain`), health
+//! and readiness, model metadata,
 //! an OpenAPI document, Prometheus metrics, and a model that can be swapped while
 //! requests keep flowing.
 //!
@@ -28,6 +29,7 @@
 //! ```
 
 mod error;
+mod explain;
 mod fast;
 mod metrics;
 mod observe;
@@ -55,6 +57,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(routes::root))
         .route("/predict", post(routes::predict))
         .route("/predict/batch", post(routes::predict_batch))
+        .route("/explain", post(explain::explain))
+        .route("/explain/batch", post(explain::explain_batch))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))

@@ -199,10 +199,12 @@ fn info_gauge(m: &LoadedModel) -> Gauge {
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot
 /// blow up the number of series.
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 12] = [
     "/",
     "/predict",
     "/predict/batch",
+    "/explain",
+    "/explain/batch",
     "/healthz",
     "/readyz",
     "/model",
