@@ -1,8 +1,7 @@
 //! The predict-buy prediction service: the original FastAPI contract (`GET /`,
 //! `POST /predict`) and more — batch predictions, explanations (`POST /explain`), health
-//! and readiness, model metadata,
-//! an OpenAPI document, Prometheus metrics, and a model that can be swapped while
-//! requests keep flowing.
+//! and readiness, model metadata, an OpenAPI document, Prometheus metrics, and a model
+//! that can be swapped while requests keep flowing.
 //!
 //! The model sits behind an atomic pointer ([`arc_swap`]): a request takes the pointer
 //! once and finishes with that model even if a reload swaps in another meanwhile. A
