@@ -26,10 +26,11 @@ use crate::tree::{LEAF, Tree};
 pub const MAX_DEPTH: usize = 512;
 /// A leaf whose path splits on more distinct features than this gets no table.
 const MAX_TABLE_BITS: usize = 12;
-/// The most table entries one tree may hold (8 MiB); larger trees use Algorithm 2.
-const MAX_TABLE_PER_TREE: usize = 1 << 20;
-/// The most table entries a model may hold (256 MiB); later trees use Algorithm 2.
-const MAX_TABLE_TOTAL: usize = 1 << 25;
+/// The most table entries one tree may hold (2 MiB); larger trees use Algorithm 2.
+const MAX_TABLE_PER_TREE: usize = 1 << 18;
+/// The most table entries a model may hold (32 MiB, a served model's memory budget for
+/// explanations; 100 trees of depth 6 take about 5 MiB); later trees use Algorithm 2.
+const MAX_TABLE_TOTAL: usize = 1 << 22;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExplainError {
@@ -185,8 +186,14 @@ impl Table {
             &mut Vec::new(),
             &mut |leaf, path, edges| {
                 let d = path.len();
+                // `d` first: a deep forest's path can hold more distinct features
+                // than a shift has bits.
+                if !ok || d > MAX_TABLE_BITS {
+                    ok = false;
+                    return;
+                }
                 entries = entries.saturating_add(d << d);
-                if d > MAX_TABLE_BITS || entries > MAX_TABLE_PER_TREE.min(budget) {
+                if entries > MAX_TABLE_PER_TREE.min(budget) {
                     ok = false;
                     return;
                 }

@@ -403,3 +403,49 @@ fn damaged_cover_is_refused_at_load() {
     let err = Model::from_bytes(&frame(2, &serde_json::to_vec(&payload).unwrap())).unwrap_err();
     assert!(err.to_string().contains("cover values"), "{err}");
 }
+
+/// A path through more distinct features than the tables take (12) is explained by
+/// Algorithm 2 itself inside the explainer, with the same exactness.
+#[test]
+fn deep_paths_fall_back_to_algorithm_2_exactly() {
+    let m = 14usize;
+    let mut next = rng(99);
+    // A chain: split k on feature k sends `x_k <= 0.5` to a leaf, the rest onwards.
+    let mut nodes = Vec::new();
+    let mut cover = Vec::new();
+    let mut remaining = 4000.0;
+    for k in 0..m {
+        // Its children are the next two nodes: the leaf, then what follows.
+        let left = nodes.len() + 1;
+        nodes.push(Node {
+            feature: k as u32,
+            threshold: 0.5,
+            left: left as u32,
+            value: 0.0,
+        });
+        cover.push(remaining);
+        let leaf_cover = (1 + next() % 200) as f64;
+        nodes.push(Node::leaf((next() % 100) as f32 / 10.0 - 5.0));
+        cover.push(leaf_cover);
+        remaining -= leaf_cover;
+    }
+    nodes.push(Node::leaf(2.5));
+    cover.push(remaining);
+    let tree = Tree { nodes, cover };
+    tree.validate(m).unwrap();
+    let e = Ensemble {
+        link: Link::Logit,
+        base_score: 0.25,
+        trees: vec![tree.clone(), tree],
+        precision: Precision::F64,
+    };
+    let x: Vec<f32> = (0..m).map(|k| if k % 5 == 4 { 0.0 } else { 1.0 }).collect();
+    let v = |s: u32| e.base_score + 2.0 * conditional(&e.trees[0], 0, &x, s);
+    let want = brute_force(v, m);
+    let explainer = Explainer::new(&e, m).unwrap();
+    let mut got = vec![0.0; m];
+    explainer.explain(&x, &mut got);
+    close(&got, &want, 1e-9).unwrap();
+    let total = explainer.expected_value() + got.iter().sum::<f64>();
+    assert!((total - e.predict_margin(&x)).abs() < 1e-9);
+}
