@@ -14,14 +14,18 @@ use sha2::{Digest as _, Sha256};
 
 use predict_buy_data::{Cleaner, DataError, FieldError, RawValue, RuleKind, Table};
 
-use crate::ensemble::{Compiled, Ensemble};
+use crate::ensemble::{Compiled, Ensemble, Link};
+use crate::explain::{ExplainError, Explainer};
 use crate::learners::sigmoid;
 use crate::metrics::EvalReport;
 use crate::preprocess::{EncodedColumn, Encoder, RecordEncoder};
 
 pub const MAGIC: &[u8; 8] = b"PBUYMDL\n";
 /// The artifact format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: trees carry each node's cover (for explanations) and leaf values are summed in
+/// `f64`. A format-1 artifact still loads and predicts as it always did.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
 const CHECKSUM: usize = 32;
 
@@ -136,6 +140,60 @@ pub struct InputField {
     pub categories: Option<Vec<String>>,
 }
 
+/// What an [`Explanation`]'s numbers are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Units {
+    /// Boosting: log-odds after the calibration offset, so `sigmoid(score)` is the
+    /// probability `/predict` answers.
+    LogOdds,
+    /// Forests and single trees: the mean of the trees' class-1 frequencies, before
+    /// calibration (the probability is `score` with the calibration offset applied to
+    /// its log-odds; a mean of probabilities has no exact additive log-odds split).
+    Probability,
+}
+
+/// Why one prediction is what it is: each input field's contribution (its one-hot
+/// columns summed) on top of the base value, the model's expectation over the training
+/// data. `base_value + Σ contributions = score` to rounding (1e-9).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub predicted_class: u8,
+    pub probability: f64,
+    pub units: Units,
+    pub base_value: f64,
+    /// The model's own score for the row (not the sum of the parts).
+    pub score: f64,
+    /// `(field, contribution)` in schema order.
+    pub contributions: Vec<(String, f64)>,
+}
+
+/// Why a record could not be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainFailure {
+    #[error("invalid input: {}", describe_fields(.0))]
+    Fields(Vec<FieldError>),
+    #[error(transparent)]
+    Model(#[from] ExplainError),
+}
+
+fn describe_fields(errors: &[FieldError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("`{}`: {}", e.field, e.reason))
+        .collect();
+    parts.join("; ")
+}
+
+/// Why a table could not be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainTableError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ExplainError),
+}
+
 /// A loaded model, ready to predict.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -143,6 +201,9 @@ pub struct Model {
     encoder: RecordEncoder,
     compiled: Compiled,
     digest: String,
+    /// Built on the first explanation: its tables cost milliseconds, and most
+    /// servers never explain.
+    explainer: std::sync::OnceLock<Result<std::sync::Arc<Explainer>, ExplainError>>,
 }
 
 impl Model {
@@ -155,6 +216,7 @@ impl Model {
             encoder,
             compiled,
             digest: String::new(),
+            explainer: std::sync::OnceLock::new(),
         };
         model.digest = digest_of(&model.to_bytes());
         Ok(model)
@@ -229,6 +291,7 @@ impl Model {
             encoder,
             compiled,
             digest: digest_of(bytes),
+            explainer: std::sync::OnceLock::new(),
         })
     }
 
@@ -236,7 +299,9 @@ impl Model {
         let body = serde_json::to_vec(&self.payload).expect("a payload always serialises");
         let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // The payload's own version: a loaded format-1 model written back out is the
+        // same file, not a format-2 header on a format-1 payload.
+        out.extend_from_slice(&self.payload.format_version.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&body);
         let sum = Sha256::digest(&out);
@@ -336,6 +401,14 @@ impl Model {
         &self,
         record: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Prediction, Vec<FieldError>> {
+        self.predict_values(&self.values_of(record)?)
+    }
+
+    /// The raw values of a JSON record in schema order, or every bad field.
+    fn values_of<'r>(
+        &self,
+        record: &'r serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<RawValue<'r>>, Vec<FieldError>> {
         let mut values = Vec::with_capacity(self.payload.cleaner.features.len());
         let mut errors = Vec::new();
         for rule in &self.payload.cleaner.features {
@@ -377,7 +450,98 @@ impl Model {
             }
             return Err(errors);
         }
-        self.predict_values(&values)
+        Ok(values)
+    }
+
+    /// The model's explainer, or why it has none (a model trained before explanations
+    /// existed carries no cover).
+    pub fn explainer(&self) -> Result<&Explainer, ExplainError> {
+        self.explainer
+            .get_or_init(|| {
+                Explainer::new(&self.payload.ensemble, self.encoder.n_features)
+                    .map(std::sync::Arc::new)
+            })
+            .as_ref()
+            .map(|e| &**e)
+            .map_err(Clone::clone)
+    }
+
+    /// Explains one JSON record (validated exactly as [`Model::predict_json`]
+    /// validates it).
+    pub fn explain_json(
+        &self,
+        record: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Explanation, ExplainFailure> {
+        let explainer = self.explainer()?;
+        let values = self.values_of(record).map_err(ExplainFailure::Fields)?;
+        self.explain_with(explainer, &values)
+    }
+
+    /// Explains one record whose values are in the order of [`Model::input_fields`].
+    pub fn explain_values(&self, values: &[RawValue<'_>]) -> Result<Explanation, ExplainFailure> {
+        self.explain_with(self.explainer()?, values)
+    }
+
+    fn explain_with(
+        &self,
+        explainer: &Explainer,
+        values: &[RawValue<'_>],
+    ) -> Result<Explanation, ExplainFailure> {
+        let clean = self
+            .payload
+            .cleaner
+            .clean_record(values)
+            .map_err(ExplainFailure::Fields)?;
+        let mut x = vec![0f32; self.encoder.n_features];
+        self.encoder.encode(&clean, &mut x);
+        let prediction = self.finish(self.payload.ensemble.predict_raw(&x));
+        Ok(self.explain_row(explainer, &x, prediction))
+    }
+
+    /// Explains every row of a CSV table; the predictions are [`Model::predict_table`]'s.
+    pub fn explain_table(&self, table: &Table) -> Result<Vec<Explanation>, ExplainTableError> {
+        let explainer = self.explainer()?;
+        let columns = self.payload.cleaner.clean_features(table)?;
+        let m = self.payload.encoder.transform(&columns);
+        let mut raw = Vec::new();
+        self.predict_encoded(&m.columns, m.n_rows, &mut raw);
+        let mut x = Vec::with_capacity(m.n_features());
+        Ok(raw
+            .into_iter()
+            .enumerate()
+            .map(|(r, p)| {
+                m.row(r, &mut x);
+                self.explain_row(explainer, &x, self.finish(p))
+            })
+            .collect())
+    }
+
+    fn explain_row(&self, explainer: &Explainer, x: &[f32], p: Prediction) -> Explanation {
+        let mut phi = vec![0f64; x.len()];
+        explainer.explain(x, &mut phi);
+        let ensemble = &self.payload.ensemble;
+        let (units, offset) = match ensemble.link {
+            Link::Logit => (Units::LogOdds, self.payload.calibration.logit_offset),
+            Link::Average => (Units::Probability, 0.0),
+        };
+        let mut contributions = Vec::with_capacity(self.payload.encoder.columns.len());
+        let mut at = 0;
+        for column in &self.payload.encoder.columns {
+            let (name, width) = match column {
+                EncodedColumn::Numeric { name, .. } => (name, 1),
+                EncodedColumn::OneHot { name, categories } => (name, categories.len()),
+            };
+            contributions.push((name.clone(), phi[at..at + width].iter().sum()));
+            at += width;
+        }
+        Explanation {
+            predicted_class: p.predicted_class,
+            probability: p.probability,
+            units,
+            base_value: explainer.expected_value() + offset,
+            score: ensemble.predict_margin(x) + offset,
+            contributions,
+        }
     }
 
     /// Probabilities for every row of a CSV table (which may or may not hold a target).

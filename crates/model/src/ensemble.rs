@@ -13,23 +13,70 @@ pub enum Link {
     Logit,
 }
 
+/// The float type leaf values are summed in.
+///
+/// Format-1 artifacts summed in `f32`, and their golden predictions (and every
+/// release's recorded ones) are those sums bit for bit, so they keep it. Models
+/// trained since sum in `f64`: an explanation's contributions add up to the score to
+/// 1e-9, and an `f32` sum of a hundred trees is off by about 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Precision {
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     pub link: Link,
     pub base_score: f64,
     pub trees: Vec<Tree>,
+    /// Absent from format-1 artifacts (which summed in `f32`); not written when `f32`
+    /// so such a model, loaded and written again, keeps its bytes.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// What leaf values are summed in: `f32` or `f64`.
+trait Acc: Copy + std::ops::AddAssign + Into<f64> + From<f32> {
+    const ZERO: Self;
+}
+impl Acc for f32 {
+    const ZERO: Self = 0.0;
+}
+impl Acc for f64 {
+    const ZERO: Self = 0.0;
 }
 
 impl Ensemble {
     /// The raw probability for one feature row, before any prior correction.
     #[inline]
     pub fn predict_raw(&self, x: &[f32]) -> f64 {
-        finish(
-            self.link,
-            self.base_score,
-            self.trees.len(),
-            sum_trees(&self.trees, x),
-        )
+        let sum = match self.precision {
+            Precision::F32 => sum_trees::<f32>(&self.trees, x).into(),
+            Precision::F64 => sum_trees::<f64>(&self.trees, x),
+        };
+        finish(self.link, self.base_score, self.trees.len(), sum)
+    }
+
+    /// The score before the link: `base_score + Σ leaves` (log-odds) for boosting,
+    /// the mean of the leaves (a probability) for forests; what explanations add up to.
+    pub fn predict_margin(&self, x: &[f32]) -> f64 {
+        let sum = match self.precision {
+            Precision::F32 => sum_trees::<f32>(&self.trees, x).into(),
+            Precision::F64 => sum_trees::<f64>(&self.trees, x),
+        };
+        match self.link {
+            Link::Average => sum / self.trees.len().max(1) as f64,
+            Link::Logit => self.base_score + sum,
+        }
     }
 
     /// Probabilities for many rows given column-major features; see [`Compiled`].
@@ -46,8 +93,8 @@ impl Ensemble {
 /// above the bottom level becomes a subtree whose leaves all hold its value. A walk is
 /// then exactly `depth` steps with no branch on the data and no child index to load,
 /// and `LANES` rows walk each tree in lockstep so the processor overlaps their
-/// independent walks. Every path sums leaf values in tree order in `f32` (see
-/// `sum_trees`), so batch, single-row and reference answers agree bit for bit.
+/// independent walks. Every path sums leaf values in tree order in the ensemble's
+/// [`Precision`] (see `sum_trees`), so batch, single-row and reference answers agree bit for bit.
 ///
 /// Deeper trees (unlimited-depth forests) are walked row by row in their node form: a
 /// complete layout would walk every row to the deepest leaf.
@@ -118,28 +165,28 @@ impl DenseTree {
 
     /// Adds this tree's leaf value to `sums` for the first `len` rows of a
     /// feature-major block (`block[f * BLOCK + row]`).
-    fn add_block(&self, block: &[f32; BLOCK_LEN], len: usize, sums: &mut [f32; BLOCK]) {
+    fn add_block<A: Acc>(&self, block: &[f32; BLOCK_LEN], len: usize, sums: &mut [A; BLOCK]) {
         // One copy per depth, so the level loop unrolls and the optimiser sees each
         // node index's range.
         match self.depth {
-            0 => self.add_block_at::<0>(block, len, sums),
-            1 => self.add_block_at::<1>(block, len, sums),
-            2 => self.add_block_at::<2>(block, len, sums),
-            3 => self.add_block_at::<3>(block, len, sums),
-            4 => self.add_block_at::<4>(block, len, sums),
-            5 => self.add_block_at::<5>(block, len, sums),
-            6 => self.add_block_at::<6>(block, len, sums),
-            7 => self.add_block_at::<7>(block, len, sums),
-            _ => self.add_block_at::<8>(block, len, sums),
+            0 => self.add_block_at::<0, A>(block, len, sums),
+            1 => self.add_block_at::<1, A>(block, len, sums),
+            2 => self.add_block_at::<2, A>(block, len, sums),
+            3 => self.add_block_at::<3, A>(block, len, sums),
+            4 => self.add_block_at::<4, A>(block, len, sums),
+            5 => self.add_block_at::<5, A>(block, len, sums),
+            6 => self.add_block_at::<6, A>(block, len, sums),
+            7 => self.add_block_at::<7, A>(block, len, sums),
+            _ => self.add_block_at::<8, A>(block, len, sums),
         }
     }
 
     #[inline]
-    fn add_block_at<const D: usize>(
+    fn add_block_at<const D: usize, A: Acc>(
         &self,
         block: &[f32; BLOCK_LEN],
         len: usize,
-        sums: &mut [f32; BLOCK],
+        sums: &mut [A; BLOCK],
     ) {
         let first_leaf = (1 << D) - 1;
         for lane0 in (0..len).step_by(LANES) {
@@ -152,7 +199,7 @@ impl DenseTree {
                 }
             }
             for (l, i) in idx.into_iter().enumerate() {
-                sums[lane0 + l] += self.leaves[i - first_leaf];
+                sums[lane0 + l] += A::from(self.leaves[i - first_leaf]);
             }
         }
     }
@@ -180,17 +227,30 @@ impl Compiled {
         n_rows: usize,
         out: &mut Vec<f64>,
     ) {
+        match e.precision {
+            Precision::F32 => self.predict_batch_in::<f32>(e, columns, n_rows, out),
+            Precision::F64 => self.predict_batch_in::<f64>(e, columns, n_rows, out),
+        }
+    }
+
+    fn predict_batch_in<A: Acc>(
+        &self,
+        e: &Ensemble,
+        columns: &[Vec<f32>],
+        n_rows: usize,
+        out: &mut Vec<f64>,
+    ) {
         debug_assert!(self.dense.as_ref().is_none_or(|d| d.len() == e.trees.len()));
         out.clear();
         out.reserve(n_rows);
-        let finish = |s: f32| finish(e.link, e.base_score, e.trees.len(), s);
+        let finish = |s: A| finish(e.link, e.base_score, e.trees.len(), s.into());
         let Some(trees) = &self.dense else {
             // Deep trees are large (a full-depth forest is tens of megabytes): each tree
             // walks a block of rows before the next is touched, so it is read from memory
             // once per block rather than once per row.
             let nf = columns.len();
             let mut rows = vec![0f32; DEEP_BLOCK * nf.max(1)];
-            let mut sums = vec![0f32; DEEP_BLOCK];
+            let mut sums = [A::ZERO; DEEP_BLOCK];
             for start in (0..n_rows).step_by(DEEP_BLOCK) {
                 let len = DEEP_BLOCK.min(n_rows - start);
                 for (f, col) in columns.iter().enumerate() {
@@ -198,10 +258,10 @@ impl Compiled {
                         rows[i * nf + f] = *v;
                     }
                 }
-                sums[..len].fill(0.0);
+                sums[..len].fill(A::ZERO);
                 for t in &e.trees {
                     for (s, x) in sums[..len].iter_mut().zip(rows.chunks_exact(nf.max(1))) {
-                        *s += t.predict(x);
+                        *s += A::from(t.predict(x));
                     }
                 }
                 out.extend(sums[..len].iter().map(|s| finish(*s)));
@@ -212,7 +272,7 @@ impl Compiled {
             .into_boxed_slice()
             .try_into()
             .expect("BLOCK_LEN floats");
-        let mut sums = [0f32; BLOCK];
+        let mut sums = [A::ZERO; BLOCK];
         for start in (0..n_rows).step_by(BLOCK) {
             let len = BLOCK.min(n_rows - start);
             // Feature-major, so a lane's feature is one add away; the block's tail
@@ -221,7 +281,7 @@ impl Compiled {
             for (f, col) in columns.iter().take(256).enumerate() {
                 block[f * BLOCK..f * BLOCK + len].copy_from_slice(&col[start..start + len]);
             }
-            sums.fill(0.0);
+            sums.fill(A::ZERO);
             for t in trees {
                 t.add_block(&block, len, &mut sums);
             }
@@ -234,13 +294,16 @@ impl Compiled {
 /// node or the complete form) adds the same numbers in the same order, so they agree
 /// bit for bit.
 #[inline]
-fn sum_trees(trees: &[Tree], x: &[f32]) -> f32 {
-    trees.iter().fold(0.0, |s, t| s + t.predict(x))
+fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
+    trees.iter().fold(A::ZERO, |mut s, t| {
+        s += A::from(t.predict(x));
+        s
+    })
 }
 
-fn finish(link: Link, base_score: f64, n_trees: usize, sum: f32) -> f64 {
+fn finish(link: Link, base_score: f64, n_trees: usize, sum: f64) -> f64 {
     match link {
-        Link::Average => f64::from(sum) / n_trees.max(1) as f64,
-        Link::Logit => crate::learners::sigmoid(base_score + f64::from(sum)),
+        Link::Average => sum / n_trees.max(1) as f64,
+        Link::Logit => crate::learners::sigmoid(base_score + sum),
     }
 }

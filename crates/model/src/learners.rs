@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::binning::Binned;
-use crate::ensemble::{Ensemble, Link};
+use crate::ensemble::{Ensemble, Link, Precision};
 use crate::grow::{Criterion, Drawn, GrowParams, Grower, route_binned};
 use crate::sample::{bootstrap, subsample};
 use crate::tree::Tree;
@@ -286,6 +286,7 @@ pub fn fit_random_forest(p: &RandomForestParams, data: &FitData<'_>, tick: Tick<
         link: Link::Average,
         base_score: 0.0,
         trees,
+        precision: Precision::F64,
     }
 }
 
@@ -383,6 +384,7 @@ pub fn fit_gradient_boosting(
             link: Link::Logit,
             base_score: base,
             trees,
+            precision: Precision::F64,
         },
         log,
     )

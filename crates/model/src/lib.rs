@@ -24,6 +24,7 @@ mod artifact;
 mod binning;
 mod config;
 mod ensemble;
+mod explain;
 mod grow;
 mod learners;
 mod metrics;
@@ -35,14 +36,16 @@ mod train;
 mod tree;
 
 pub use artifact::{
-    ArtifactError, Calibration, DataFile, FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata,
-    Model, Payload, Prediction, Threshold, digest_of, raw_from_json,
+    ArtifactError, Calibration, DataFile, ExplainFailure, ExplainTableError, Explanation,
+    FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model, Payload, Prediction, Threshold,
+    Units, digest_of, raw_from_json,
 };
 pub use config::{
     DEFAULT_CONFIG_YAML, ModelName, ModelSection, SmoteSetting, ThresholdName, ThresholdRule,
     TrainConfig, TrainSection,
 };
-pub use ensemble::{Ensemble, Link};
+pub use ensemble::{Ensemble, Link, Precision};
+pub use explain::{ExplainError, Explainer, expected_value, tree_shap};
 pub use learners::{
     DecisionTreeParams, GradientBoostingParams, MaxFeatures, RandomForestParams, SplitCriterion,
 };

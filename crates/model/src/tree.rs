@@ -1,6 +1,10 @@
 //! The stored form of a tree and the inference loop. Nodes sit in one array; a split's
 //! two children are adjacent, so a node needs one child index and the walk is
 //! `i = left + (x > threshold)`.
+//!
+//! Each node's cover (the training weight that reached it) sits in its own array
+//! beside the nodes: only explanations read it, and the inference walk should not
+//! drag it through the cache.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,9 +33,25 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tree {
     pub nodes: Vec<Node>,
+    /// The training weight that reached each node, indexed like `nodes`: the
+    /// bootstrap-weighted row count for classification trees, the row count for
+    /// boosting's. Empty for trees of artifacts written before explanations existed.
+    pub cover: Vec<f64>,
 }
 
 impl Tree {
+    /// A tree without cover (it predicts, but cannot be explained).
+    pub fn from_nodes(nodes: Vec<Node>) -> Self {
+        Self {
+            nodes,
+            cover: Vec::new(),
+        }
+    }
+
+    pub fn has_cover(&self) -> bool {
+        !self.cover.is_empty()
+    }
+
     #[inline]
     pub fn predict(&self, x: &[f32]) -> f32 {
         let mut i = 0usize;
@@ -94,6 +114,27 @@ impl Tree {
                 ));
             }
         }
+        self.validate_cover()
+    }
+
+    /// Explanations divide by a split's cover and weigh children by theirs.
+    fn validate_cover(&self) -> Result<(), String> {
+        if self.cover.is_empty() {
+            return Ok(());
+        }
+        if self.cover.len() != self.nodes.len() {
+            return Err(format!(
+                "the tree has {} nodes but {} cover values",
+                self.nodes.len(),
+                self.cover.len()
+            ));
+        }
+        for (i, &c) in self.cover.iter().enumerate() {
+            // Training never makes an empty node (a leaf holds at least one row).
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!("node {i} has an invalid cover {c}"));
+            }
+        }
         Ok(())
     }
 }
@@ -105,6 +146,10 @@ struct TreeColumns {
     threshold: Vec<f32>,
     left: Vec<u32>,
     value: Vec<f32>,
+    /// Absent in format-1 artifacts; left out when empty so such a model, loaded and
+    /// written again, keeps its bytes (and so its digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cover: Vec<f64>,
 }
 
 impl Serialize for Tree {
@@ -118,6 +163,7 @@ impl Serialize for Tree {
                 .collect(),
             left: self.nodes.iter().map(|n| n.left).collect(),
             value: self.nodes.iter().map(|n| n.value).collect(),
+            cover: self.cover.clone(),
         }
         .serialize(s)
     }
@@ -138,6 +184,9 @@ impl<'de> Deserialize<'de> for Tree {
                 value: c.value[i],
             })
             .collect();
-        Ok(Tree { nodes })
+        Ok(Tree {
+            nodes,
+            cover: c.cover,
+        })
     }
 }

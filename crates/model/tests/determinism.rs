@@ -19,15 +19,15 @@ use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:ef2dca6f0898e99dd4136fcbafdfa89b6df964caa18d65b7a0685d6adcd9b143",
+        "sha256:73179515ff7ec4627b953ce79435b5be49c128ce41b1aa65f6f2003cefc72126",
     ),
     (
         "RandomForestClassifier",
-        "sha256:01c133b786eff26571dcdda53960fd9125265641c11d9b17f368183155fb1b61",
+        "sha256:076b3c4c835e3bed7aab4e4185422a682df4e786e82eedf062d90a7687197a28",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:ab1358c02145bd67ad4ec9145f2a4121ede7b0332aef301d68449a65b87049c0",
+        "sha256:f10ea411292093174c67a7176bc33f9bc41bb22b559f0cce3ba34e51e5126ee8",
     ),
 ];
 

@@ -160,7 +160,7 @@ fn depth_and_leaf_limits_hold() {
 /// shape): split values and feature values share a small grid, so ties `x ==
 /// threshold` are common, and rows carry NaN and infinities.
 fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32) -> Ensemble {
-    use predict_buy_model::{Link, Node, Tree};
+    use predict_buy_model::{Link, Node, Precision, Tree};
     let mut state = seed | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -196,7 +196,7 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
         .map(|_| {
             let mut nodes = vec![Node::leaf(0.0)];
             grow(&mut nodes, 0, 0, &mut next, max_depth, n_features);
-            Tree { nodes }
+            Tree::from_nodes(nodes)
         })
         .collect();
     let link = if seed.is_multiple_of(2) {
@@ -204,10 +204,17 @@ fn random_ensemble(seed: u64, n_trees: usize, max_depth: usize, n_features: u32)
     } else {
         Link::Average
     };
+    // Both summation precisions: format-1 artifacts sum in f32, newer ones in f64.
+    let precision = if (seed >> 1).is_multiple_of(2) {
+        Precision::F64
+    } else {
+        Precision::F32
+    };
     Ensemble {
         link,
         base_score: -1.5,
         trees,
+        precision,
     }
 }
 
@@ -240,5 +247,82 @@ proptest! {
             let want = e.predict_raw(r);
             prop_assert_eq!(b.to_bits(), want.to_bits());
         }
+    }
+}
+
+/// The leaf a row lands in.
+fn leaf_of(t: &predict_buy_model::Tree, x: &[f32]) -> usize {
+    let mut i = 0;
+    loop {
+        let n = &t.nodes[i];
+        if n.feature == u32::MAX {
+            return i;
+        }
+        i = n.left as usize + usize::from(x[n.feature as usize] > n.threshold);
+    }
+}
+
+/// Cover is the training data that reached each node: a split's is its children's
+/// sum, a decision tree's leaf holds exactly the rows that route to it, the root holds
+/// every row a tree was grown on (bootstrap draws for a forest, the subsample for
+/// boosting).
+#[test]
+fn cover_counts_the_training_rows_of_each_node() {
+    let rows: Vec<Vec<f32>> = (0..1500)
+        .map(|i| vec![(i % 97) as f32, (i % 13) as f32, (i % 5) as f32])
+        .collect();
+    let y: Vec<u8> = (0..1500).map(|i| u8::from((i * 7919) % 3 == 0)).collect();
+    let m = matrix(&rows);
+    let binned = Binned::new(&m, 255);
+    let data = FitData {
+        binned: &binned,
+        y: &y,
+    };
+    let sums_hold = |t: &predict_buy_model::Tree| {
+        assert_eq!(t.cover.len(), t.nodes.len());
+        for (i, n) in t.nodes.iter().enumerate() {
+            if n.feature != u32::MAX {
+                let l = n.left as usize;
+                assert_eq!(t.cover[i], t.cover[l] + t.cover[l + 1], "node {i}");
+            }
+        }
+    };
+
+    let p = DecisionTreeParams {
+        max_depth: Some(5),
+        ..Default::default()
+    };
+    let tree = &fit_decision_tree(&p, &data).trees[0];
+    sums_hold(tree);
+    assert_eq!(tree.cover[0], 1500.0);
+    let mut reached = vec![0.0; tree.nodes.len()];
+    for r in &rows {
+        reached[leaf_of(tree, r)] += 1.0;
+    }
+    for (i, n) in tree.nodes.iter().enumerate() {
+        if n.feature == u32::MAX {
+            assert_eq!(tree.cover[i], reached[i], "leaf {i}");
+        }
+    }
+
+    let p = RandomForestParams {
+        n_estimators: 4,
+        max_depth: Some(6),
+        ..Default::default()
+    };
+    for t in &fit_random_forest(&p, &data, &|_, _| {}).trees {
+        sums_hold(t);
+        // A bootstrap draws as many rows as there are, some more than once.
+        assert_eq!(t.cover[0], 1500.0);
+    }
+
+    let p = GradientBoostingParams {
+        n_estimators: 3,
+        subsample: 0.5,
+        ..Default::default()
+    };
+    for t in &fit_gradient_boosting(&p, &data, None, &|_, _| {}).0.trees {
+        sums_hold(t);
+        assert_eq!(t.cover[0], 750.0);
     }
 }

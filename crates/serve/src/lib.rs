@@ -1,7 +1,7 @@
 //! The predict-buy prediction service: the original FastAPI contract (`GET /`,
-//! `POST /predict`) and more — batch predictions, health and readiness, model metadata,
-//! an OpenAPI document, Prometheus metrics, and a model that can be swapped while
-//! requests keep flowing.
+//! `POST /predict`) and more — batch predictions, explanations (`POST /explain`), health
+//! and readiness, model metadata, an OpenAPI document, Prometheus metrics, and a model
+//! that can be swapped while requests keep flowing.
 //!
 //! The model sits behind an atomic pointer ([`arc_swap`]): a request takes the pointer
 //! once and finishes with that model even if a reload swaps in another meanwhile. A
@@ -31,6 +31,7 @@ mod batch;
 mod connections;
 mod docs;
 mod error;
+mod explain;
 mod fast;
 mod metrics;
 mod observe;
@@ -62,6 +63,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(routes::root))
         .route("/predict", post(routes::predict))
         .route("/predict/batch", post(routes::predict_batch))
+        .route("/explain", post(explain::explain))
+        .route("/explain/batch", post(explain::explain_batch))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))

@@ -203,10 +203,12 @@ fn label(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot
 /// blow up the number of series.
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 12] = [
     "/",
     "/predict",
     "/predict/batch",
+    "/explain",
+    "/explain/batch",
     "/healthz",
     "/readyz",
     "/model",

@@ -27,7 +27,9 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         readyz,
         model_info,
         metrics,
-        reload
+        reload,
+        crate::explain::explain,
+        crate::explain::explain_batch
     ),
     components(schemas(
         PredictRequest,
@@ -41,7 +43,10 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         ReloadResponse,
         ErrorBody,
         FieldProblem,
-        predict_buy_api::LocItem
+        predict_buy_api::LocItem,
+        crate::explain::ExplainResponse,
+        crate::explain::ExplainBatchResponse,
+        crate::explain::ExplanationBody
     ))
 )]
 pub struct ApiDoc;
@@ -444,7 +449,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -455,7 +460,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => {
             let mut r = (status, bytes).into_response();
@@ -498,6 +503,8 @@ mod tests {
             "\"/predict/batch\"",
             "\"/model\"",
             "\"/readyz\"",
+            "\"/explain\"",
+            "\"/explain/batch\"",
         ] {
             assert!(doc.contains(path), "{path} missing");
         }

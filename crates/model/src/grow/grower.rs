@@ -235,6 +235,8 @@ impl<'a> Grower<'a> {
         nodes.push(Node::leaf(0.0));
         let mut split_bins = Vec::with_capacity(capacity);
         split_bins.push(0u8);
+        let mut cover = Vec::with_capacity(capacity);
+        cover.push(0.0);
         let mut leaves = Vec::new();
         let mut pool = std::mem::take(&mut self.pool);
 
@@ -266,33 +268,37 @@ impl<'a> Grower<'a> {
         let deferred = self.grow_from(
             sample,
             root,
-            (&mut nodes, &mut split_bins, &mut leaves),
+            (&mut nodes, &mut split_bins, &mut cover, &mut leaves),
             &mut pool,
             rng,
             defer_below,
         );
         if !deferred.is_empty() {
-            self.grow_deferred(sample, deferred, (&mut nodes, &mut split_bins, &mut leaves));
+            self.grow_deferred(
+                sample,
+                deferred,
+                (&mut nodes, &mut split_bins, &mut cover, &mut leaves),
+            );
         }
         self.pool = pool;
         self.nodes_hint = nodes.len();
-        (Tree { nodes }, leaves, split_bins)
+        (Tree { nodes, cover }, leaves, split_bins)
     }
 
     /// Grows the nodes under `root` depth-first (or best-first, with a leaf cap),
-    /// writing them to `out` (nodes, split bins, leaves). A node of fewer than
+    /// writing them to `out` (nodes, split bins, covers, leaves). A node of fewer than
     /// `defer_below` rows is not grown but returned, for [`Self::grow_deferred`].
     pub(super) fn grow_from(
         &self,
         sample: &mut Sample,
         root: Pending,
-        out: (&mut Vec<Node>, &mut Vec<u8>, &mut Leaves),
+        out: (&mut Vec<Node>, &mut Vec<u8>, &mut Vec<f64>, &mut Leaves),
         pool: &mut Pool,
         rng: &mut ChaCha8Rng,
         defer_below: usize,
     ) -> Vec<Pending> {
         let p = self.params;
-        let (nodes, split_bins, leaves) = out;
+        let (nodes, split_bins, cover, leaves) = out;
         let mut features = Vec::with_capacity(self.data.n_features());
         let mut deferred = Vec::new();
         // Depth-first keeps few histograms alive; best-first is needed when the number
@@ -326,6 +332,7 @@ impl<'a> Grower<'a> {
                     }
                     let value = self.leaf_value(item.sums);
                     nodes[item.node] = Node::leaf(value);
+                    cover[item.node] = self.cover(item.sums);
                     if p.leaf_rows {
                         leaves.push((item.start..item.end, value));
                     }
@@ -351,9 +358,11 @@ impl<'a> Grower<'a> {
                 value: 0.0,
             };
             split_bins[item.node] = split.bin;
+            cover[item.node] = self.cover(item.sums);
             nodes.push(Node::leaf(0.0));
             nodes.push(Node::leaf(0.0));
             split_bins.extend([0, 0]);
+            cover.extend([0.0, 0.0]);
 
             let ranges = [(item.start, mid), (mid, item.end)];
             self.features(rng, &mut features);
@@ -416,6 +425,20 @@ impl<'a> Grower<'a> {
             }
         }
         deferred
+    }
+
+    /// A node's cover, for explanations: how much training data reached it. Rows, not
+    /// hessians, even for boosting (where XGBoost uses the hessian sum): TreeSHAP reads
+    /// cover as the share of the data that goes each way, and the hessian `p(1-p)`
+    /// would weigh rows the model is unsure of above confident ones. LightGBM's
+    /// TreeSHAP uses row counts for the same reason. Classification rows weigh their
+    /// bootstrap count, like scikit-learn's `weighted_n_node_samples`. Both are exact
+    /// integers, so cover is as deterministic as the tree.
+    fn cover(&self, s: Sums) -> f64 {
+        match self.params.criterion {
+            Criterion::Newton => f64::from(s.n),
+            Criterion::Gini | Criterion::Entropy => s.h(),
+        }
     }
 
     /// The best split of a node from its histogram, and the histogram back if its children can subtract from it: when

@@ -27,6 +27,7 @@ struct Subtree {
     sample: Sample,
     nodes: Vec<Node>,
     split_bins: Vec<u8>,
+    cover: Vec<f64>,
     leaves: Leaves,
 }
 
@@ -57,15 +58,20 @@ impl Grower<'_> {
     }
 
     /// Grows the `deferred` subtrees on every thread and splices them into the tree
-    /// in `out` (nodes, split bins, leaves), which is then numbered as a single pass
+    /// in `out` (nodes, split bins, covers, leaves), which is then numbered as a single pass
     /// would number it.
     pub(super) fn grow_deferred(
         &self,
         sample: &mut Sample,
         deferred: Vec<Pending>,
-        out: (&mut Vec<crate::tree::Node>, &mut Vec<u8>, &mut Leaves),
+        out: (
+            &mut Vec<crate::tree::Node>,
+            &mut Vec<u8>,
+            &mut Vec<f64>,
+            &mut Leaves,
+        ),
     ) {
-        let (nodes, split_bins, leaves) = out;
+        let (nodes, split_bins, cover, leaves) = out;
         let shared: &Sample = sample;
         let grown: Vec<Subtree> = deferred
             .into_par_iter()
@@ -78,14 +84,14 @@ impl Grower<'_> {
                     end: item.end - item.start,
                     ..item
                 };
-                let (mut sub_nodes, mut sub_bins, mut sub_leaves) =
-                    (vec![Node::leaf(0.0)], vec![0u8], Vec::new());
+                let (mut sub_nodes, mut sub_bins, mut sub_cover, mut sub_leaves) =
+                    (vec![Node::leaf(0.0)], vec![0u8], vec![0.0], Vec::new());
                 // Never drawn from: subtrees are set aside only when no node draws.
                 let mut unused = ChaCha8Rng::seed_from_u64(0);
                 let rest = self.grow_from(
                     &mut part,
                     root,
-                    (&mut sub_nodes, &mut sub_bins, &mut sub_leaves),
+                    (&mut sub_nodes, &mut sub_bins, &mut sub_cover, &mut sub_leaves),
                     &mut Pool::default(),
                     &mut unused,
                     0,
@@ -97,6 +103,7 @@ impl Grower<'_> {
                     sample: part,
                     nodes: sub_nodes,
                     split_bins: sub_bins,
+                    cover: sub_cover,
                     leaves: sub_leaves,
                 }
             })
@@ -108,6 +115,8 @@ impl Grower<'_> {
             split_bins[sub.node] = sub.split_bins[0];
             nodes.extend(sub.nodes[1..].iter().map(|&n| relink(n, base)));
             split_bins.extend_from_slice(&sub.split_bins[1..]);
+            cover[sub.node] = sub.cover[0];
+            cover.extend_from_slice(&sub.cover[1..]);
             leaves.extend(
                 sub.leaves
                     .into_iter()
@@ -117,6 +126,7 @@ impl Grower<'_> {
         let order = single_pass_order(nodes);
         *nodes = renumber(nodes, &order);
         *split_bins = order.iter().map(|&old| split_bins[old as usize]).collect();
+        *cover = order.iter().map(|&old| cover[old as usize]).collect();
     }
 }
 
@@ -250,6 +260,8 @@ pub(super) mod tests {
                 grown.rows,
                 leaves,
                 key(&tree.nodes),
+                grown.tree.cover.clone(),
+                tree.cover.clone(),
             );
             FORCED.store(usize::MAX, Ordering::Relaxed);
             if forced == 1 {
@@ -270,6 +282,8 @@ pub(super) mod tests {
                     got.4 == e.4,
                     "classification tree, set aside below {forced}"
                 );
+                assert!(got.5 == e.5, "boosted tree's cover, set aside below {forced}");
+                assert!(got.6 == e.6, "classification tree's cover, set aside below {forced}");
             }
         }
     }
