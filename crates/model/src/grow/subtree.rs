@@ -91,7 +91,12 @@ impl Grower<'_> {
                 let rest = self.grow_from(
                     &mut part,
                     root,
-                    (&mut sub_nodes, &mut sub_bins, &mut sub_cover, &mut sub_leaves),
+                    (
+                        &mut sub_nodes,
+                        &mut sub_bins,
+                        &mut sub_cover,
+                        &mut sub_leaves,
+                    ),
                     &mut Pool::default(),
                     &mut unused,
                     0,
@@ -282,8 +287,14 @@ pub(super) mod tests {
                     got.4 == e.4,
                     "classification tree, set aside below {forced}"
                 );
-                assert!(got.5 == e.5, "boosted tree's cover, set aside below {forced}");
-                assert!(got.6 == e.6, "classification tree's cover, set aside below {forced}");
+                assert!(
+                    got.5 == e.5,
+                    "boosted tree's cover, set aside below {forced}"
+                );
+                assert!(
+                    got.6 == e.6,
+                    "classification tree's cover, set aside below {forced}"
+                );
             }
         }
     }
@@ -294,6 +305,8 @@ pub(super) mod tests {
         Vec<u32>,
         Leaves,
         Vec<(u32, u32, u32, u32)>,
+        Vec<f64>,
+        Vec<f64>,
     );
 
     /// Renumbering a tree already in single-pass order changes nothing, and a tree
