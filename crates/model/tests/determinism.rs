@@ -56,6 +56,7 @@ fn artifact(table: &Table, name: &str, params: &str, threads: usize) -> Vec<u8> 
         data_digest: None,
         trained_at: "2026-01-01T00:00:00Z".into(),
         tool_version: "determinism-test".into(),
+        git_commit: None,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -121,6 +121,7 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
             data_digest: Some(digest),
             trained_at: now_rfc3339(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: crate::commands::report::head_commit(),
         },
         &bars,
     );
