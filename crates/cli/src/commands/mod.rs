@@ -9,5 +9,6 @@ pub mod quickstart;
 pub mod registry;
 pub mod release;
 pub mod render;
+pub mod report;
 pub mod serve;
 pub mod train;
