@@ -380,3 +380,163 @@ pub fn total_gain(
     out.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.field.cmp(&b.field)));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::train::{TrainRequest, train};
+    use crate::tree::{Node, Tree};
+
+    fn encoder(names: &[&str]) -> Encoder {
+        Encoder {
+            columns: names
+                .iter()
+                .map(|n| EncodedColumn::Numeric {
+                    name: n.to_string(),
+                    offset: 0.0,
+                    factor: 1.0,
+                })
+                .collect(),
+        }
+    }
+
+    fn stump(feature: u32) -> Tree {
+        Tree {
+            nodes: vec![
+                Node {
+                    feature,
+                    threshold: 0.5,
+                    left: 1,
+                    value: 0.0,
+                },
+                Node::leaf(0.0),
+                Node::leaf(1.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_perfect_split_gains_the_parents_whole_impurity() {
+        let x = Matrix {
+            n_rows: 4,
+            columns: vec![vec![0.0, 0.0, 1.0, 1.0], vec![0.0, 1.0, 0.0, 1.0]],
+        };
+        let y = [0, 0, 1, 1];
+        let forest = Ensemble {
+            link: Link::Average,
+            base_score: 0.0,
+            trees: vec![stump(0), stump(1)],
+        };
+        let gain = total_gain(&forest, &encoder(&["a", "b"]), &x, &y, 0.0);
+        // Gini of the root is 2·½·½ = ½ per row; `a` removes all of it in one of two
+        // trees, `b` none of it in the other.
+        assert_eq!(gain[0].field, "a");
+        assert!((gain[0].value - 0.25).abs() < 1e-12, "{gain:?}");
+        assert_eq!((gain[1].field.as_str(), gain[1].value), ("b", 0.0));
+    }
+
+    #[test]
+    fn boosting_gain_is_the_newton_gain_of_the_first_round() {
+        let x = Matrix {
+            n_rows: 4,
+            columns: vec![vec![0.0, 0.0, 1.0, 1.0]],
+        };
+        let y = [0, 0, 1, 1];
+        let booster = Ensemble {
+            link: Link::Logit,
+            base_score: 0.0,
+            trees: vec![stump(0)],
+        };
+        // At p = ½: g = ±½, h = ¼ per row. Children: G = ∓1, H = ½; parent G = 0.
+        // ½ (1/(½+1) + 1/(½+1) − 0) = 2/3.
+        let gain = total_gain(&booster, &encoder(&["a"]), &x, &y, 1.0);
+        assert!((gain[0].value - 2.0 / 3.0).abs() < 1e-12, "{gain:?}");
+    }
+
+    #[test]
+    fn brier_of_perfect_and_constant_scores() {
+        assert_eq!(brier(&[0, 1], &[0.0, 1.0]), 0.0);
+        assert!((brier(&[0, 1], &[0.5, 0.5]) - 0.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn training_records_a_consistent_report() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        predict_buy_data::synth::write_split(3, 6_000, 0.25, &mut a, &mut b).unwrap();
+        let tr = Table::from_reader(a.as_slice(), "train.csv").unwrap();
+        let te = Table::from_reader(b.as_slice(), "test.csv").unwrap();
+        let mut cfg: TrainConfig = serde_yaml_ng::from_str(crate::DEFAULT_CONFIG_YAML).unwrap();
+        cfg.model.params.as_mut().unwrap()["n_estimators"] = 20.into();
+        let out = train(
+            &TrainRequest {
+                config: &cfg,
+                train: &tr,
+                test: Some(&te),
+                data_digest: None,
+                trained_at: "2026-01-01T00:00:00Z".into(),
+                tool_version: "test".into(),
+                git_commit: Some("abc123".into()),
+            },
+            &crate::Quiet,
+        )
+        .unwrap();
+        let meta = out.model.metadata();
+        assert_eq!(meta.git_commit.as_deref(), Some("abc123"));
+        let summary = meta.summary.as_ref().unwrap();
+        assert_eq!(summary.rows_read, tr.n_rows());
+        assert_eq!(summary.test.rows(), te.n_rows());
+        assert_eq!(summary.fit_after_smote.rows(), out.report.train_rows);
+        assert_eq!(
+            summary.fit_before_smote.positives
+                + summary.fit_before_smote.negatives
+                + summary.validation.rows()
+                + summary.dropped_outliers,
+            tr.n_rows()
+        );
+        let metrics = meta.metrics.as_ref().unwrap();
+        let ev = meta.test_evaluation.as_ref().unwrap();
+        assert!(ev.scores.is_valid());
+        assert_eq!(ev.scores.rows(), metrics.rows as u64);
+        let at = ev.scores.at(metrics.threshold);
+        assert_eq!([[at.tn, at.fp], [at.fn_, at.tp]], metrics.confusion_matrix);
+        // Every input field is ranked, by both importances.
+        let fields: Vec<String> = out
+            .model
+            .input_fields()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let mut ranked: Vec<String> = ev.permutation.iter().map(|f| f.field.clone()).collect();
+        ranked.sort();
+        let mut sorted = fields.clone();
+        sorted.sort();
+        assert_eq!(ranked, sorted);
+        assert_eq!(meta.gain.len(), fields.len());
+        assert!(meta.gain[0].value > 0.0);
+        // The synthetic buyers depend on PastAccident above all (0.5% vs 23.8%).
+        let top2: Vec<&str> = ev.permutation[..2]
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert!(top2.contains(&"PastAccident"), "{:?}", ev.permutation);
+        assert!(ev.permutation[0].value > 0.01, "{:?}", ev.permutation);
+        let pd = &ev.partial_dependence;
+        assert_eq!(pd.len(), fields.len().min(DEPENDENCE_FIELDS));
+        let accident = pd.iter().find(|p| p.field == "PastAccident").unwrap();
+        let at_label = |l: &str| {
+            accident
+                .points
+                .iter()
+                .find(|p| p.label.eq_ignore_ascii_case(l))
+                .unwrap()
+                .mean_probability
+        };
+        assert!(at_label("Yes") > 2.0 * at_label("No"), "{accident:?}");
+        // The same rows evaluated again from the raw table agree with what was stored.
+        let (again, ev2) = evaluate_table(&out.model, &te, 0).unwrap();
+        assert_eq!(again.confusion_matrix, metrics.confusion_matrix);
+        assert_eq!(ev2.scores, ev.scores);
+        assert!((ev2.brier - ev.brier).abs() < 1e-15);
+    }
+}

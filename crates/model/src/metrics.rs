@@ -195,7 +195,6 @@ pub fn best_f1_threshold(y: &[u8], p: &[f64]) -> f64 {
     best_t
 }
 
-
 /// Most groups [`ScoreCounts`] keeps; finer than any plot draws.
 const MAX_SCORE_GROUPS: usize = 4096;
 
@@ -279,7 +278,11 @@ impl ScoreCounts {
             let lo = logit(pairs.first().map_or(0.5, |p| p.0));
             let hi = logit(pairs.last().map_or(0.5, |p| p.0));
             let width = ((hi - lo) / MAX_SCORE_GROUPS as f64).max(1e-12);
-            Box::new(move |q| ((logit(q) - lo) / width).floor().min(MAX_SCORE_GROUPS as f64 - 1.0))
+            Box::new(move |q| {
+                ((logit(q) - lo) / width)
+                    .floor()
+                    .min(MAX_SCORE_GROUPS as f64 - 1.0)
+            })
         };
         let mut out = ScoreCounts {
             score: Vec::new(),
@@ -479,7 +482,10 @@ mod tests {
         assert!(s.score.len() <= MAX_SCORE_GROUPS, "{}", s.score.len());
         assert!(s.is_valid());
         assert_eq!(s.rows(), n as u64);
-        assert_eq!(s.positives.iter().sum::<u64>(), y.iter().filter(|&&v| v == 1).count() as u64);
+        assert_eq!(
+            s.positives.iter().sum::<u64>(),
+            y.iter().filter(|&&v| v == 1).count() as u64
+        );
         let cal = s.calibration(10);
         assert_eq!(cal.len(), 10);
         assert!((cal[0].mean_predicted - 0.05).abs() < 1e-3, "{:?}", cal[0]);

@@ -199,8 +199,8 @@ id,Gender,Age,HasDrivingLicense,RegionID,Switch,VehicleAge,PastAccident,AnnualPr
         let t = Table::from_reader(RAW.as_bytes(), "raw.csv").unwrap();
         let config = DataConfig::default();
         let cleaner = Cleaner::fit(&t, &config).unwrap();
-        let other = Table::from_reader("Gender,Result\nMale,1\nFemale,0\n".as_bytes(), "x.csv")
-            .unwrap();
+        let other =
+            Table::from_reader("Gender,Result\nMale,1\nFemale,0\n".as_bytes(), "x.csv").unwrap();
         let p = cleaner.profile(&other, &config);
         let age = p.columns.iter().find(|c| c.name == "Age").unwrap();
         assert_eq!((age.missing, age.missing_rate), (2, 1.0));
