@@ -2,7 +2,7 @@
 //! axes, no NaN), the data tables snapshotted, and the bad inputs refused with a hint.
 
 use predict_buy_data::Table as DataTable;
-use predict_buy_model::{Model, TrainConfig, TrainRequest, train};
+use predict_buy_model::{Model, SmoteSetting, TrainConfig, TrainRequest, train};
 use predict_buy_report::{Report, ReportError, Subject};
 use quick_xml::events::Event;
 use sha2::Digest as _;
@@ -17,9 +17,19 @@ fn tables(rows: usize, seed: u64) -> (DataTable, DataTable) {
 }
 
 fn trained(yaml_model: &str, train_t: &DataTable, test_t: &DataTable) -> Model {
+    trained_with(yaml_model, None, train_t, test_t)
+}
+
+fn trained_with(
+    yaml_model: &str,
+    smote: Option<SmoteSetting>,
+    train_t: &DataTable,
+    test_t: &DataTable,
+) -> Model {
     let mut cfg: TrainConfig =
         serde_yaml_ng::from_str(predict_buy_model::DEFAULT_CONFIG_YAML).unwrap();
     cfg.model = serde_yaml_ng::from_str(yaml_model).unwrap();
+    cfg.train.smote = smote;
     train(
         &TrainRequest {
             config: &cfg,
@@ -142,7 +152,7 @@ fn assert_every_plot_drawn(html: &str, expected: &[&str]) {
 #[test]
 fn one_model_report_draws_every_plot_and_snapshots_its_tables() {
     let (tr, te) = tables(5_000, 11);
-    let model = trained(BOOSTING, &tr, &te);
+    let model = trained_with(BOOSTING, Some(SmoteSetting::Enabled(true)), &tr, &te);
     let report = Report::build(&[Subject::new("model.pbm", &model)], None).unwrap();
     let html = report.to_html().unwrap();
     if let Some(path) = std::env::var_os("PREDICT_BUY_REPORT_SAMPLE") {
@@ -177,6 +187,13 @@ fn one_model_report_draws_every_plot_and_snapshots_its_tables() {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[digest]");
     settings.bind(|| insta::assert_json_snapshot!("one_model_tables", tables));
+    // SMOTE balanced the fitted rows; the page says so beside the raw balance.
+    let data = tables.tables.iter().find(|t| t.id == "data").unwrap();
+    let before = &data.rows[2];
+    let after = &data.rows[3];
+    assert_eq!(after[0], "fitted on, after SMOTE");
+    assert_eq!(after[2], after[3], "{data:?}");
+    assert_ne!(before[2], before[3]);
 }
 
 #[test]
