@@ -31,6 +31,7 @@ mod error;
 mod fast;
 mod metrics;
 mod observe;
+mod report;
 mod routes;
 mod state;
 
@@ -58,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))
+        .route("/model/report", get(report::model_report))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi));
     if state.admin_token().is_some() {
