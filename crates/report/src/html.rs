@@ -219,9 +219,9 @@ pub(crate) fn render(report: &Report<'_>) -> Result<String, ReportError> {
         );
     }
     out.push_str("</section>");
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<footer class=\"note\">Written by predict-buy {}. No scripts; nothing is loaded from elsewhere.</footer></body></html>\n",
+        "<footer class=\"note\">Written by predict-buy {}. No scripts; nothing is loaded from elsewhere.</footer></body></html>",
         escape(env!("CARGO_PKG_VERSION"))
     );
     Ok(out)

@@ -45,8 +45,9 @@ pub enum ReportError {
     Evaluate {
         model: String,
         source_name: String,
+        // Boxed: a data error is large, and every report result carries the variant.
         #[source]
-        source: DataError,
+        source: Box<DataError>,
     },
     #[error(
         "models {models} were tested on different rows ({reason}); give --evaluate DATA to compare them on the same data"
@@ -174,7 +175,7 @@ fn entry<'a>(s: &Subject<'a>, evaluate: Option<&DataTable>) -> Result<Entry<'a>,
             ReportError::Evaluate {
                 model: s.label.clone(),
                 source_name: table.source_name().to_string(),
-                source,
+                source: Box::new(source),
             }
         })?,
         None => {

@@ -26,6 +26,10 @@ pub(crate) fn colour(i: usize) -> RGBColor {
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// A dashed reference line per model (chance, the share of buyers).
+type Reference = dyn Fn(&Entry<'_>) -> Vec<(f64, f64)>;
+/// One score of a threshold point (precision, recall, F1).
+type Score = fn(&ThresholdPoint) -> f64;
 type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Draws one chart into an SVG string.
@@ -57,7 +61,7 @@ fn thin<T: Copy>(points: &[T]) -> Vec<T> {
     }
     let step = points.len().div_ceil(CURVE_POINTS);
     let mut out: Vec<T> = points.iter().step_by(step).copied().collect();
-    if (points.len() - 1) % step != 0 {
+    if !(points.len() - 1).is_multiple_of(step) {
         out.push(points[points.len() - 1]);
     }
     out
@@ -74,7 +78,7 @@ fn sweep_chart(
     x_desc: &str,
     y_desc: &str,
     point: fn(&ThresholdPoint) -> (f64, f64),
-    reference: Option<&dyn Fn(&Entry<'_>) -> Vec<(f64, f64)>>,
+    reference: Option<&Reference>,
 ) -> Result<String, ReportError> {
     svg(name, (WIDTH, HEIGHT), |root| {
         let mut chart = ChartBuilder::on(root)
@@ -232,7 +236,7 @@ pub(crate) fn thresholds(e: &Entry<'_>, title: &str) -> Result<String, ReportErr
             .into_iter()
             .filter(|p| p.threshold <= top)
             .collect();
-        let series: [(&str, RGBColor, fn(&ThresholdPoint) -> f64); 3] = [
+        let series: [(&str, RGBColor, Score); 3] = [
             ("precision", colour(0), ThresholdPoint::precision),
             ("recall", colour(1), ThresholdPoint::recall),
             ("F1", colour(2), ThresholdPoint::f1),
