@@ -19,15 +19,15 @@ use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:ef2dca6f0898e99dd4136fcbafdfa89b6df964caa18d65b7a0685d6adcd9b143",
+        "sha256:9fe0abebbfbb849988c6c9e852951367c93e0c225085878e8882886fd5d02149",
     ),
     (
         "RandomForestClassifier",
-        "sha256:01c133b786eff26571dcdda53960fd9125265641c11d9b17f368183155fb1b61",
+        "sha256:19151d0c174775e012d5a29fa1dd86a09246f55baef011adb123344357117654",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:ab1358c02145bd67ad4ec9145f2a4121ede7b0332aef301d68449a65b87049c0",
+        "sha256:e4b69aab882c5f0690baeadaf5fb38e68da5b29c14b3fe71da5dbbfebed014d6",
     ),
 ];
 
