@@ -196,7 +196,7 @@ pub fn best_f1_threshold(y: &[u8], p: &[f64]) -> f64 {
 }
 
 /// Most groups [`ScoreCounts`] keeps; finer than any plot draws.
-const MAX_SCORE_GROUPS: usize = 4096;
+const MAX_SCORE_GROUPS: usize = 1024;
 
 /// Labelled probabilities grouped by score, ascending: enough to draw the ROC,
 /// precision–recall, calibration and threshold curves without keeping every row. Rows
