@@ -70,6 +70,9 @@ enum Command {
     Quickstart(commands::quickstart::QuickstartArgs),
     /// Print the Kubernetes manifests of a release in an environment (no cluster needed).
     Render(commands::render::RenderArgs),
+    /// An HTML report of a model or release (curves, calibration, importance), or a
+    /// comparison of several on the same rows.
+    Report(commands::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Render(a) => commands::render::run(a),
+        Command::Report(a) => commands::report::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

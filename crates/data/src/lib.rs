@@ -25,8 +25,8 @@ mod value;
 pub mod synth;
 
 pub use clean::{
-    Clean, CleanColumn, CleanFrame, Cleaner, ColumnRule, ColumnValues, OutlierBounds, RuleKind,
-    TargetRule,
+    Clean, CleanColumn, CleanFrame, Cleaner, CleaningProfile, ColumnProfile, ColumnRule,
+    ColumnValues, OutlierBounds, RuleKind, TargetRule,
 };
 pub use config::{
     ColumnSpec, ColumnType, DataConfig, DataSource, Encode, Impute, Parse, Preset, Role, Scale,

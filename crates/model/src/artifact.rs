@@ -101,6 +101,20 @@ pub struct Metadata {
     /// payload when empty, so artifacts trained without it keep their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_files: Vec<DataFile>,
+    /// The commit of the code that trained the model, when trained inside a git work
+    /// tree (`-dirty` when it had uncommitted changes).
+    #[serde(default)]
+    pub git_commit: Option<String>,
+    /// Rows, class balance and cleaning; absent in artifacts older than the report.
+    #[serde(default)]
+    pub summary: Option<crate::train::TrainingSummary>,
+    /// Total gain per input field, largest first; empty in older artifacts.
+    #[serde(default)]
+    pub gain: Vec<crate::insight::FieldImportance>,
+    /// The test rows' curves, permutation importance and partial dependence; absent in
+    /// older artifacts (the report then needs `--evaluate DATA`).
+    #[serde(default)]
+    pub test_evaluation: Option<crate::insight::Evaluation>,
 }
 
 /// One data file a model was trained or tested on.
@@ -377,7 +391,8 @@ impl Model {
         }
     }
 
-    fn calibrate(&self, raw: f64) -> f64 {
+    /// The ensemble's raw probability shifted back to the real class prior.
+    pub(crate) fn calibrate(&self, raw: f64) -> f64 {
         let offset = self.payload.calibration.logit_offset;
         if offset == 0.0 {
             return raw;

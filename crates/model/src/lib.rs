@@ -26,6 +26,7 @@ mod config;
 mod ensemble;
 mod explain;
 mod grow;
+pub mod insight;
 mod learners;
 mod metrics;
 mod preprocess;
@@ -50,10 +51,14 @@ pub use learners::{
     DecisionTreeParams, GradientBoostingParams, MaxFeatures, RandomForestParams, SplitCriterion,
 };
 pub use metrics::{
-    ClassScores, ClassificationReport, EvalReport, average_precision, evaluate, log_loss, roc_auc,
+    CalibrationBin, ClassScores, ClassificationReport, EvalReport, ScoreCounts, ThresholdPoint,
+    average_precision, evaluate, log_loss, roc_auc,
 };
 pub use smote::{SmoteParams, SmoteSummary};
-pub use train::{Progress, Quiet, TrainError, TrainOutcome, TrainReport, TrainRequest, train};
+pub use train::{
+    ClassBalance, Progress, Quiet, TrainError, TrainOutcome, TrainReport, TrainRequest,
+    TrainingSummary, train,
+};
 pub use tree::{Node, Tree};
 
 /// Lower-level pieces for benchmarks and property tests.

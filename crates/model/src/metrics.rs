@@ -195,6 +195,225 @@ pub fn best_f1_threshold(y: &[u8], p: &[f64]) -> f64 {
     best_t
 }
 
+/// Most groups [`ScoreCounts`] keeps; finer than any plot draws.
+const MAX_SCORE_GROUPS: usize = 1024;
+
+/// Labelled probabilities grouped by score, ascending: enough to draw the ROC,
+/// precision–recall, calibration and threshold curves without keeping every row. Rows
+/// with equal scores share a group; when there are more distinct scores than
+/// `MAX_SCORE_GROUPS`, neighbours in log-odds are merged so that both tails keep their
+/// resolution (a rare-positive model's scores crowd near 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreCounts {
+    /// Each group's lowest score: the threshold at which all its rows turn positive.
+    pub score: Vec<f64>,
+    /// Each group's mean score (for calibration).
+    pub mean: Vec<f64>,
+    pub negatives: Vec<u64>,
+    pub positives: Vec<u64>,
+}
+
+/// One point of the curves against the threshold: predict 1 when `p >= threshold`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdPoint {
+    pub threshold: f64,
+    pub tp: u64,
+    pub fp: u64,
+    pub fn_: u64,
+    pub tn: u64,
+}
+
+impl ThresholdPoint {
+    pub fn precision(&self) -> f64 {
+        // With nothing predicted positive, precision is taken as 1, as scikit-learn's
+        // precision_recall_curve ends its curve.
+        if self.tp + self.fp == 0 {
+            1.0
+        } else {
+            ratio(self.tp, self.tp + self.fp)
+        }
+    }
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fn_)
+    }
+    pub fn fpr(&self) -> f64 {
+        ratio(self.fp, self.fp + self.tn)
+    }
+    pub fn f1(&self) -> f64 {
+        let d = 2 * self.tp + self.fp + self.fn_;
+        ratio(2 * self.tp, d)
+    }
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationBin {
+    pub mean_predicted: f64,
+    pub fraction_positive: f64,
+    pub rows: u64,
+}
+
+impl ScoreCounts {
+    pub fn new(y: &[u8], p: &[f64]) -> Self {
+        let mut pairs: Vec<(f64, u8)> = p
+            .iter()
+            .zip(y)
+            .filter(|(q, _)| q.is_finite())
+            .map(|(&q, &t)| (q, t))
+            .collect();
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut distinct = pairs.len();
+        for w in pairs.windows(2) {
+            if w[0].0 == w[1].0 {
+                distinct -= 1;
+            }
+        }
+        let key: Box<dyn Fn(f64) -> f64> = if distinct <= MAX_SCORE_GROUPS {
+            Box::new(|q| q)
+        } else {
+            let logit = |q: f64| {
+                let q = q.clamp(1e-12, 1.0 - 1e-12);
+                (q / (1.0 - q)).ln()
+            };
+            let lo = logit(pairs.first().map_or(0.5, |p| p.0));
+            let hi = logit(pairs.last().map_or(0.5, |p| p.0));
+            let width = ((hi - lo) / MAX_SCORE_GROUPS as f64).max(1e-12);
+            Box::new(move |q| {
+                ((logit(q) - lo) / width)
+                    .floor()
+                    .min(MAX_SCORE_GROUPS as f64 - 1.0)
+            })
+        };
+        let mut out = ScoreCounts {
+            score: Vec::new(),
+            mean: Vec::new(),
+            negatives: Vec::new(),
+            positives: Vec::new(),
+        };
+        let mut last_key = f64::NAN;
+        let mut sum = 0.0;
+        for (q, t) in pairs {
+            let k = key(q);
+            if k != last_key {
+                if let Some(n) = out.rows_of_last() {
+                    *out.mean.last_mut().expect("a group") = sum / n as f64;
+                }
+                out.score.push(q);
+                out.mean.push(q);
+                out.negatives.push(0);
+                out.positives.push(0);
+                last_key = k;
+                sum = 0.0;
+            }
+            sum += q;
+            let i = out.score.len() - 1;
+            if t == 1 {
+                out.positives[i] += 1;
+            } else {
+                out.negatives[i] += 1;
+            }
+        }
+        if let Some(n) = out.rows_of_last() {
+            *out.mean.last_mut().expect("a group") = sum / n as f64;
+        }
+        out
+    }
+
+    fn rows_of_last(&self) -> Option<u64> {
+        Some(self.negatives.last()? + self.positives.last()?)
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.negatives.iter().sum::<u64>() + self.positives.iter().sum::<u64>()
+    }
+
+    /// Whether the groups are consistent: equal lengths, ascending, finite scores in
+    /// [0, 1]. An artifact is data from a file; the report checks before drawing.
+    pub fn is_valid(&self) -> bool {
+        let n = self.score.len();
+        self.mean.len() == n
+            && self.negatives.len() == n
+            && self.positives.len() == n
+            && self
+                .score
+                .iter()
+                .chain(&self.mean)
+                .all(|s| s.is_finite() && (0.0..=1.0).contains(s))
+            && self.score.windows(2).all(|w| w[0] <= w[1])
+    }
+
+    /// The confusion counts at each group's threshold, from the highest threshold
+    /// (nothing predicted positive) down to the lowest (everything positive).
+    pub fn sweep(&self) -> Vec<ThresholdPoint> {
+        let pos: u64 = self.positives.iter().sum();
+        let neg: u64 = self.negatives.iter().sum();
+        let mut out = Vec::with_capacity(self.score.len() + 1);
+        let (mut tp, mut fp) = (0, 0);
+        out.push(ThresholdPoint {
+            threshold: 1.0,
+            tp,
+            fp,
+            fn_: pos,
+            tn: neg,
+        });
+        for i in (0..self.score.len()).rev() {
+            tp += self.positives[i];
+            fp += self.negatives[i];
+            out.push(ThresholdPoint {
+                threshold: self.score[i],
+                tp,
+                fp,
+                fn_: pos - tp,
+                tn: neg - fp,
+            });
+        }
+        out
+    }
+
+    /// The confusion counts when predicting 1 for `p >= threshold`.
+    pub fn at(&self, threshold: f64) -> ThresholdPoint {
+        let mut point = ThresholdPoint {
+            threshold,
+            tp: 0,
+            fp: 0,
+            fn_: 0,
+            tn: 0,
+        };
+        for i in 0..self.score.len() {
+            if self.score[i] >= threshold {
+                point.tp += self.positives[i];
+                point.fp += self.negatives[i];
+            } else {
+                point.fn_ += self.positives[i];
+                point.tn += self.negatives[i];
+            }
+        }
+        point
+    }
+
+    /// A reliability diagram of `bins` equal-width bins of [0, 1]; empty bins are left
+    /// out, as scikit-learn's `calibration_curve` does.
+    pub fn calibration(&self, bins: usize) -> Vec<CalibrationBin> {
+        let bins = bins.max(1);
+        let mut acc = vec![(0f64, 0u64, 0u64); bins];
+        for i in 0..self.score.len() {
+            let n = self.negatives[i] + self.positives[i];
+            let b = ((self.mean[i] * bins as f64) as usize).min(bins - 1);
+            acc[b].0 += self.mean[i] * n as f64;
+            acc[b].1 += self.positives[i];
+            acc[b].2 += n;
+        }
+        acc.into_iter()
+            .filter(|a| a.2 > 0)
+            .map(|(sum, pos, n)| CalibrationBin {
+                mean_predicted: sum / n as f64,
+                fraction_positive: pos as f64 / n as f64,
+                rows: n,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +449,46 @@ mod tests {
     fn f1_threshold_separates() {
         let t = best_f1_threshold(&[0, 0, 1, 1], &[0.1, 0.2, 0.7, 0.9]);
         assert_eq!(t, 0.7);
+    }
+
+    #[test]
+    fn score_counts_reproduce_the_exact_confusion_and_auc() {
+        let y = [0, 0, 1, 1, 0, 1, 0];
+        let p = [0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.05];
+        let s = ScoreCounts::new(&y, &p);
+        assert_eq!(s.score, [0.05, 0.1, 0.35, 0.4, 0.8, 0.9]);
+        assert_eq!(s.negatives, [1, 1, 0, 2, 0, 0]);
+        assert_eq!(s.positives, [0, 0, 1, 0, 1, 1]);
+        let at = s.at(0.4);
+        let r = evaluate(&y, &p, 0.4);
+        assert_eq!([[at.tn, at.fp], [at.fn_, at.tp]], r.confusion_matrix);
+        // The trapezoids under the swept ROC points equal the Mann–Whitney AUC.
+        let sweep = s.sweep();
+        let area: f64 = sweep
+            .windows(2)
+            .map(|w| (w[1].fpr() - w[0].fpr()) * (w[1].recall() + w[0].recall()) / 2.0)
+            .sum();
+        assert!((area - roc_auc(&y, &p)).abs() < 1e-12, "{area}");
+        assert_eq!(sweep.first().unwrap().tp, 0);
+        assert_eq!(sweep.last().unwrap().tn, 0);
+    }
+
+    #[test]
+    fn many_scores_are_grouped_but_keep_their_counts() {
+        let n = 20_000;
+        let p: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect();
+        let y: Vec<u8> = (0..n).map(|i| u8::from(i % 3 == 0)).collect();
+        let s = ScoreCounts::new(&y, &p);
+        assert!(s.score.len() <= MAX_SCORE_GROUPS, "{}", s.score.len());
+        assert!(s.is_valid());
+        assert_eq!(s.rows(), n as u64);
+        assert_eq!(
+            s.positives.iter().sum::<u64>(),
+            y.iter().filter(|&&v| v == 1).count() as u64
+        );
+        let cal = s.calibration(10);
+        assert_eq!(cal.len(), 10);
+        assert!((cal[0].mean_predicted - 0.05).abs() < 1e-3, "{:?}", cal[0]);
+        assert!((cal[0].fraction_positive - 1.0 / 3.0).abs() < 1e-2);
     }
 }

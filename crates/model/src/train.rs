@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifact::{
     ArtifactError, Calibration, FORMAT_VERSION, GoldenRow, Metadata, Model, Payload, Threshold,
@@ -57,6 +57,46 @@ pub struct TrainRequest<'a> {
     pub data_digest: Option<String>,
     pub trained_at: String,
     pub tool_version: String,
+    /// The commit of the training code, recorded in the artifact's metadata.
+    pub git_commit: Option<String>,
+}
+
+/// What training saw, for the model report: rows at each step and how cleaning went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Rows of the training file.
+    pub rows_read: usize,
+    /// Training rows removed by the outlier rules.
+    pub dropped_outliers: usize,
+    /// Where the test rows came from.
+    pub test_source: String,
+    /// The rows the trees were fitted on, before and after SMOTE.
+    pub fit_before_smote: ClassBalance,
+    pub fit_after_smote: ClassBalance,
+    pub validation: ClassBalance,
+    pub test: ClassBalance,
+    /// Each feature column of the training file: missing rate, imputation, outliers.
+    pub cleaning: predict_buy_data::CleaningProfile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassBalance {
+    pub negatives: usize,
+    pub positives: usize,
+}
+
+impl ClassBalance {
+    pub fn of(y: &[u8]) -> Self {
+        let positives = y.iter().filter(|&&v| v == 1).count();
+        Self {
+            negatives: y.len() - positives,
+            positives,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.negatives + self.positives
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +177,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     }
 
     let prior_before = positive_rate(&y_fit);
+    let fit_before_smote = ClassBalance::of(&y_fit);
     let smote = smote_params(cfg, req.train)?;
     let smote_summary = match &smote {
         Some(p) => {
@@ -179,6 +220,27 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     };
     let threshold = choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
     let test_report = evaluate(&test_frame.target, &predict(&x_test), threshold.value);
+    let lambda = params_used
+        .get("l2_regularization")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    let gain = crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda);
+    let summary = TrainingSummary {
+        rows_read: req.train.n_rows(),
+        dropped_outliers: fit_frame.dropped_outliers,
+        test_source: match req.test {
+            Some(t) => format!("the test file {}", t.source_name()),
+            None => format!(
+                "{:.0}% of the training rows, held out before fitting",
+                100.0 * cfg.train.test_size
+            ),
+        },
+        fit_before_smote,
+        fit_after_smote: ClassBalance::of(&y_fit),
+        validation: ClassBalance::of(&y_val),
+        test: ClassBalance::of(&test_frame.target),
+        cleaning: cleaner.profile(req.train, &cfg.data),
+    };
 
     let features = encoder.feature_names();
     let n_trees = ensemble.trees.len();
@@ -201,10 +263,16 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             tool_version: req.tool_version.clone(),
             trained_at: req.trained_at.clone(),
             data_files: Vec::new(),
+            git_commit: req.git_commit.clone(),
+            summary: Some(summary),
+            gain,
+            test_evaluation: None,
         },
         golden: Vec::new(),
     };
     let model = Model::new(payload.clone())?;
+    let (_, test_evaluation) = crate::insight::evaluate_frame(&model, &test_frame, seed);
+    payload.metadata.test_evaluation = Some(test_evaluation);
     // Golden rows come from the raw test data, exactly as a client would send them.
     let golden_source = req.test.unwrap_or(req.train);
     let golden_rows = match &test_table_rows {

@@ -19,15 +19,15 @@ use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:73179515ff7ec4627b953ce79435b5be49c128ce41b1aa65f6f2003cefc72126",
+        "sha256:9fe0abebbfbb849988c6c9e852951367c93e0c225085878e8882886fd5d02149",
     ),
     (
         "RandomForestClassifier",
-        "sha256:076b3c4c835e3bed7aab4e4185422a682df4e786e82eedf062d90a7687197a28",
+        "sha256:19151d0c174775e012d5a29fa1dd86a09246f55baef011adb123344357117654",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:f10ea411292093174c67a7176bc33f9bc41bb22b559f0cce3ba34e51e5126ee8",
+        "sha256:e4b69aab882c5f0690baeadaf5fb38e68da5b29c14b3fe71da5dbbfebed014d6",
     ),
 ];
 
@@ -56,6 +56,7 @@ fn artifact(table: &Table, name: &str, params: &str, threads: usize) -> Vec<u8> 
         data_digest: None,
         trained_at: "2026-01-01T00:00:00Z".into(),
         tool_version: "determinism-test".into(),
+        git_commit: None,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

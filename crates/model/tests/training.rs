@@ -36,6 +36,7 @@ fn fit(
             data_digest: None,
             trained_at: "2026-01-01T00:00:00Z".into(),
             tool_version: "test".into(),
+            git_commit: None,
         },
         &predict_buy_model::Quiet,
     )
@@ -276,6 +277,7 @@ fn bad_configs_name_the_key() {
         data_digest: None,
         trained_at: String::new(),
         tool_version: String::new(),
+        git_commit: None,
     };
     let err = train(&req, &predict_buy_model::Quiet)
         .err()

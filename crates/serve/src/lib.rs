@@ -36,6 +36,7 @@ mod fast;
 mod metrics;
 mod observe;
 mod openapi;
+mod report;
 mod routes;
 mod state;
 
@@ -68,6 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/model", get(routes::model_info))
+        .route("/model/report", get(report::model_report))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(docs::page));

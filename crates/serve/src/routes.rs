@@ -26,6 +26,7 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         healthz,
         readyz,
         model_info,
+        crate::report::model_report,
         metrics,
         reload,
         crate::explain::explain,

@@ -10,5 +10,6 @@ pub mod registry;
 pub mod release;
 pub mod render;
 pub mod reproduce;
+pub mod report;
 pub mod serve;
 pub mod train;

@@ -156,7 +156,13 @@ pub async fn run(a: &ReproduceArgs) -> Outcome {
         )
     );
     let bars = Bars::new();
-    let fitted = fit(&config, &data, meta.trained_at.clone(), &bars);
+    let fitted = fit(
+        &config,
+        &data,
+        meta.trained_at.clone(),
+        meta.git_commit.clone(),
+        &bars,
+    );
     bars.finish();
     let (model, _) = fitted?;
     let new_bytes = model.to_bytes();

@@ -215,12 +215,14 @@ pub fn load_data(
 }
 
 /// Trains on loaded data: the artifact records each file's digest, the config and
-/// the tool version. `trained_at` is a parameter so `release reproduce` can give the
-/// original time (the only input that is not the data, the config or the code).
+/// the tool version. `trained_at` and `git_commit` are parameters so `release
+/// reproduce` can give the original's (the only inputs that are not the data, the
+/// config or the code).
 pub fn fit(
     config: &TrainConfig,
     data: &LoadedData,
     trained_at: String,
+    git_commit: Option<String>,
     bars: &Bars,
 ) -> Result<(Model, TrainReport), CliError> {
     let outcome = predict_buy_model::train(
@@ -231,6 +233,7 @@ pub fn fit(
             data_digest: data.data_digest.clone(),
             trained_at,
             tool_version: TOOL_VERSION.to_string(),
+            git_commit,
         },
         bars,
     )?;
@@ -263,7 +266,8 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let config = load_config(a.config.as_deref())?;
     let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())?;
     let bars = Bars::new();
-    let fitted = fit(&config, &data, now_rfc3339(), &bars);
+    let commit = crate::commands::report::head_commit();
+    let fitted = fit(&config, &data, now_rfc3339(), commit, &bars);
     bars.finish();
     let (model, report) = fitted?;
     let path = a

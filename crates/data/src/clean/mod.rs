@@ -707,5 +707,8 @@ fn most_frequent_category(table: &Table, idx: usize) -> Option<String> {
         .min()
 }
 
+mod profile;
+pub use profile::{CleaningProfile, ColumnProfile};
+
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,7 @@ pub fn train(seed: u64, trees: usize) -> Model {
             data_digest: None,
             trained_at: "2026-01-01T00:00:00Z".into(),
             tool_version: "test".into(),
+            git_commit: None,
         },
         &predict_buy_model::Quiet,
     )
