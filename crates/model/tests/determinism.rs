@@ -19,15 +19,15 @@ use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:9fe0abebbfbb849988c6c9e852951367c93e0c225085878e8882886fd5d02149",
+        "sha256:1b4cb79349cf252c9872635dca31c95f63f768e8c16251ee91a3b8678c8cdab9",
     ),
     (
         "RandomForestClassifier",
-        "sha256:19151d0c174775e012d5a29fa1dd86a09246f55baef011adb123344357117654",
+        "sha256:f3e9c5d6c18f07a382388b0204571919c524998d981cf6a34232e2160d3d77f1",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:e4b69aab882c5f0690baeadaf5fb38e68da5b29c14b3fe71da5dbbfebed014d6",
+        "sha256:54cd9b5cabc5f58351835ba907fb751a318ead73d5c9a8c982b48200e2d87444",
     ),
 ];
 
