@@ -3,6 +3,7 @@
 //! on top of the model's base value; requests are read and refused exactly as
 //! `/predict` and `/predict/batch` read and refuse them.
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use predict_buy_model::{ExplainFailure, Explanation, Model, Units};
@@ -11,9 +12,10 @@ use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, FieldProblem, JsonBody, JsonBytes};
+use crate::batch::Instance;
+use crate::error::{ApiError, JsonBody, JsonBytes, problem};
 use crate::routes::{json, kind_of};
-use crate::state::Slot;
+use crate::state::{AppState, Slot};
 
 /// One record's explanation.
 #[derive(Serialize, ToSchema)]
@@ -96,7 +98,12 @@ impl From<Explanation> for ExplanationBody {
         (status = 503, description = "No model yet, or at capacity", body = crate::error::ErrorBody),
     )
 )]
-pub(crate) async fn explain(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<Response, ApiError> {
+pub(crate) async fn explain(
+    State(state): State<AppState>,
+    JsonBytes(bytes): JsonBytes,
+) -> Result<Response, ApiError> {
+    // The body is read (and size-checked) before a slot is taken, as for `/predict`.
+    let _slot = Slot::take(&state)?;
     let JsonBody(body) = JsonBody::parse(&bytes)?;
     let Value::Object(record) = &body else {
         return Err(ApiError::invalid(
@@ -107,7 +114,6 @@ pub(crate) async fn explain(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
             ),
         ));
     };
-    let state = slot.state();
     state.with_current(|m| {
         let m = m.ok_or(ApiError::NotReady)?;
         let e = explain_one(&m.model, record, |field| field.to_string())?;
@@ -128,25 +134,20 @@ pub(crate) async fn explain(slot: Slot, JsonBytes(bytes): JsonBytes) -> Result<R
     responses(
         (status = 200, body = ExplainBatchResponse),
         (status = 400, body = crate::error::ErrorBody),
-        (status = 413, description = "Body or batch over the limit", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
         (status = 415, body = crate::error::ErrorBody),
-        (status = 422, description = "Bad fields, named `instances[i].Field`; or a model that predates explanations", body = crate::error::ErrorBody),
+        (status = 422, description = "Bad fields, named `instances[i].Field`, or more instances than the limit; or a model that predates explanations", body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody),
     )
 )]
 pub(crate) async fn explain_batch(
-    slot: Slot,
-    JsonBody(body): JsonBody,
+    State(state): State<AppState>,
+    JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
-    let state = slot.state();
-    let instances = instances(&body)?;
-    let limit = state.limits().batch_instances;
-    if instances.len() > limit {
-        return Err(ApiError::BatchTooLarge {
-            got: instances.len(),
-            limit,
-        });
-    }
+    let _slot = Slot::take(&state)?;
+    // Counted while parsing, as `/predict/batch` does: a batch over the limit is
+    // refused at the first instance too many.
+    let instances = crate::batch::parse(&bytes, state.limits().batch_instances)?;
     state.with_current(|m| {
         let m = m.ok_or(ApiError::NotReady)?;
         // Refuse an unexplainable model once, not once per instance.
@@ -154,12 +155,15 @@ pub(crate) async fn explain_batch(
         let mut problems = Vec::new();
         let mut explanations = Vec::with_capacity(instances.len());
         for (i, item) in instances.iter().enumerate() {
-            let Value::Object(record) = item else {
-                problems.push(FieldProblem::new(
-                    format!("instances[{i}]"),
-                    format!("expected a JSON object, found {}", kind_of(item)),
-                ));
-                continue;
+            let record = match item {
+                Instance::Record(record) => record,
+                Instance::Other(kind) => {
+                    problems.push(problem(
+                        format!("instances[{i}]"),
+                        format!("expected a JSON object, found {kind}"),
+                    ));
+                    continue;
+                }
             };
             match explain_one(&m.model, record, |field| format!("instances[{i}].{field}")) {
                 Ok(e) => explanations.push(e.into()),
@@ -180,28 +184,6 @@ pub(crate) async fn explain_batch(
     })
 }
 
-/// The records of a batch body, which `/predict/batch` accepts in the same two shapes.
-fn instances(body: &Value) -> Result<&Vec<Value>, ApiError> {
-    match body {
-        Value::Array(items) => Ok(items),
-        Value::Object(o) => match o.get("instances") {
-            Some(Value::Array(items)) => Ok(items),
-            Some(other) => Err(ApiError::invalid(
-                "instances",
-                format!("expected an array, found {}", kind_of(other)),
-            )),
-            None => Err(ApiError::invalid("instances", "field required")),
-        },
-        other => Err(ApiError::invalid(
-            "body",
-            format!(
-                "expected {{\"instances\": [...]}} or an array, found {}",
-                kind_of(other)
-            ),
-        )),
-    }
-}
-
 fn explain_one(
     model: &Model,
     record: &Map<String, Value>,
@@ -211,7 +193,7 @@ fn explain_one(
         ExplainFailure::Fields(errors) => ApiError::Invalid(
             errors
                 .into_iter()
-                .map(|e| FieldProblem::new(name(&e.field), e.reason))
+                .map(|e| problem(name(&e.field), e.reason))
                 .collect(),
         ),
         ExplainFailure::Model(e) => model_refused(e),

@@ -9,7 +9,7 @@ pub mod quickstart;
 pub mod registry;
 pub mod release;
 pub mod render;
-pub mod reproduce;
 pub mod report;
+pub mod reproduce;
 pub mod serve;
 pub mod train;
