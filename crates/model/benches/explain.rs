@@ -30,6 +30,7 @@ fn model_and_rows() -> (Model, Table) {
             data_digest: None,
             trained_at: String::new(),
             tool_version: String::new(),
+            git_commit: None,
         },
         &predict_buy_model::Quiet,
     )

@@ -94,6 +94,7 @@ fn main() {
                 data_digest: None,
                 trained_at: String::new(),
                 tool_version: String::new(),
+                git_commit: None,
             },
             &stages,
         )

@@ -385,6 +385,7 @@ pub fn total_gain(
 mod tests {
     use super::*;
     use crate::config::TrainConfig;
+    use crate::ensemble::Precision;
     use crate::train::{TrainRequest, train};
     use crate::tree::{Node, Tree};
 
@@ -402,18 +403,16 @@ mod tests {
     }
 
     fn stump(feature: u32) -> Tree {
-        Tree {
-            nodes: vec![
-                Node {
-                    feature,
-                    threshold: 0.5,
-                    left: 1,
-                    value: 0.0,
-                },
-                Node::leaf(0.0),
-                Node::leaf(1.0),
-            ],
-        }
+        Tree::from_nodes(vec![
+            Node {
+                feature,
+                threshold: 0.5,
+                left: 1,
+                value: 0.0,
+            },
+            Node::leaf(0.0),
+            Node::leaf(1.0),
+        ])
     }
 
     #[test]
@@ -427,6 +426,7 @@ mod tests {
             link: Link::Average,
             base_score: 0.0,
             trees: vec![stump(0), stump(1)],
+            precision: Precision::F64,
         };
         let gain = total_gain(&forest, &encoder(&["a", "b"]), &x, &y, 0.0);
         // Gini of the root is 2·½·½ = ½ per row; `a` removes all of it in one of two
@@ -447,6 +447,7 @@ mod tests {
             link: Link::Logit,
             base_score: 0.0,
             trees: vec![stump(0)],
+            precision: Precision::F64,
         };
         // At p = ½: g = ±½, h = ¼ per row. Children: G = ∓1, H = ½; parent G = 0.
         // ½ (1/(½+1) + 1/(½+1) − 0) = 2/3.

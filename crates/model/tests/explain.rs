@@ -215,6 +215,7 @@ fn trained(name: &str, params: &str, smote: bool) -> (Model, Table) {
         data_digest: None,
         trained_at: "2026-01-01T00:00:00Z".into(),
         tool_version: "explain-test".into(),
+        git_commit: None,
     };
     let outcome = predict_buy_model::train(&request, &predict_buy_model::Quiet).unwrap();
     (outcome.model, test)

@@ -324,6 +324,7 @@ pub fn insta_settings_registry(ctx: &TestContext) -> insta::Settings {
     s.add_filter(r"\b(v\d+\.\d+\.\d+ +)[0-9a-f]{12}\b", "$1[SHORT-DIGEST]");
     // The size in `model show` and in `model list`'s SIZE column (see "size" above).
     s.add_filter(r"(?m)^(size +)\d+ bytes", "$1[SIZE] bytes");
-    s.add_filter(r"(?m)^(\[SHORT-DIGEST\] +)\d+\b", "$1[SIZE]");
+    // (a right-aligned column: its padding moves with the digits, so it goes too)
+    s.add_filter(r"(?m)^(\[SHORT-DIGEST\]) +\d+\b", "$1 [SIZE]");
     s
 }
