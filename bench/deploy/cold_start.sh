@@ -44,7 +44,8 @@ DIGEST=$("$BIN" release show v1.0.0 --registry "$FILE_REG" --json |
 "$S3_SERVER" "$WORK/s3" "$WORK/s3.addr" >/dev/null &
 S3_PID=$!
 for _ in $(seq 200); do [ -s "$WORK/s3.addr" ] && break; sleep 0.05; done
-export AWS_ENDPOINT_URL="$(cat "$WORK/s3.addr")" AWS_REGION=us-east-1 \
+AWS_ENDPOINT_URL="$(cat "$WORK/s3.addr")"
+export AWS_ENDPOINT_URL AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=predict-buy-test AWS_SECRET_ACCESS_KEY=predict-buy-test-secret
 S3_REG="s3://models/team/registry"
 "$BIN" release create v1.0.0 --model models/forest.pbm --allow-unversioned-data --registry "$S3_REG" >/dev/null
