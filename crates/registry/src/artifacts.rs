@@ -86,24 +86,12 @@ impl ArtifactPointer {
 
     /// Read a pointer file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            op: "reading pointer file",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_yaml_ng::from_str(&text).map_err(|source| Error::Pointer {
-            path: path.to_path_buf(),
-            source,
-        })
+        read_pointer(path)
     }
 
     /// Write a pointer file atomically (temp file + rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_yaml_ng::to_string(self).map_err(|source| Error::Pointer {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        write_atomic(path, text.as_bytes())
+        write_pointer(self, path)
     }
 }
 
@@ -467,4 +455,26 @@ impl Registry {
 pub(crate) fn stored_at(meta: &object_store::ObjectMeta) -> Timestamp {
     Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
         .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A pointer file (model or data) read as YAML; errors name the file.
+pub(crate) fn read_pointer<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op: "reading pointer file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_yaml_ng::from_str(&text).map_err(|source| Error::Pointer {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A pointer file written as YAML, atomically (temp file + rename).
+pub(crate) fn write_pointer<T: serde::Serialize>(pointer: &T, path: &Path) -> Result<()> {
+    let text = serde_yaml_ng::to_string(pointer).map_err(|source| Error::Pointer {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, text.as_bytes())
 }

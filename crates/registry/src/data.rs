@@ -131,24 +131,12 @@ impl DataPointer {
 
     /// Read a pointer file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            op: "reading pointer file",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_yaml_ng::from_str(&text).map_err(|source| Error::Pointer {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::artifacts::read_pointer(path)
     }
 
     /// Write a pointer file atomically (temp file + rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_yaml_ng::to_string(self).map_err(|source| Error::Pointer {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        crate::artifacts::write_atomic(path, text.as_bytes())
+        crate::artifacts::write_pointer(self, path)
     }
 }
 
