@@ -1,5 +1,5 @@
 //! The wire types of predict-buy's HTTP API: the JSON bodies the server answers
-//! (`GET /`, `POST /predict`, `POST /predict/batch`), shared by the server that writes
+//! (`GET /`, `POST /predict`, `POST /predict/batch`, `GET /traffic`), shared by the server that writes
 //! them and the deploy verifier that reads them, so the two cannot drift apart.
 //!
 //! **What it must never do:** hold behaviour or I/O. It is plain serde types (plus their
@@ -18,6 +18,8 @@
 //! ```
 
 use std::borrow::Cow;
+
+pub mod traffic;
 
 use serde::{Deserialize, Serialize};
 

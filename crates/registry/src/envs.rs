@@ -46,6 +46,11 @@ pub enum Outcome {
     /// the release in time). Says nothing about the release, good or bad; the entry's
     /// message has the reason. Histories written before it existed never contain it.
     Unverified,
+    /// A shadow of this release began scoring beside the serving one (`shadow start`).
+    /// Like the two below, no verdict on any release.
+    ShadowStarted,
+    /// The shadow of this release ended (`shadow stop`), with its summary in the message.
+    ShadowStopped,
 }
 
 /// One line of an environment's history. Entries are never changed once written.

@@ -102,6 +102,17 @@ pub enum Error {
         expires_at: Timestamp,
     },
 
+    /// The environment already has a candidate (a shadow or a canary); stop it first.
+    #[error(
+        "environment `{env}` already has a candidate{}: stop it before starting another",
+        match (.release, .mode) { (Some(r), Some(m)) => format!(" ({m} of {r})"), _ => String::new() }
+    )]
+    CandidateExists {
+        env: EnvName,
+        release: Option<String>,
+        mode: Option<&'static str>,
+    },
+
     /// The caller's lease was released, broken or taken over by someone else.
     #[error(
         "lease on environment `{env}` held by `{holder}` was lost (released, broken or taken over)"

@@ -26,6 +26,7 @@
 //! registry-v1/envs/<env>/state.json                EnvState: desired release + generation
 //! registry-v1/envs/<env>/history/<seq:020>.json    HistoryEntry, append-only
 //! registry-v1/envs/<env>/lease.json                Lease
+//! registry-v1/envs/<env>/candidate.json            Candidate: a shadow or canary release
 //! registry-v1/locks/…                              file:// only: flock files for CAS
 //! ```
 //!
@@ -79,6 +80,7 @@
 //! input (exit code 2) from failed operations (exit code 1).
 
 mod artifacts;
+mod candidate;
 mod data;
 mod envs;
 mod error;
@@ -88,6 +90,7 @@ mod releases;
 mod store;
 
 pub use artifacts::{ArtifactInfo, ArtifactPointer, CorruptObject, PushOutcome, VerifyReport};
+pub use candidate::{Candidate, CandidateMode, DEFAULT_REQUEST_KEY_HEADER, RequestKey};
 pub use data::{
     DataObject, DataPointer, DataPullOutcome, DataPushOutcome, POINTER_SUFFIX, PointerKind,
     data_digest_of_file,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Backend, Fixture, bytes, wait_until};
 use predict_buy_registry::{
-    ArtifactPointer, Digest, EnvName, Error, GcMode, GoldenPrediction, NewHistoryEntry, Outcome,
-    Registry, RegistryOptions, RegistryUrl, ReleaseRecord, ReleaseTag, S3Options,
+    ArtifactPointer, CandidateMode, Digest, EnvName, Error, GcMode, GoldenPrediction,
+    NewHistoryEntry, Outcome, Registry, RegistryOptions, RegistryUrl, ReleaseRecord, ReleaseTag,
+    RequestKey, S3Options,
 };
 
 macro_rules! both_backends {
@@ -47,6 +48,7 @@ both_backends!(
     killed_writer_leaves_registry_readable,
     reads_of_a_missing_registry_create_nothing,
     gc_removes_only_old_leftovers,
+    one_candidate_per_environment,
 );
 
 fn tag(s: &str) -> ReleaseTag {
@@ -373,6 +375,65 @@ async fn list_releases_in_semver_order(fx: Fixture) {
         .collect();
     assert_eq!(tags, ["v0.9.1", "v1.2.0", "v1.2.9", "v1.2.10", "v1.10.0"]);
     assert_eq!(reg.list_release_tags().await.unwrap().len(), 5);
+}
+
+async fn one_candidate_per_environment(fx: Fixture) {
+    let reg = &fx.registry;
+    let digest = push_model(reg, 11).await;
+    let (a, b) = (tag("v1.0.0"), tag("v1.1.0"));
+    for t in ["v1.0.0", "v1.1.0"] {
+        reg.create_release(&record(t, &digest, "")).await.unwrap();
+    }
+    let nonprod = env("nonprod");
+    assert_eq!(reg.candidate(&nonprod).await.unwrap(), None);
+
+    let err = reg
+        .set_candidate(&nonprod, &tag("v9.9.9"), CandidateMode::Shadow, "alice")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownRelease { .. }), "{err}");
+    for percent in [0.0, 100.0, -5.0, f64::NAN] {
+        let mode = CandidateMode::Canary {
+            percent,
+            key: RequestKey::default(),
+        };
+        let err = reg
+            .set_candidate(&nonprod, &a, mode, "alice")
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_user_error() && err.to_string().contains("share"),
+            "{err}"
+        );
+    }
+    assert_eq!(reg.candidate(&nonprod).await.unwrap(), None);
+
+    let canary = CandidateMode::Canary {
+        percent: 10.0,
+        key: RequestKey::Field("customer_id".into()),
+    };
+    let set = reg
+        .set_candidate(&nonprod, &a, canary, "alice")
+        .await
+        .unwrap();
+    assert_eq!(reg.candidate(&nonprod).await.unwrap().as_ref(), Some(&set));
+
+    // A second candidate is refused, naming the first; the first is untouched.
+    let err = reg
+        .set_candidate(&nonprod, &b, CandidateMode::Shadow, "bob")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CandidateExists { .. }), "{err}");
+    assert!(err.to_string().contains("canary of v1.0.0"), "{err}");
+    assert_eq!(reg.candidate(&nonprod).await.unwrap().as_ref(), Some(&set));
+
+    assert_eq!(reg.clear_candidate(&nonprod).await.unwrap(), Some(set));
+    assert_eq!(reg.clear_candidate(&nonprod).await.unwrap(), None);
+    let shadow = reg
+        .set_candidate(&nonprod, &b, CandidateMode::Shadow, "bob")
+        .await
+        .unwrap();
+    assert_eq!(shadow.mode, CandidateMode::Shadow);
 }
 
 async fn env_state_is_compare_and_swap(fx: Fixture) {
