@@ -9,6 +9,7 @@ use predict_buy_registry::{EnvName, RegistryUrl};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{CanaryConfig, Thresholds};
 use crate::error::{Error, Result};
 use crate::kubernetes::{Autoscale, KubeSettings, Resources};
 
@@ -31,6 +32,10 @@ pub struct ProjectConfig {
     pub require_git_tag: bool,
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// Canary thresholds for every environment (`deploy --canary`); an
+    /// environment's own `canary:` block overrides them key by key.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
 }
 
 fn yes() -> bool {
@@ -104,6 +109,9 @@ pub struct EnvironmentConfig {
     /// Kubernetes: the registry URL the pods read (default: the project's registry).
     #[serde(default)]
     pub pod_registry: Option<String>,
+    /// Canary thresholds of this environment, over the top-level `canary:` block.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
 }
 
 impl EnvironmentConfig {
@@ -157,6 +165,8 @@ pub struct Environment {
     pub config: EnvironmentConfig,
     pub endpoints: Vec<Url>,
     pub verify_timeout: Option<Duration>,
+    /// What a canary's analysis holds the candidate to.
+    pub canary: Thresholds,
     /// The config file it came from, for messages.
     pub source: PathBuf,
 }
@@ -247,6 +257,8 @@ impl LoadedConfig {
                 RegistryUrl::parse(r)
                     .map_err(|e| invalid(format!("environments.{name}.pod_registry: {e}")))?;
             }
+            Thresholds::resolve(config.canary.as_ref(), env.canary.as_ref(), name)
+                .map_err(invalid)?;
             if let Some(t) = &env.verify_timeout {
                 parse_duration(t).map_err(|reason| {
                     invalid(format!(
@@ -255,6 +267,8 @@ impl LoadedConfig {
                 })?;
             }
         }
+        // Checked without environments too, so a typo there is never silent.
+        Thresholds::resolve(config.canary.as_ref(), None, "").map_err(invalid)?;
         if let Some(r) = &config.registry {
             RegistryUrl::parse(r).map_err(|e| invalid(format!("registry: {e}")))?;
         }
@@ -313,6 +327,9 @@ impl LoadedConfig {
                 .verify_timeout
                 .as_deref()
                 .and_then(|t| parse_duration(t).ok()),
+            // Validated by `parse`; the defaults stand in should that ever change.
+            canary: Thresholds::resolve(self.config.canary.as_ref(), cfg.canary.as_ref(), name)
+                .unwrap_or_default(),
             source: self.path.clone(),
         })
     }
@@ -456,6 +473,23 @@ environments:
     }
 
     #[test]
+    fn canary_thresholds_layer_environment_over_top_level_over_defaults() {
+        let c = parse(
+            "canary: {max_score_psi: 0.1, min_requests: 500}\n\
+             environments:\n  \
+               nonprod: {target: local, canary: {min_requests: 30, interval: 250ms}}\n  \
+               prod: {target: local}\n",
+        )
+        .unwrap();
+        let nonprod = c.environment("nonprod").unwrap().canary;
+        assert_eq!((nonprod.max_score_psi, nonprod.min_requests), (0.1, 30));
+        assert_eq!(nonprod.interval, Duration::from_millis(250));
+        let prod = c.environment("prod").unwrap().canary;
+        assert_eq!((prod.max_score_psi, prod.min_requests), (0.1, 500));
+        assert_eq!(prod.max_error_rate_increase, 0.01);
+    }
+
+    #[test]
     fn branches_map_to_environments() {
         let c = parse(DESIGN_EXAMPLE).unwrap();
         assert_eq!(
@@ -510,6 +544,18 @@ environments:
                 "verify_timeout",
             ),
             ("registry: http://x\n", "registry"),
+            (
+                "canary: {max_score_psi: -1}\nenvironments:\n  nonprod: {target: local}\n",
+                "canary.max_score_psi: -1",
+            ),
+            (
+                "environments:\n  nonprod: {target: local, canary: {min_requests: 0}}\n",
+                "environments.nonprod.canary.min_requests",
+            ),
+            (
+                "environments:\n  nonprod: {target: local, canary: {max_psi: 1}}\n",
+                "max_psi",
+            ),
         ];
         for (text, needle) in cases {
             let err = parse(text).unwrap_err();

@@ -955,6 +955,7 @@ mod tests {
                 config,
                 endpoints: Vec::new(),
                 verify_timeout: None,
+                canary: crate::canary::Thresholds::default(),
                 source: self.dir.path().join("predict-buy.yaml"),
             }
         }

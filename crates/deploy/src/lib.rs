@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod canary;
 pub mod config;
 mod engine;
 mod error;
