@@ -18,7 +18,11 @@ use std::fmt;
 use std::time::Duration;
 
 use predict_buy_api::traffic::{LATENCY_BOUNDS_US, ReleaseTraffic, TrafficReport};
-use predict_buy_registry::{EnvName, ReleaseTag};
+use std::future::Future;
+
+use predict_buy_registry::{
+    CandidateMode, EnvName, Registry, ReleaseRecord, ReleaseTag, RequestKey,
+};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +297,7 @@ impl Window {
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Window::Time(d) => write!(f, "{:.0}s", d.as_secs_f64()),
+            Window::Time(d) => write!(f, "{}s", d.as_secs_f64()),
             Window::Requests(n) => write!(f, "{n} requests"),
         }
     }
@@ -607,9 +611,105 @@ pub async fn read_traffic(
 
 /// Whether every report lists `release` (in any role): the servers have loaded it.
 pub fn all_hold(reports: &[TrafficReport], release: &str) -> bool {
-    reports
-        .iter()
-        .all(|r| r.releases.iter().any(|t| t.release.as_deref() == Some(release)))
+    reports.iter().all(|r| {
+        r.releases
+            .iter()
+            .any(|t| t.release.as_deref() == Some(release))
+    })
+}
+
+/// How a target gives a candidate its share and takes it back. The default methods
+/// are the local target's: its servers read the environment's candidate record and
+/// split traffic themselves, so starting is writing the record and dropping is
+/// removing it.
+pub trait CanaryTarget: crate::Target {
+    /// Give `candidate` `share` of the traffic. Fails with the registry's
+    /// `CandidateExists` while a shadow or another canary runs.
+    fn start_canary(
+        &self,
+        registry: &Registry,
+        env: &EnvName,
+        candidate: &ReleaseRecord,
+        share: Share,
+        key: &RequestKey,
+        actor: &str,
+    ) -> impl Future<Output = crate::Result<()>> + Send {
+        async move {
+            registry
+                .set_candidate(
+                    env,
+                    &candidate.tag,
+                    CandidateMode::Canary {
+                        percent: share.percent(),
+                        key: key.clone(),
+                    },
+                    actor,
+                )
+                .await?;
+            Ok(())
+        }
+    }
+
+    /// Take the candidate's share away again (the baseline answers everything).
+    fn drop_canary(
+        &self,
+        registry: &Registry,
+        env: &EnvName,
+    ) -> impl Future<Output = crate::Result<()>> + Send {
+        async move {
+            registry.clear_candidate(env).await?;
+            Ok(())
+        }
+    }
+
+    /// The endpoints whose `/traffic` the analysis reads.
+    fn traffic_endpoints(&self) -> impl Future<Output = crate::Result<Vec<Url>>> + Send {
+        let endpoints = self.endpoints().to_vec();
+        async move { Ok(endpoints) }
+    }
+}
+
+impl CanaryTarget for crate::LocalTarget {}
+
+impl CanaryTarget for crate::EnvTarget {
+    async fn start_canary(
+        &self,
+        registry: &Registry,
+        env: &EnvName,
+        candidate: &ReleaseRecord,
+        share: Share,
+        key: &RequestKey,
+        actor: &str,
+    ) -> crate::Result<()> {
+        match self {
+            crate::EnvTarget::Local(t) => {
+                t.start_canary(registry, env, candidate, share, key, actor)
+                    .await
+            }
+            crate::EnvTarget::Kubernetes(_) => Err(crate::Error::TargetUnsupported {
+                env: env.clone(),
+                target: "kubernetes (for deploy --canary)",
+            }),
+        }
+    }
+}
+
+/// The lease's `operation` while a canary runs: people read it in `status`, and
+/// [`window_of_operation`] reads the window back from it, so `status` can say how
+/// much of the analysis remains without another record.
+pub fn operation(release: &ReleaseTag, share: Share, window: Window) -> String {
+    format!("canary {release} at {share} (analysis {window})")
+}
+
+/// The analysis window written by [`operation`], if `op` is a canary's.
+pub fn window_of_operation(op: &str) -> Option<Window> {
+    let inner = op.strip_prefix("canary ")?.split("(analysis ").nth(1)?;
+    let inner = inner.strip_suffix(')')?;
+    if let Some(n) = inner.strip_suffix(" requests") {
+        return n.parse().ok().map(Window::Requests);
+    }
+    let secs: f64 = inner.strip_suffix('s')?.parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok().map(Window::Time)
 }
 
 #[cfg(test)]
@@ -748,6 +848,24 @@ mod tests {
         // One stray observation where the other side has none stays finite.
         assert!(psi(&[100, 0], &[99, 1]).is_finite());
         assert_eq!(psi(&[], &[1, 2]), 0.0);
+    }
+
+    #[test]
+    fn the_lease_operation_carries_the_window() {
+        let tag = ReleaseTag::parse("v1.2.0").unwrap();
+        let share = Share::parse("10%").unwrap();
+        for w in [
+            Window::Requests(2000),
+            Window::Time(Duration::from_secs(300)),
+        ] {
+            let op = operation(&tag, share, w);
+            assert_eq!(window_of_operation(&op), Some(w), "{op}");
+        }
+        assert_eq!(
+            operation(&tag, share, Window::Requests(5)),
+            "canary v1.2.0 at 10% (analysis 5 requests)"
+        );
+        assert_eq!(window_of_operation("deploy v1.2.0"), None);
     }
 
     #[test]

@@ -33,11 +33,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use predict_buy_registry::{
-    EnvName, Lease, NewHistoryEntry, Outcome, Registry, ReleaseRecord, ReleaseTag,
+    CandidateMode, EnvName, Lease, NewHistoryEntry, Outcome, Registry, ReleaseRecord, ReleaseTag,
+    RequestKey,
 };
 use serde::Serialize;
 
+use crate::canary::{
+    Assessment, CanaryError, CanaryTarget, Comparison, MetricFailure, Share, Thresholds, Window,
+    all_hold, assess, by_release, compare, read_traffic,
+};
 use crate::config::Environment;
 use crate::error::{Error, Result};
 use crate::history;
@@ -763,6 +770,586 @@ impl<T: Target, V: Verify> Deployer<T, V> {
             }
         }
     }
+}
+
+/// What `deploy --canary` asks for, beside the plan of the release itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryPlan {
+    pub share: Share,
+    pub window: Window,
+    /// The analysis gives up (too few requests) after this long, whatever the window.
+    #[serde(serialize_with = "ms_of")]
+    pub deadline: Duration,
+    pub thresholds: Thresholds,
+}
+
+fn ms_of<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+/// A step of [`Deployer::canary`], for progress output.
+#[derive(Debug, Clone)]
+pub enum CanaryProgress {
+    /// The lease is ours and the candidate record is written.
+    Started,
+    /// Every endpoint holds the candidate; the window starts now.
+    Live,
+    /// The metrics so far, after each read of every endpoint.
+    Metrics {
+        elapsed: Duration,
+        comparison: Box<Comparison>,
+    },
+    /// The verdict is in; promoting (`None`) or dropping the canary (why).
+    Ending { dropping: Option<String> },
+}
+
+/// How a canary ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CanaryOutcome {
+    /// Passed, promoted to every request, verified: recorded `verified`.
+    Promoted { verify_ms: f64 },
+    /// Passed, but the promotion did not verify; the engine's rollback followed.
+    PromotionFailed {
+        failure: VerifyFailure,
+        #[serde(flatten)]
+        rollback: Fallback,
+    },
+    /// A metric was out of bounds: the canary was dropped, recorded `failed`.
+    Failed { failures: Vec<MetricFailure> },
+    /// Too few requests reached the candidate to judge it, or the servers never loaded
+    /// it: dropped, recorded `unverified` (no verdict on the release).
+    Inconclusive { reason: String },
+    /// Ctrl-C, a lost lease, the record removed or the registry unreachable:
+    /// dropped, recorded `interrupted` when the history could be written.
+    Interrupted { reason: String },
+}
+
+impl CanaryOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CanaryOutcome::Promoted { .. } => "promoted",
+            CanaryOutcome::PromotionFailed { .. } => "promotion_failed",
+            CanaryOutcome::Failed { .. } => "failed",
+            CanaryOutcome::Inconclusive { .. } => "inconclusive",
+            CanaryOutcome::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+/// The end of a canary: what ran, the last metrics and the outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryReport {
+    pub env: EnvName,
+    pub release: ReleaseTag,
+    pub baseline: ReleaseTag,
+    pub share: Share,
+    pub window: Window,
+    pub elapsed_ms: f64,
+    /// The last comparison read, if any read succeeded.
+    pub metrics: Option<Comparison>,
+    #[serde(flatten)]
+    pub outcome: CanaryOutcome,
+    pub warnings: Vec<String>,
+}
+
+impl CanaryReport {
+    pub fn is_promoted(&self) -> bool {
+        matches!(self.outcome, CanaryOutcome::Promoted { .. })
+    }
+}
+
+/// Why the analysis stopped before its verdict.
+enum Stop {
+    Verdict(Assessment),
+    Interrupted(String),
+    /// The registry could not be read: nothing more can be recorded reliably.
+    RegistryGone(String),
+}
+
+impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
+    /// Run a canary of `plan.release` under the environment's lease, held and renewed
+    /// until the verdict is acted on: start the candidate's share, wait for every
+    /// endpoint to hold it, analyse until the window ends (or a metric fails on enough
+    /// requests), then promote or drop. `cancel` resolving (Ctrl-C) ends the analysis
+    /// with the canary dropped and `interrupted` recorded, as does losing the lease.
+    pub async fn canary(
+        &self,
+        plan: &Plan,
+        canary: &CanaryPlan,
+        cancel: impl Future<Output = String> + Send,
+        observe: impl Fn(CanaryProgress) + Send + Sync,
+    ) -> Result<CanaryReport> {
+        let operation = crate::canary::operation(&plan.release, canary.share, canary.window);
+        let lease = self
+            .registry
+            .acquire_lease(
+                &self.env.name,
+                &self.identity.holder,
+                &operation,
+                self.lease_ttl,
+            )
+            .await?;
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+        let renewer = self.keep_renewed_or_tell(lease.clone(), lost_tx);
+        let lost = async move {
+            match lost_rx.await {
+                Ok(why) => why,
+                // The renewer never ends on its own; a dropped sender means aborted.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let cancel = async move {
+            tokio::select! {
+                why = cancel => why,
+                why = lost => why,
+            }
+        };
+        let result = self.run_canary_locked(plan, canary, cancel, &observe).await;
+        renewer.abort();
+        let released = self.registry.release_lease(&lease).await;
+        match (result, released) {
+            (Ok(mut report), Err(e)) => {
+                report.warnings.push(format!(
+                    "the canary ended but its lease could not be released: {e}"
+                ));
+                Ok(report)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Renew like [`Deployer::keep_renewed`], and say once, through `lost`, when the
+    /// lease is gone: taken over, or not renewed before it expired.
+    fn keep_renewed_or_tell(
+        &self,
+        lease: Lease,
+        lost: tokio::sync::oneshot::Sender<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        let registry = Arc::clone(&self.registry);
+        let ttl = self.lease_ttl;
+        tokio::spawn(async move {
+            let mut expires = lease.expires_at;
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match registry.renew_lease(&lease, ttl).await {
+                    Ok(renewed) => expires = renewed.expires_at,
+                    Err(e @ predict_buy_registry::Error::LeaseLost { .. }) => {
+                        let _ = lost.send(format!("the lease was lost: {e}"));
+                        return;
+                    }
+                    Err(e) if jiff::Timestamp::now() >= expires => {
+                        let _ =
+                            lost.send(format!("the lease expired: it could not be renewed ({e})"));
+                        return;
+                    }
+                    Err(e) => tracing::warn!("cannot renew the canary's lease: {e}"),
+                }
+            }
+        })
+    }
+
+    /// Close a dangling `started` entry; when it was a canary's and its candidate
+    /// record is still there (the deployer was killed), remove the record too, or
+    /// the servers would keep splitting traffic for a canary nobody judges.
+    async fn close_dangling(&self, history: &[predict_buy_registry::HistoryEntry]) -> Result<()> {
+        let Some(dangling) = history.last().filter(|e| e.outcome == Outcome::Started) else {
+            return Ok(());
+        };
+        let mut message = format!(
+            "entry #{} never finished: its deployer stopped and its lease expired",
+            dangling.seq
+        );
+        if dangling.message.starts_with("canary ")
+            && let Some(c) = self.registry.candidate(&self.env.name).await?
+            && matches!(c.mode, CandidateMode::Canary { .. })
+            && Some(&c.release) == dangling.release.as_ref()
+        {
+            self.target
+                .drop_canary(&self.registry, &self.env.name)
+                .await?;
+            message.push_str("; its canary was dropped");
+        }
+        self.record(
+            dangling.release.as_ref(),
+            dangling.previous.as_ref(),
+            Outcome::Interrupted,
+            message,
+        )
+        .await
+    }
+
+    async fn run_canary_locked(
+        &self,
+        plan: &Plan,
+        canary: &CanaryPlan,
+        cancel: impl Future<Output = String> + Send,
+        observe: &(impl Fn(CanaryProgress) + Sync),
+    ) -> Result<CanaryReport> {
+        let env = &self.env.name;
+        let tag = &plan.release;
+        let history = self.registry.history(env).await?;
+        let Some(baseline) = self.current().await? else {
+            return Err(CanaryError::NoBaseline {
+                env: env.clone(),
+                release: tag.clone(),
+            }
+            .into());
+        };
+        if &baseline == tag {
+            return Err(CanaryError::SameRelease {
+                env: env.clone(),
+                release: tag.clone(),
+            }
+            .into());
+        }
+        self.close_dangling(&history).await?;
+        let key = RequestKey::Header(canary.thresholds.request_header.clone());
+        self.target
+            .start_canary(
+                &self.registry,
+                env,
+                &plan.record,
+                canary.share,
+                &key,
+                &self.identity.actor,
+            )
+            .await?;
+        let started = std::time::Instant::now();
+        let recorded = self
+            .record(
+                Some(tag),
+                Some(&baseline),
+                Outcome::Started,
+                format!(
+                    "canary {} of {} beside {baseline} (analysis {})",
+                    canary.share, tag, canary.window
+                ),
+            )
+            .await;
+        if let Err(e) = recorded {
+            // Nothing says a canary runs: take its share back before failing.
+            if let Err(drop) = self.target.drop_canary(&self.registry, env).await {
+                tracing::warn!("cannot drop the canary of {tag} on {env}: {drop}");
+            }
+            return Err(e);
+        }
+        observe(CanaryProgress::Started);
+        let mut warnings = Vec::new();
+        let mut last = None;
+        let stop = {
+            let analysis = self.analyse(&baseline, tag, canary, observe, &mut last, &mut warnings);
+            tokio::pin!(cancel);
+            tokio::select! {
+                stop = analysis => stop,
+                why = &mut cancel => Stop::Interrupted(why),
+            }
+        };
+        let report = |outcome| CanaryReport {
+            env: env.clone(),
+            release: tag.clone(),
+            baseline: baseline.clone(),
+            share: canary.share,
+            window: canary.window,
+            elapsed_ms: ms(started.elapsed()),
+            metrics: last.clone(),
+            outcome,
+            warnings: warnings.clone(),
+        };
+        let summary = last.as_ref().map_or_else(String::new, summarise);
+        match stop {
+            Stop::Verdict(Assessment::Pass) => {
+                observe(CanaryProgress::Ending { dropping: None });
+                let outcome = self.promote_canary(plan, &baseline, &summary).await?;
+                let mut r = report(outcome.0);
+                r.warnings.extend(outcome.1);
+                Ok(r)
+            }
+            Stop::Verdict(Assessment::Fail { failures }) => {
+                let why = failures
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                observe(CanaryProgress::Ending {
+                    dropping: Some(why.clone()),
+                });
+                self.target.drop_canary(&self.registry, env).await?;
+                self.record(
+                    Some(tag),
+                    Some(&baseline),
+                    Outcome::Failed,
+                    format!("canary failed, dropped: {why}"),
+                )
+                .await?;
+                Ok(report(CanaryOutcome::Failed { failures }))
+            }
+            Stop::Verdict(Assessment::TooFew { requests, needed }) => {
+                let why = format!(
+                    "too few requests to judge: the candidate answered {requests}, the analysis needs {needed} (min_requests)"
+                );
+                self.end_without_verdict(tag, &baseline, Outcome::Unverified, &why, observe)
+                    .await?;
+                Ok(report(CanaryOutcome::Inconclusive { reason: why }))
+            }
+            Stop::Interrupted(why) => {
+                self.end_without_verdict(tag, &baseline, Outcome::Interrupted, &why, observe)
+                    .await?;
+                Ok(report(CanaryOutcome::Interrupted { reason: why }))
+            }
+            Stop::RegistryGone(why) => {
+                observe(CanaryProgress::Ending {
+                    dropping: Some(why.clone()),
+                });
+                // Best effort on both: the registry just failed a read. The servers keep
+                // the share they last read until they can read the record again, so the
+                // operator must see which of the two did not happen.
+                let mut r = report(CanaryOutcome::Interrupted {
+                    reason: why.clone(),
+                });
+                if let Err(e) = self.target.drop_canary(&self.registry, env).await {
+                    r.warnings.push(format!(
+                        "the canary could not be dropped ({e}); the servers keep its share until the candidate record is removed (`predict-buy deploy --canary` clears it once this lease expires)"
+                    ));
+                }
+                let message = format!("canary interrupted, dropped: {why}");
+                if let Err(e) = self
+                    .record(Some(tag), Some(&baseline), Outcome::Interrupted, message)
+                    .await
+                {
+                    r.warnings
+                        .push(format!("the history could not be written either: {e}"));
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// Drop the canary and record an end that is no verdict on the release.
+    async fn end_without_verdict(
+        &self,
+        tag: &ReleaseTag,
+        baseline: &ReleaseTag,
+        outcome: Outcome,
+        why: &str,
+        observe: &(impl Fn(CanaryProgress) + Sync),
+    ) -> Result<()> {
+        observe(CanaryProgress::Ending {
+            dropping: Some(why.to_string()),
+        });
+        self.target
+            .drop_canary(&self.registry, &self.env.name)
+            .await?;
+        self.record(
+            Some(tag),
+            Some(baseline),
+            outcome,
+            format!("canary dropped: {why}"),
+        )
+        .await
+    }
+
+    /// Promote a canary that passed: the candidate becomes the desired release, its
+    /// share is taken back (it now has everything), and every endpoint is verified
+    /// against the golden predictions as in any deploy, with the same rollback.
+    async fn promote_canary(
+        &self,
+        plan: &Plan,
+        baseline: &ReleaseTag,
+        summary: &str,
+    ) -> Result<(CanaryOutcome, Vec<String>)> {
+        let env = &self.env.name;
+        let tag = &plan.release;
+        // Desired first, then the record: in between the servers answer with the
+        // candidate either way, so no request meets the baseline again.
+        self.target
+            .apply(&self.registry, env, Some(tag), &self.identity.actor, None)
+            .await?;
+        self.target.drop_canary(&self.registry, env).await?;
+        let mut warnings = Vec::new();
+        match self.verify(&plan.record, &mut warnings).await {
+            Ok(v) => {
+                self.record(
+                    Some(tag),
+                    Some(baseline),
+                    Outcome::Verified,
+                    format!(
+                        "canary passed ({summary}); promoted and verified on {} endpoint(s) in {} ms",
+                        v.endpoints.len(),
+                        ms(v.elapsed)
+                    ),
+                )
+                .await?;
+                Ok((
+                    CanaryOutcome::Promoted {
+                        verify_ms: ms(v.elapsed),
+                    },
+                    warnings,
+                ))
+            }
+            Err(failure) => {
+                let (outcome, what) = if failure.kind.blames_release() {
+                    (Outcome::Failed, "verification failed")
+                } else {
+                    (Outcome::Unverified, "could not be verified")
+                };
+                self.record(
+                    Some(tag),
+                    Some(baseline),
+                    outcome,
+                    format!("canary passed but the promotion {what}: {failure}"),
+                )
+                .await?;
+                let noop = |_| {};
+                let rollback = self
+                    .roll_back(tag, &failure, Some(baseline), &noop, &mut warnings)
+                    .await?;
+                Ok((
+                    CanaryOutcome::PromotionFailed { failure, rollback },
+                    warnings,
+                ))
+            }
+        }
+    }
+
+    /// The analysis loop: wait until every endpoint holds the candidate, snapshot,
+    /// then read every `interval` until a verdict. Reads that fail are skipped (with a
+    /// warning) so one slow poll does not end a canary; a registry that cannot be read
+    /// does, because the servers may then be acting on a record we cannot see.
+    async fn analyse(
+        &self,
+        baseline: &ReleaseTag,
+        candidate: &ReleaseTag,
+        canary: &CanaryPlan,
+        observe: &(impl Fn(CanaryProgress) + Sync),
+        last: &mut Option<Comparison>,
+        warnings: &mut Vec<String>,
+    ) -> Stop {
+        let t = &canary.thresholds;
+        let client = match reqwest::Client::builder()
+            .timeout(self.verifier.timeout().min(Duration::from_secs(10)))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return Stop::Interrupted(format!("cannot build an HTTP client: {e}")),
+        };
+        let endpoints = match self.target.traffic_endpoints().await {
+            Ok(e) => e,
+            Err(e) => return Stop::Interrupted(format!("cannot list the endpoints: {e}")),
+        };
+        let (b, c) = (baseline.to_string(), candidate.to_string());
+        // Loading: every endpoint must list the candidate before the window opens.
+        let load_deadline = std::time::Instant::now() + self.verifier.timeout();
+        let start = loop {
+            let read = read_traffic(&client, &endpoints).await;
+            match read {
+                Ok(reports) if all_hold(&reports, &c) => break by_release(&reports),
+                Ok(_) if std::time::Instant::now() >= load_deadline => {
+                    return Stop::Verdict(Assessment::TooFew {
+                        requests: 0,
+                        needed: t.min_requests,
+                    });
+                }
+                Err(e) if std::time::Instant::now() >= load_deadline => {
+                    return Stop::Interrupted(format!(
+                        "the candidate could not be seen on every endpoint: {e}"
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(stop) = self.candidate_still_ours(candidate).await {
+                return stop;
+            }
+            tokio::time::sleep(t.interval.min(Duration::from_millis(200))).await;
+        };
+        observe(CanaryProgress::Live);
+        let opened = std::time::Instant::now();
+        let empty = crate::canary::Totals::default();
+        loop {
+            tokio::time::sleep(t.interval).await;
+            if let Some(stop) = self.candidate_still_ours(candidate).await {
+                return stop;
+            }
+            let elapsed = opened.elapsed();
+            match read_traffic(&client, &endpoints).await {
+                Ok(reports) => {
+                    let now = by_release(&reports);
+                    let delta = |tag: &str| {
+                        now.get(tag)
+                            .unwrap_or(&empty)
+                            .since(start.get(tag).unwrap_or(&empty))
+                    };
+                    let (db, dc) = (delta(&b), delta(&c));
+                    let total = db.requests + dc.requests;
+                    let comparison = compare(db.metrics(&b), dc.metrics(&c));
+                    observe(CanaryProgress::Metrics {
+                        elapsed,
+                        comparison: Box::new(comparison.clone()),
+                    });
+                    let assessment = assess(&comparison, t);
+                    *last = Some(comparison);
+                    let over = match canary.window {
+                        crate::canary::Window::Time(d) => elapsed >= d,
+                        crate::canary::Window::Requests(n) => total >= n,
+                    };
+                    // Fail fast once there are enough requests; pass only at the end.
+                    if matches!(assessment, Assessment::Fail { .. }) || over {
+                        return Stop::Verdict(assessment);
+                    }
+                }
+                Err(e) => {
+                    let w = format!("a read of the endpoints' traffic failed: {e}");
+                    tracing::warn!("{w}");
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+            }
+            if elapsed >= canary.deadline {
+                let requests = last.as_ref().map_or(0, |l| l.candidate.requests);
+                return Stop::Verdict(match last.as_ref().map(|l| assess(l, t)) {
+                    Some(Assessment::Pass) | Some(Assessment::Fail { .. }) | None => {
+                        Assessment::TooFew {
+                            requests,
+                            needed: t.min_requests,
+                        }
+                    }
+                    Some(a) => a,
+                });
+            }
+        }
+    }
+
+    /// `None` while the environment's candidate record is still this canary's; else
+    /// why the analysis must stop.
+    async fn candidate_still_ours(&self, candidate: &ReleaseTag) -> Option<Stop> {
+        match self.registry.candidate(&self.env.name).await {
+            Ok(Some(c)) if &c.release == candidate => None,
+            Ok(_) => Some(Stop::Interrupted(
+                "the candidate record was removed or replaced by someone else".into(),
+            )),
+            Err(e) => Some(Stop::RegistryGone(format!(
+                "the registry could not be read: {e}"
+            ))),
+        }
+    }
+}
+
+/// One line of metrics for the history.
+fn summarise(c: &Comparison) -> String {
+    let p99 = |p: Option<f64>| p.map_or("-".into(), |v| format!("{v:.2} ms"));
+    format!(
+        "{} requests on the candidate, {} on the baseline; error rate {:.2}% vs {:.2}%; p99 {} vs {}; positive rate {:.1}% vs {:.1}%; score PSI {:.3}",
+        c.candidate.requests,
+        c.baseline.requests,
+        c.candidate.error_rate * 100.0,
+        c.baseline.error_rate * 100.0,
+        p99(c.candidate.p99_ms),
+        p99(c.baseline.p99_ms),
+        c.candidate.positive_rate * 100.0,
+        c.baseline.positive_rate * 100.0,
+        c.score_psi
+    )
 }
 
 #[cfg(test)]

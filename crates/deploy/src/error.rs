@@ -111,6 +111,10 @@ pub enum Error {
     #[error(transparent)]
     Kube(Box<crate::kubernetes::KubeError>),
 
+    /// A canary could not start or run (see [`crate::canary::CanaryError`]).
+    #[error(transparent)]
+    Canary(#[from] crate::canary::CanaryError),
+
     /// A registry operation failed (or named something that does not exist).
     #[error(transparent)]
     Registry(#[from] predict_buy_registry::Error),
@@ -155,6 +159,7 @@ impl Error {
         match self {
             Error::Registry(e) => e.exit_code() as u8,
             Error::Unrecorded { original, .. } => original.exit_code(),
+            Error::Canary(c) => c.exit_code(),
             Error::ConfigRead { .. } | Error::Git { .. } | Error::Http(_) => 1,
             Error::Kube(k) if !k.is_input() => 1,
             _ => 2,
@@ -191,6 +196,12 @@ impl Error {
             Error::NoRollbackTarget { env, .. } => {
                 format!("see `predict-buy history --env {env}`, or deploy a release")
             }
+            Error::Registry(R::CandidateExists { env, mode, .. }) => match mode {
+                Some("shadow") => format!("stop it first: `predict-buy shadow stop --env {env}`"),
+                _ => format!(
+                    "wait for that canary's verdict (`predict-buy status --env {env}`); a crashed one is cleared by the next deploy --canary once its lease expires"
+                ),
+            },
             Error::Registry(R::UnknownRelease { .. }) => {
                 "run `predict-buy release list` to see releases".into()
             }

@@ -44,7 +44,8 @@ pub use config::{
     CONFIG_FILE, Environment, EnvironmentConfig, LoadedConfig, ProjectConfig, TargetKind,
 };
 pub use engine::{
-    DEFAULT_LEASE_TTL, Deployer, Fallback, Identity, Kind, Plan, Progress, Report, Verdict,
+    CanaryOutcome, CanaryPlan, CanaryProgress, CanaryReport, DEFAULT_LEASE_TTL, Deployer, Fallback,
+    Identity, Kind, Plan, Progress, Report, Verdict,
 };
 pub use error::{Error, Result};
 /// Endpoint URLs, as the config and targets take them.

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use predict_buy_deploy::canary::{Comparison, Share, Window};
 use predict_buy_deploy::kubernetes::Cluster;
 use predict_buy_deploy::{
-    Deployer, EnvTarget, EnvVerifier, Environment, Fallback, Kind, LoadedConfig, Plan, Progress,
-    Report, TargetKind, Verdict, Verifier, history,
+    CanaryOutcome, CanaryPlan, CanaryProgress, CanaryReport, Deployer, EnvTarget, EnvVerifier,
+    Environment, Fallback, Kind, LoadedConfig, Plan, Progress, Report, TargetKind, Verdict,
+    Verifier, history,
 };
 use predict_buy_registry::{Outcome as Step, Registry, ReleaseTag};
 
@@ -67,6 +69,27 @@ pub struct DeployArgs {
     /// Skip the environment's policy (`require_verified_in`).
     #[arg(long)]
     pub force: bool,
+    /// Give the release this share of requests beside the serving release (`10%` or
+    /// `10`), analyse both, then promote it or drop it automatically.
+    #[arg(long, value_name = "PCT")]
+    pub canary: Option<String>,
+    /// The canary's analysis window: a duration (`90s`, `5m`) or a bare request count
+    /// (`2000`: both releases together, counted from when the candidate took traffic).
+    #[arg(
+        long,
+        value_name = "DURATION|N",
+        default_value = "5m",
+        requires = "canary"
+    )]
+    pub analysis: String,
+    /// A canary whose window has not ended by then stops as too few requests.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30m",
+        requires = "canary"
+    )]
+    pub analysis_timeout: String,
     #[command(flatten)]
     pub t: TransitionArgs,
 }
@@ -213,7 +236,18 @@ pub fn run_deploy(a: DeployArgs) -> Outcome {
             .plan(release, Kind::Deploy)
             .await
             .map_err(deploy_error)?;
-        carry_out(&deployer, &plan, &a.t).await
+        match &a.canary {
+            Some(share) => {
+                let canary = CanaryPlan {
+                    share: Share::parse(share).map_err(|e| deploy_error(e.into()))?,
+                    window: Window::parse(&a.analysis).map_err(|e| deploy_error(e.into()))?,
+                    deadline: settings::duration("--analysis-timeout", &a.analysis_timeout)?,
+                    thresholds: project.env.canary.clone(),
+                };
+                carry_out_canary(&deployer, &plan, &canary, &a.t).await
+            }
+            None => carry_out(&deployer, &plan, &a.t).await,
+        }
     })
 }
 
@@ -407,6 +441,184 @@ async fn carry_out(deployer: &EnvDeployer, plan: &Plan, t: &TransitionArgs) -> O
         Ok(())
     } else {
         Err(failure_error(&report))
+    }
+}
+
+/// `deploy --canary`: the plan, confirmation, the canary under the lease with Ctrl-C
+/// (or SIGTERM) ending it cleanly, and the verdict.
+async fn carry_out_canary(
+    deployer: &EnvDeployer,
+    plan: &Plan,
+    canary: &CanaryPlan,
+    t: &TransitionArgs,
+) -> Outcome {
+    let confirmed = match &t.confirm {
+        Some(answer) if is_yes(answer) => true,
+        Some(answer) => {
+            return Err(CliError::failed(anyhow::anyhow!(
+                "not confirmed (--confirm `{answer}`): nothing was changed on `{}`",
+                plan.env
+            )));
+        }
+        None => t.yes,
+    };
+    if t.dry_run {
+        if t.json {
+            crate::project::out_json(&serde_json::json!({"plan": plan, "canary": canary}))?;
+        } else {
+            println!("{}", canary_plan_text(plan, canary));
+            println!("dry run: nothing was changed");
+        }
+        return Ok(());
+    }
+    if !confirmed {
+        confirm(plan)?;
+    }
+    // Listening replaces the default action of SIGINT (exit at once), so the canary is
+    // dropped and recorded instead of left splitting traffic.
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            signal(kind).map_err(|e| {
+                CliError::failed(anyhow::Error::new(e).context("cannot listen for signals"))
+            })
+        };
+        (
+            listen(SignalKind::interrupt())?,
+            listen(SignalKind::terminate())?,
+        )
+    };
+    let cancel = async move {
+        tokio::select! {
+            _ = int.recv() => "interrupted by Ctrl-C (SIGINT)".to_string(),
+            _ = term.recv() => "stopped by SIGTERM".to_string(),
+        }
+    };
+    let json = t.json;
+    let observe = |step: CanaryProgress| {
+        if json {
+            return;
+        }
+        match step {
+            CanaryProgress::Started => eprintln!(
+                "canary {} at {} of {} (analysis {}): waiting for every endpoint to load it…",
+                plan.release, canary.share, plan.env, canary.window
+            ),
+            CanaryProgress::Live => eprintln!("every endpoint holds {}: analysing…", plan.release),
+            CanaryProgress::Metrics {
+                elapsed,
+                comparison,
+            } => eprintln!(
+                "  {:>6.1}s  {}",
+                elapsed.as_secs_f64(),
+                metrics_line(&comparison)
+            ),
+            CanaryProgress::Ending { dropping: None } => {
+                eprintln!(
+                    "canary passed: promoting {} to every request…",
+                    plan.release
+                )
+            }
+            CanaryProgress::Ending {
+                dropping: Some(why),
+            } => eprintln!("dropping the canary: {why}"),
+        }
+    };
+    let report = deployer
+        .canary(plan, canary, cancel, observe)
+        .await
+        .map_err(deploy_error)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if t.json {
+        crate::project::out_json(&report)?;
+    } else {
+        print_canary_report(&report);
+    }
+    if report.is_promoted() {
+        Ok(())
+    } else {
+        Err(CliError::failed(anyhow::anyhow!(
+            "canary of {} on {} was not promoted ({}); {} still serves every request",
+            report.release,
+            report.env,
+            report.outcome.name(),
+            match &report.outcome {
+                CanaryOutcome::PromotionFailed { .. } => "the rollback decided what".to_string(),
+                _ => report.baseline.to_string(),
+            }
+        ))
+        .with_hint(format!("see `predict-buy history --env {}`", report.env)))
+    }
+}
+
+fn canary_plan_text(plan: &Plan, canary: &CanaryPlan) -> String {
+    let t = &canary.thresholds;
+    format!(
+        "{plan}\n\
+         canary       {} of requests by a hash of header `{}`, analysis {} (gives up after {:.0}s), reads /traffic every {:.1}s\n\
+         thresholds   error rate +{:.2} points, p99 ×{} (or +{} ms), positive rate ±{:.1} points, score PSI {}, at least {} candidate requests\n\
+         verdict      pass: promote and verify as a deploy; fail: drop the canary, record `failed`",
+        canary.share,
+        t.request_header,
+        canary.window,
+        canary.deadline.as_secs_f64(),
+        t.interval.as_secs_f64(),
+        t.max_error_rate_increase * 100.0,
+        t.max_p99_latency_ratio,
+        t.p99_latency_slack_ms,
+        t.max_positive_rate_diff * 100.0,
+        t.max_score_psi,
+        t.min_requests
+    )
+}
+
+fn metrics_line(c: &Comparison) -> String {
+    let p99 = |p: Option<f64>| p.map_or("-".into(), |v| format!("{v:.2}ms"));
+    format!(
+        "candidate {} req, errors {:.2}%, p99 {}, positive {:.1}% | baseline {} req, errors {:.2}%, p99 {}, positive {:.1}% | score PSI {:.3}",
+        c.candidate.requests,
+        c.candidate.error_rate * 100.0,
+        p99(c.candidate.p99_ms),
+        c.candidate.positive_rate * 100.0,
+        c.baseline.requests,
+        c.baseline.error_rate * 100.0,
+        p99(c.baseline.p99_ms),
+        c.baseline.positive_rate * 100.0,
+        c.score_psi
+    )
+}
+
+fn print_canary_report(r: &CanaryReport) {
+    if let Some(m) = &r.metrics {
+        println!("metrics      {}", metrics_line(m));
+    }
+    match &r.outcome {
+        CanaryOutcome::Promoted { verify_ms } => println!(
+            "{} passed its canary on {} and was promoted, verified in {verify_ms:.0} ms",
+            r.release, r.env
+        ),
+        CanaryOutcome::PromotionFailed { failure, .. } => println!(
+            "{} passed its canary on {} but the promotion did not verify: {failure}",
+            r.release, r.env
+        ),
+        CanaryOutcome::Failed { failures } => {
+            println!(
+                "{} failed its canary on {}; dropped, {} serves every request",
+                r.release, r.env, r.baseline
+            );
+            for f in failures {
+                println!("  {f}");
+            }
+        }
+        CanaryOutcome::Inconclusive { reason } | CanaryOutcome::Interrupted { reason } => println!(
+            "canary of {} on {} dropped ({}): {reason}; {} serves every request",
+            r.release,
+            r.env,
+            r.outcome.name(),
+            r.baseline
+        ),
     }
 }
 
