@@ -68,6 +68,11 @@ pub struct ReleaseTraffic {
     pub rejected: u64,
     /// Instances predicted positive (class 1).
     pub positives: u64,
+    /// Of `requests`, those a canary split assigned by a random draw because they
+    /// carried no request key (so one customer may meet both releases). Older servers
+    /// do not send it.
+    #[serde(default)]
+    pub unkeyed: u64,
     /// Time to answer each request, in microseconds, with [`LATENCY_BOUNDS_US`] as
     /// bounds (the last one left out); for a shadow, the time its own scoring took.
     pub latency_us: Histogram,
@@ -102,4 +107,19 @@ pub struct TrafficReport {
     /// Present while a shadow runs.
     #[serde(default)]
     pub shadow: Option<ShadowComparison>,
+    /// The environment names a candidate this server could not load: the primary
+    /// serves on, alone. Cleared when the candidate loads or its record goes.
+    #[serde(default)]
+    pub candidate_error: Option<CandidateError>,
+}
+
+/// A candidate that a server refused or could not fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateError {
+    /// The candidate's release tag.
+    pub release: String,
+    /// `shadow` or `canary`.
+    pub mode: String,
+    /// Why, with its causes.
+    pub error: String,
 }

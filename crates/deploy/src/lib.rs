@@ -38,6 +38,7 @@ pub mod history;
 pub mod kubernetes;
 mod status;
 pub mod target;
+pub mod traffic;
 pub mod verify;
 
 pub use config::{

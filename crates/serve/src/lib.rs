@@ -28,6 +28,7 @@
 //! ```
 
 mod batch;
+mod candidate;
 mod connections;
 mod docs;
 mod error;
@@ -39,6 +40,7 @@ mod openapi;
 mod report;
 mod routes;
 mod state;
+mod traffic;
 
 use std::future::Future;
 use std::time::Duration;
@@ -48,6 +50,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 
+pub use candidate::{DEFAULT_SHADOW_BUDGET, SHADOW_QUEUE, ShadowFault, canary_takes, fnv1a};
 pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
 pub use routes::ApiDoc;
 pub use state::{
@@ -71,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/model", get(routes::model_info))
         .route("/model/report", get(report::model_report))
         .route("/metrics", get(routes::metrics))
+        .route("/traffic", get(traffic::traffic))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(docs::page));
     if state.admin_token().is_some() {
@@ -127,13 +131,15 @@ pub async fn serve(
             let mut tick = tokio::time::interval(poll_interval.max(Duration::from_millis(10)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // A pinned release is loaded once; until then (the registry was not
-                // reachable yet) it is retried like a followed environment.
-                if pinned && follow.current().is_some() {
+                // A pinned release is loaded once (until then, because the registry was
+                // not reachable yet, it is retried like a followed environment), and
+                // then polled only for its environment's candidate.
+                if pinned && follow.current().is_some() && follow.candidate_env().is_none() {
                     break;
                 }
                 tick.tick().await;
-                // Errors are logged and recorded by `reload`; polling goes on.
+                // Errors are logged and recorded by `reload`; polling goes on. A
+                // loaded pinned release answers `Unchanged` without a registry read.
                 let _ = follow.reload(false).await;
             }
         });

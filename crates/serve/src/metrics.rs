@@ -203,7 +203,7 @@ fn label(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot
 /// blow up the number of series.
-const ROUTES: [&str; 12] = [
+const ROUTES: [&str; 13] = [
     "/",
     "/predict",
     "/predict/batch",
@@ -213,6 +213,7 @@ const ROUTES: [&str; 12] = [
     "/readyz",
     "/model",
     "/metrics",
+    "/traffic",
     "/openapi.json",
     "/admin/reload",
     "unmatched",

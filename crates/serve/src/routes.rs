@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::batch::Instance;
+use crate::candidate::CanaryKey;
 use crate::error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes, problem};
 use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
 
@@ -109,27 +110,41 @@ pub struct PredictRequest {
 )]
 pub(crate) async fn predict(
     State(state): State<AppState>,
+    key: CanaryKey,
     JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
     let _slot = Slot::take(&state)?;
-    let fast = state.with_current(|m| {
-        let m = m?;
-        let p = crate::fast::predict(&m.model, &m.fields, &bytes)?;
+    // The candidate's hook: which release answers, its counters, the shadow's copy.
+    crate::candidate::predict(&state, &key, &bytes, |m| predict_with(&state, m, &bytes))
+}
+
+/// `/predict`'s answer from model `m` (`None`: nothing loaded yet), with the
+/// prediction it carries.
+fn predict_with(
+    state: &AppState,
+    m: Option<&LoadedModel>,
+    bytes: &[u8],
+) -> Result<(Response, Prediction), ApiError> {
+    let fast = m.and_then(|m| {
+        let p = crate::fast::predict(&m.model, &m.fields, bytes)?;
         state.metrics().predicted(p.predicted_class);
-        Some(json(
-            StatusCode::OK,
-            &PredictResponse {
-                predicted_class: p.predicted_class,
-                probability: p.probability,
-                model_version: m.version.as_str().into(),
-            },
+        Some((
+            json(
+                StatusCode::OK,
+                &PredictResponse {
+                    predicted_class: p.predicted_class,
+                    probability: p.probability,
+                    model_version: m.version.as_str().into(),
+                },
+            ),
+            p,
         ))
     });
-    if let Some(response) = fast {
-        return Ok(response);
+    if let Some(answer) = fast {
+        return Ok(answer);
     }
     // The general path: same answers, plus every error in detail.
-    let JsonBody(body) = JsonBody::parse(&bytes)?;
+    let JsonBody(body) = JsonBody::parse(bytes)?;
     let Value::Object(record) = &body else {
         return Err(ApiError::invalid(
             "body",
@@ -139,26 +154,27 @@ pub(crate) async fn predict(
             ),
         ));
     };
-    state.with_current(|m| {
-        let m = m.ok_or(ApiError::NotReady)?;
-        let p = m.model.predict_json(record).map_err(|errors| {
-            ApiError::Invalid(
-                errors
-                    .into_iter()
-                    .map(|e| problem(e.field, e.reason))
-                    .collect(),
-            )
-        })?;
-        state.metrics().predicted(p.predicted_class);
-        Ok(json(
+    let m = m.ok_or(ApiError::NotReady)?;
+    let p = m.model.predict_json(record).map_err(|errors| {
+        ApiError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| problem(e.field, e.reason))
+                .collect(),
+        )
+    })?;
+    state.metrics().predicted(p.predicted_class);
+    Ok((
+        json(
             StatusCode::OK,
             &PredictResponse {
                 predicted_class: p.predicted_class,
                 probability: p.probability,
                 model_version: m.version.as_str().into(),
             },
-        ))
-    })
+        ),
+        p,
+    ))
 }
 
 /// Either `{"instances": [record, …]}` or a bare array of records.
@@ -183,11 +199,24 @@ pub struct BatchRequest {
 )]
 pub(crate) async fn predict_batch(
     State(state): State<AppState>,
+    key: CanaryKey,
     JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
     let _slot = Slot::take(&state)?;
-    let instances = crate::batch::parse(&bytes, state.limits().batch_instances)?;
-    state.with_current(|m| {
+    // The candidate's hook, as in `predict`.
+    crate::candidate::predict_batch(&state, &key, &bytes, |m| {
+        predict_batch_with(&state, m, &bytes)
+    })
+}
+
+/// `/predict/batch`'s answer from model `m`, with its predictions.
+fn predict_batch_with(
+    state: &AppState,
+    m: Option<&LoadedModel>,
+    bytes: &[u8],
+) -> Result<(Response, Vec<Prediction>), ApiError> {
+    let instances = crate::batch::parse(bytes, state.limits().batch_instances)?;
+    {
         let m = m.ok_or(ApiError::NotReady)?;
         let mut problems = Vec::new();
         let mut predictions = Vec::with_capacity(instances.len());
@@ -217,14 +246,15 @@ pub(crate) async fn predict_batch(
         for p in &predictions {
             state.metrics().predicted(p.predicted_class);
         }
-        Ok(json(
+        let response = json(
             StatusCode::OK,
             &BatchResponse {
                 predictions: predictions.iter().map(batch_prediction).collect(),
                 model_version: m.version.as_str().into(),
             },
-        ))
-    })
+        );
+        Ok((response, predictions))
+    }
 }
 
 fn batch_prediction(p: &Prediction) -> BatchPrediction {
@@ -346,10 +376,13 @@ mod erased {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut r = state
-        .metrics()
-        .render(state.current().as_deref())
-        .into_response();
+    let mut text = state.metrics().render(state.current().as_deref());
+    // Per-release and shadow series, labelled with the releases they compare.
+    text.push_str(&crate::traffic::prometheus(
+        state.routing().as_deref(),
+        state.candidate_error().as_deref(),
+    ));
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use predict_buy_api::traffic::CandidateError;
 use predict_buy_model::{ArtifactError, Model};
-use predict_buy_registry::{Digest, EnvName, Registry, ReleaseTag};
+use predict_buy_registry::{CandidateMode, Digest, EnvName, Registry, ReleaseTag};
 
+use crate::candidate::{ShadowFault, ShadowLink, ShadowSettings};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::traffic::{CandidateRoute, ReleaseCounters, Routing};
 
 /// Where models come from.
 #[derive(Debug, Clone)]
@@ -240,6 +243,22 @@ struct Shared {
     /// Set on a shutdown signal: `/readyz` answers 503 and every answer closes its
     /// connection, so clients and load balancers move away before the server stops.
     draining: AtomicBool,
+    /// Who answers requests and the counters of that pair, rebuilt whenever the
+    /// primary or the candidate changes (see [`crate::traffic`]).
+    routing: ArcSwapOption<Routing>,
+    /// The environment's candidate, loaded.
+    candidate: ArcSwapOption<LoadedCandidate>,
+    /// The candidate named by the environment that could not be loaded.
+    candidate_error: ArcSwapOption<CandidateError>,
+    /// The environment whose candidate record a pinned server follows.
+    candidate_env: std::sync::OnceLock<EnvName>,
+    shadow: Arc<ShadowSettings>,
+}
+
+/// A candidate ready to answer or shadow.
+struct LoadedCandidate {
+    loaded: Arc<LoadedModel>,
+    mode: CandidateMode,
 }
 
 impl AppState {
@@ -258,6 +277,11 @@ impl AppState {
                 reload: tokio::sync::Mutex::new(None),
                 last_error: ArcSwapOption::empty(),
                 draining: AtomicBool::new(false),
+                routing: ArcSwapOption::empty(),
+                candidate: ArcSwapOption::empty(),
+                candidate_error: ArcSwapOption::empty(),
+                candidate_env: std::sync::OnceLock::new(),
+                shadow: Arc::new(ShadowSettings::default()),
             }),
         }
     }
@@ -375,6 +399,9 @@ impl AppState {
                 self.inner.metrics.reload("refused");
             }
         }
+        // Under the same lock as the primary, so the routing is rebuilt by one task at
+        // a time.
+        self.refresh_candidate().await;
         result
     }
 
@@ -512,7 +539,201 @@ impl AppState {
             digest: loaded.digest.clone(),
         };
         self.inner.current.store(Some(Arc::new(loaded)));
+        self.rebuild_routing();
         outcome
+    }
+}
+
+/// The candidate: following the environment's record, and the routing requests use.
+impl AppState {
+    /// Make a server pinned to one release (a Kubernetes pod) follow `env`'s candidate
+    /// record too; a server following an environment does so already. Only the first
+    /// call counts.
+    pub fn follow_candidates_of(&self, env: EnvName) {
+        let _ = self.inner.candidate_env.set(env);
+    }
+
+    /// The environment whose candidate this server loads, if any.
+    pub fn candidate_env(&self) -> Option<&EnvName> {
+        match &self.inner.source {
+            ModelSource::Registry { env, .. } => Some(env),
+            _ => self.inner.candidate_env.get(),
+        }
+    }
+
+    fn source_registry(&self) -> Option<&Registry> {
+        match &self.inner.source {
+            ModelSource::Registry { registry, .. } | ModelSource::Release { registry, .. } => {
+                Some(registry)
+            }
+            ModelSource::File(_) => None,
+        }
+    }
+
+    /// The candidate loaded now: its version and mode.
+    pub fn candidate(&self) -> Option<(String, CandidateMode)> {
+        self.inner
+            .candidate
+            .load()
+            .as_deref()
+            .map(|c| (c.loaded.version.clone(), c.mode.clone()))
+    }
+
+    /// Make every shadow scoring fail this way from now on (`None` ends it): a fault
+    /// drill, and how tests prove a broken candidate costs the primary nothing.
+    pub fn set_shadow_fault(&self, fault: Option<ShadowFault>) {
+        self.inner.shadow.fault.store(fault.map(Arc::new));
+    }
+
+    /// Longest a shadow may take over one request before it counts as an error
+    /// (default [`crate::candidate::DEFAULT_SHADOW_BUDGET`]).
+    pub fn set_shadow_budget(&self, budget: Duration) {
+        let us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.inner.shadow.budget_us.store(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn routing(&self) -> arc_swap::Guard<Option<Arc<Routing>>> {
+        self.inner.routing.load()
+    }
+
+    pub(crate) fn candidate_error(&self) -> Option<Arc<CandidateError>> {
+        self.inner.candidate_error.load_full()
+    }
+
+    /// Fresh counters for the current pair of releases.
+    fn rebuild_routing(&self) {
+        let Some(primary) = self.current() else {
+            self.inner.routing.store(None);
+            return;
+        };
+        let candidate = self.inner.candidate.load_full().and_then(|c| {
+            let counts = Arc::new(ReleaseCounters::new());
+            let shadow = match c.mode {
+                CandidateMode::Shadow => match ShadowLink::start(
+                    c.loaded.clone(),
+                    counts.clone(),
+                    self.inner.shadow.clone(),
+                ) {
+                    Ok(link) => Some(link),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the shadow's worker thread; no shadow runs");
+                        return None;
+                    }
+                },
+                CandidateMode::Canary { .. } => None,
+            };
+            Some(CandidateRoute {
+                loaded: c.loaded.clone(),
+                mode: c.mode.clone(),
+                counts,
+                shadow,
+            })
+        });
+        self.inner.routing.store(Some(Arc::new(Routing {
+            primary,
+            primary_counts: ReleaseCounters::new(),
+            since: jiff::Timestamp::now().to_string(),
+            candidate,
+        })));
+    }
+
+    /// Reads the environment's candidate record and loads, changes or drops the
+    /// candidate to match. A registry that cannot be read keeps what is loaded (a blip
+    /// must not end a shadow); a candidate that does not load leaves the primary alone
+    /// and is reported in `/traffic`, logged once, and not retried until its record
+    /// changes.
+    async fn refresh_candidate(&self) {
+        let (Some(env), Some(registry)) = (self.candidate_env(), self.source_registry()) else {
+            return;
+        };
+        let record = match registry.candidate(env).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::debug!(error = %e, %env, "cannot read the candidate record; keeping the candidate as it is");
+                return;
+            }
+        };
+        let Some(record) = record else {
+            if self.inner.candidate.load().is_some() || self.candidate_error().is_some() {
+                tracing::info!(%env, "the candidate record is gone; dropping the candidate");
+                self.inner.candidate.store(None);
+                self.inner.candidate_error.store(None);
+                self.rebuild_routing();
+            }
+            return;
+        };
+        let tag = record.release.to_string();
+        let mode_name = record.mode.name();
+        if let Some(c) = self.inner.candidate.load().as_deref()
+            && c.loaded.release.as_ref() == Some(&record.release)
+            && c.mode == record.mode
+        {
+            return;
+        }
+        if let Some(e) = self.candidate_error().as_deref()
+            && e.release == tag
+            && e.mode == mode_name
+        {
+            return;
+        }
+        match self.load_candidate(registry, &record.release).await {
+            Ok(loaded) => {
+                tracing::info!(release = %tag, mode = mode_name, "candidate loaded beside the primary");
+                self.inner.candidate_error.store(None);
+                self.inner.candidate.store(Some(Arc::new(LoadedCandidate {
+                    loaded,
+                    mode: record.mode,
+                })));
+                self.rebuild_routing();
+            }
+            Err(e) => {
+                tracing::error!(release = %tag, mode = mode_name, error = %e.chain(), "cannot load the candidate; the primary serves alone");
+                self.inner.candidate.store(None);
+                self.inner
+                    .candidate_error
+                    .store(Some(Arc::new(CandidateError {
+                        release: tag,
+                        mode: mode_name.to_string(),
+                        error: e.chain(),
+                    })));
+                self.rebuild_routing();
+            }
+        }
+    }
+
+    async fn load_candidate(
+        &self,
+        registry: &Registry,
+        tag: &ReleaseTag,
+    ) -> Result<Arc<LoadedModel>, ReloadError> {
+        let what = format!("candidate {tag} of registry {}", registry.describe());
+        let registry_error = |source| ReloadError::Registry {
+            what: what.clone(),
+            source: Box::new(source),
+        };
+        let record = registry.get_release(tag).await.map_err(registry_error)?;
+        // The same model as the primary's is shared, not loaded twice.
+        if let Some(cur) = self.current()
+            && cur.digest == record.model_digest.to_string()
+        {
+            return Ok(Arc::new(LoadedModel::new(
+                cur.model.clone(),
+                Some(tag.clone()),
+            )));
+        }
+        let bytes = registry
+            .pull(&record.model_digest)
+            .await
+            .map_err(registry_error)?;
+        let model = load_checked(
+            bytes.to_vec(),
+            format!("{} of candidate {tag}", record.model_digest),
+        )
+        .await?;
+        Ok(Arc::new(LoadedModel::new(
+            Arc::new(model),
+            Some(tag.clone()),
+        )))
     }
 }
 

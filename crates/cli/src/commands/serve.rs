@@ -28,8 +28,10 @@ pub struct ServeArgs {
     /// `registry:` in predict-buy.yaml, else file://.predict-buy/registry.
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
-    /// Follow this environment's desired release in the registry.
-    #[arg(long, value_name = "NAME", conflicts_with = "release")]
+    /// Follow this environment's desired release in the registry. With --release, the
+    /// release stays pinned and only the environment's candidate (a shadow or a
+    /// canary) is followed, as a Kubernetes pod does.
+    #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
     /// Serve this one release for the life of the process (what a Kubernetes pod
     /// runs): pulled from the registry at start, not ready before, never changed.
@@ -128,6 +130,9 @@ pub fn run(a: ServeArgs) -> Outcome {
             );
         };
         let state = AppState::new(source, limits, admin_token);
+        if let (Some(env), Some(_)) = (&a.env, &a.release) {
+            state.follow_candidates_of(EnvName::parse(env).map_err(CliError::input)?);
+        }
         initial_load(&state).await?;
         let listener = tokio::net::TcpListener::bind(a.addr)
             .await

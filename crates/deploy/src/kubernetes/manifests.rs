@@ -375,7 +375,9 @@ fn deployment(input: &RenderInput<'_>) -> Deployment {
 }
 
 /// The server's arguments after the image's entrypoint (`predict-buy serve`).
-pub fn server_args(registry_url: &str, tag: &str, digest: &str) -> Vec<String> {
+/// `--env` makes the pinned server follow the environment's candidate record (shadow,
+/// canary) too.
+pub fn server_args(registry_url: &str, env: &str, tag: &str, digest: &str) -> Vec<String> {
     [
         "--registry",
         registry_url,
@@ -383,6 +385,8 @@ pub fn server_args(registry_url: &str, tag: &str, digest: &str) -> Vec<String> {
         tag,
         "--model-digest",
         digest,
+        "--env",
+        env,
         "--addr",
         &format!("0.0.0.0:{CONTAINER_PORT}"),
     ]
@@ -417,7 +421,12 @@ fn pod_spec(input: &RenderInput<'_>, tag: &str, digest: &str) -> PodSpec {
     let container = Container {
         name: CONTAINER.into(),
         image: Some(image_for(input.release, settings)),
-        args: Some(server_args(input.registry_url, tag, digest)),
+        args: Some(server_args(
+            input.registry_url,
+            input.env.as_str(),
+            tag,
+            digest,
+        )),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.into()),
             container_port: CONTAINER_PORT,
