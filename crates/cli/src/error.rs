@@ -363,6 +363,15 @@ fn registry_decision(e: &predict_buy_registry::Error) -> (Code, Option<String>) 
                 "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
             )),
         ),
+        R::CandidateExists { env, mode, .. } => (
+            Code::Failed,
+            Some(match mode {
+                Some("shadow") => format!("stop it first: `predict-buy shadow stop --env {env}`"),
+                _ => format!(
+                    "wait for that canary's verdict (`predict-buy status --env {env}`); one whose deployer crashed is cleared by the next `deploy --canary` once its lease expires"
+                ),
+            }),
+        ),
         R::Decode { .. }
         | R::LeaseLost { .. }
         | R::Conflict { .. }
@@ -410,6 +419,8 @@ fn deploy_code(e: &predict_buy_deploy::Error) -> Code {
         | D::NoEndpoints { .. }
         | D::KubernetesConfig { .. } => Code::Input,
         D::Kube(k) if k.is_input() => Code::Input,
+        D::Canary(c) if c.exit_code() == 2 => Code::Input,
+        D::Canary(_) => Code::Failed,
         D::Git { .. } | D::Http(_) | D::Kube(_) => Code::Failed,
     }
 }

@@ -47,20 +47,16 @@ pub enum CanaryError {
     #[error("environment `{env}` already serves `{release}`; a canary needs a different release")]
     SameRelease { env: EnvName, release: ReleaseTag },
 
-    /// `GET /traffic` of one endpoint failed or answered something unreadable.
-    #[error("cannot read {url}traffic")]
-    Traffic {
-        url: Url,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The HTTP client for `GET /traffic` could not be built.
+    #[error("cannot read the endpoints' traffic")]
+    Traffic(#[source] crate::traffic::TrafficError),
 }
 
 impl CanaryError {
     /// Bad arguments and refusals are input (2); an unreachable endpoint failed (1).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CanaryError::Traffic { .. } => 1,
+            CanaryError::Traffic(_) => 1,
             _ => 2,
         }
     }
@@ -582,31 +578,27 @@ pub fn psi(expected: &[u64], actual: &[u64]) -> f64 {
     total
 }
 
-/// `GET /traffic` of every endpoint, in order. The first failure is returned: the
-/// analysis skips that poll rather than judging on part of the environment.
+/// Every endpoint's report, or the first endpoint's failure: the analysis skips a
+/// poll that misses an endpoint rather than judging on part of the environment.
 pub async fn read_traffic(
-    client: &reqwest::Client,
+    client: &crate::traffic::TrafficClient,
     endpoints: &[Url],
-) -> std::result::Result<Vec<TrafficReport>, CanaryError> {
-    let mut out = Vec::with_capacity(endpoints.len());
-    for e in endpoints {
-        let url = e.join("traffic").unwrap_or_else(|_| e.clone());
-        let fail = |source| CanaryError::Traffic {
-            url: e.clone(),
-            source,
-        };
-        let report = client
-            .get(url.clone())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(fail)?
-            .json::<TrafficReport>()
-            .await
-            .map_err(fail)?;
-        out.push(report);
-    }
-    Ok(out)
+) -> std::result::Result<Vec<TrafficReport>, crate::traffic::TrafficError> {
+    client
+        .fetch_all(endpoints)
+        .await
+        .into_iter()
+        .map(|e| e.report)
+        .collect()
+}
+
+/// The first server's complaint that it could not load `release` as a candidate.
+pub fn load_error(reports: &[TrafficReport], release: &str) -> Option<String> {
+    reports
+        .iter()
+        .filter_map(|r| r.candidate_error.as_ref())
+        .find(|e| e.release == release)
+        .map(|e| e.error.clone())
 }
 
 /// Whether every report lists `release` (in any role): the servers have loaded it.

@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::canary::{
     Assessment, CanaryError, CanaryTarget, Comparison, MetricFailure, Share, Thresholds, Window,
-    all_hold, assess, by_release, compare, read_traffic,
+    all_hold, assess, by_release, compare, load_error, read_traffic,
 };
 use crate::config::Environment;
 use crate::error::{Error, Result};
@@ -817,6 +817,9 @@ pub enum CanaryOutcome {
     },
     /// A metric was out of bounds: the canary was dropped, recorded `failed`.
     Failed { failures: Vec<MetricFailure> },
+    /// A server could not load the candidate: dropped before the analysis, recorded
+    /// `failed` (the serving release never stopped answering).
+    NotLoaded { reason: String },
     /// Too few requests reached the candidate to judge it, or the servers never loaded
     /// it: dropped, recorded `unverified` (no verdict on the release).
     Inconclusive { reason: String },
@@ -831,6 +834,7 @@ impl CanaryOutcome {
             CanaryOutcome::Promoted { .. } => "promoted",
             CanaryOutcome::PromotionFailed { .. } => "promotion_failed",
             CanaryOutcome::Failed { .. } => "failed",
+            CanaryOutcome::NotLoaded { .. } => "not_loaded",
             CanaryOutcome::Inconclusive { .. } => "inconclusive",
             CanaryOutcome::Interrupted { .. } => "interrupted",
         }
@@ -863,6 +867,8 @@ impl CanaryReport {
 enum Stop {
     Verdict(Assessment),
     Interrupted(String),
+    /// A server could not load the candidate.
+    NotLoaded(String),
     /// The registry could not be read: nothing more can be recorded reliably.
     RegistryGone(String),
 }
@@ -1092,6 +1098,21 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
                     .await?;
                 Ok(report(CanaryOutcome::Inconclusive { reason: why }))
             }
+            Stop::NotLoaded(error) => {
+                let why = format!("a server could not load the candidate: {error}");
+                observe(CanaryProgress::Ending {
+                    dropping: Some(why.clone()),
+                });
+                self.target.drop_canary(&self.registry, env).await?;
+                self.record(
+                    Some(tag),
+                    Some(&baseline),
+                    Outcome::Failed,
+                    format!("canary refused, dropped: {why}"),
+                )
+                .await?;
+                Ok(report(CanaryOutcome::NotLoaded { reason: why }))
+            }
             Stop::Interrupted(why) => {
                 self.end_without_verdict(tag, &baseline, Outcome::Interrupted, &why, observe)
                     .await?;
@@ -1226,12 +1247,9 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
         warnings: &mut Vec<String>,
     ) -> Stop {
         let t = &canary.thresholds;
-        let client = match reqwest::Client::builder()
-            .timeout(self.verifier.timeout().min(Duration::from_secs(10)))
-            .build()
-        {
+        let client = match crate::traffic::TrafficClient::new() {
             Ok(c) => c,
-            Err(e) => return Stop::Interrupted(format!("cannot build an HTTP client: {e}")),
+            Err(e) => return Stop::Interrupted(CanaryError::Traffic(e).to_string()),
         };
         let endpoints = match self.target.traffic_endpoints().await {
             Ok(e) => e,
@@ -1242,6 +1260,11 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
         let load_deadline = std::time::Instant::now() + self.verifier.timeout();
         let start = loop {
             let read = read_traffic(&client, &endpoints).await;
+            if let Ok(reports) = &read
+                && let Some(error) = load_error(reports, &c)
+            {
+                return Stop::NotLoaded(error);
+            }
             match read {
                 Ok(reports) if all_hold(&reports, &c) => break by_release(&reports),
                 Ok(_) if std::time::Instant::now() >= load_deadline => {

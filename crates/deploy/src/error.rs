@@ -196,12 +196,6 @@ impl Error {
             Error::NoRollbackTarget { env, .. } => {
                 format!("see `predict-buy history --env {env}`, or deploy a release")
             }
-            Error::Registry(R::CandidateExists { env, mode, .. }) => match mode {
-                Some("shadow") => format!("stop it first: `predict-buy shadow stop --env {env}`"),
-                _ => format!(
-                    "wait for that canary's verdict (`predict-buy status --env {env}`); a crashed one is cleared by the next deploy --canary once its lease expires"
-                ),
-            },
             Error::Registry(R::UnknownRelease { .. }) => {
                 "run `predict-buy release list` to see releases".into()
             }

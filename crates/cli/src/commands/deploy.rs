@@ -612,7 +612,9 @@ fn print_canary_report(r: &CanaryReport) {
                 println!("  {f}");
             }
         }
-        CanaryOutcome::Inconclusive { reason } | CanaryOutcome::Interrupted { reason } => println!(
+        CanaryOutcome::Inconclusive { reason }
+        | CanaryOutcome::Interrupted { reason }
+        | CanaryOutcome::NotLoaded { reason } => println!(
             "canary of {} on {} dropped ({}): {reason}; {} serves every request",
             r.release,
             r.env,
@@ -938,6 +940,8 @@ fn outcome_name(o: Step) -> &'static str {
         Step::RolledBack => "rolled_back",
         Step::Interrupted => "interrupted",
         Step::Unverified => "unverified",
+        Step::ShadowStarted => "shadow_started",
+        Step::ShadowStopped => "shadow_stopped",
     }
 }
 
