@@ -704,6 +704,84 @@ pub fn window_of_operation(op: &str) -> Option<Window> {
     Duration::try_from_secs_f64(secs).ok().map(Window::Time)
 }
 
+/// A canary that runs now, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    pub release: ReleaseTag,
+    /// What the environment serves beside it.
+    pub baseline: Option<ReleaseTag>,
+    pub percent: f64,
+    pub started_at: jiff::Timestamp,
+    pub started_by: String,
+    pub elapsed_s: f64,
+    /// From the lease's operation; `None` when its deployer no longer holds the lease.
+    pub window: Option<Window>,
+    /// Seconds left of a time window (0 when over); `None` for a request count.
+    pub remaining_s: Option<f64>,
+    /// The metrics so far over every endpoint (each server counts a release pair from
+    /// the moment it loaded the candidate); `None` when a read failed, see `metrics_error`.
+    pub metrics: Option<Comparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
+}
+
+/// The environment's running canary, if its candidate record says one runs.
+pub async fn running(
+    registry: &Registry,
+    env: &EnvName,
+    endpoints: &[Url],
+) -> crate::Result<Option<Running>> {
+    let Some(candidate) = registry.candidate(env).await? else {
+        return Ok(None);
+    };
+    let CandidateMode::Canary { percent, .. } = candidate.mode else {
+        return Ok(None);
+    };
+    let now = jiff::Timestamp::now();
+    let baseline = registry.env_state(env).await?.and_then(|s| s.desired);
+    let lease = registry
+        .inspect_lease(env)
+        .await?
+        .filter(|l| l.is_active(now));
+    let window = lease.and_then(|l| window_of_operation(&l.operation));
+    let elapsed_s = now
+        .duration_since(candidate.started_at)
+        .as_secs_f64()
+        .max(0.0);
+    let remaining_s = match window {
+        Some(Window::Time(d)) => Some((d.as_secs_f64() - elapsed_s).max(0.0)),
+        _ => None,
+    };
+    let (metrics, metrics_error) = match crate::traffic::TrafficClient::new() {
+        Ok(client) if !endpoints.is_empty() => match read_traffic(&client, endpoints).await {
+            Ok(reports) => {
+                let totals = by_release(&reports);
+                let of = |tag: &str| totals.get(tag).cloned().unwrap_or_default().metrics(tag);
+                let b = baseline.as_ref().map_or(String::new(), ToString::to_string);
+                (
+                    Some(compare(of(&b), of(&candidate.release.to_string()))),
+                    None,
+                )
+            }
+            Err(e) => (None, Some(e.to_string())),
+        },
+        Ok(_) => (None, Some("no endpoints to read".to_string())),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(Some(Running {
+        release: candidate.release,
+        baseline,
+        percent,
+        started_at: candidate.started_at,
+        started_by: candidate.started_by,
+        elapsed_s,
+        window,
+        remaining_s,
+        metrics,
+        metrics_error,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -829,6 +829,13 @@ pub fn run_status(a: StatusArgs) -> Outcome {
         ))
         .map_err(deploy_error)?;
     let env = &project.env;
+    let canary = rt
+        .block_on(predict_buy_deploy::canary::running(
+            &project.registry,
+            &env.name,
+            &env.endpoints,
+        ))
+        .map_err(deploy_error)?;
     // A Kubernetes environment also shows what the cluster runs, which may differ
     // from the registry's desired release after a hand edit or a `kubectl rollout undo`.
     let (target, cluster) = match env.config.target {
@@ -866,10 +873,13 @@ pub fn run_status(a: StatusArgs) -> Outcome {
             status: &'a predict_buy_deploy::Status,
             #[serde(skip_serializing_if = "Option::is_none")]
             cluster: Option<&'a predict_buy_deploy::kubernetes::ClusterStatus>,
+            /// A running canary (`deploy --canary`), `null` when none runs.
+            canary: Option<&'a predict_buy_deploy::canary::Running>,
         }
         crate::project::out_json(&Doc {
             status: &status,
             cluster: cluster.as_ref(),
+            canary: canary.as_ref(),
         })?;
         return Ok(());
     }
@@ -916,6 +926,9 @@ pub fn run_status(a: StatusArgs) -> Outcome {
     if let Some(cs) = &cluster {
         print!("{cs}");
     }
+    if let Some(c) = &canary {
+        print_running_canary(c);
+    }
     if let Some(i) = &status.interrupted {
         println!(
             "state        interrupted: #{} ({} of {}) started at {} never finished",
@@ -930,6 +943,30 @@ pub fn run_status(a: StatusArgs) -> Outcome {
         );
     }
     Ok(())
+}
+
+fn print_running_canary(c: &predict_buy_deploy::canary::Running) {
+    let window = match (&c.window, c.remaining_s) {
+        (Some(w), Some(left)) => format!(", analysis {w}, {left:.0}s left"),
+        (Some(w), None) => format!(", analysis {w}"),
+        (None, _) => ", and no deployer holds the lease (it will be dropped by the next deploy --canary)".into(),
+    };
+    println!(
+        "canary       {} at {}% beside {}, started {} by {} ({:.0}s ago{window})",
+        c.release,
+        c.percent,
+        c.baseline
+            .as_ref()
+            .map_or("nothing".into(), ToString::to_string),
+        c.started_at,
+        c.started_by,
+        c.elapsed_s
+    );
+    match (&c.metrics, &c.metrics_error) {
+        (Some(m), _) => println!("metrics      {}", metrics_line(m)),
+        (None, Some(e)) => println!("metrics      unavailable: {e}"),
+        (None, None) => {}
+    }
 }
 
 fn outcome_name(o: Step) -> &'static str {
