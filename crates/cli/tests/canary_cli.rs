@@ -199,7 +199,9 @@ impl Env {
                 }
             }
         });
-        let endpoint = rx.recv_timeout(PATIENCE).expect("serve says where it listens");
+        let endpoint = rx
+            .recv_timeout(PATIENCE)
+            .expect("serve says where it listens");
         Server { child, endpoint }
     }
 
@@ -371,7 +373,8 @@ fn a_healthy_canary_shows_in_status_passes_and_is_promoted() {
     });
     let text = env.ctx.run(["status", "--env", "nonprod"]).ok();
     assert!(
-        text.stdout.contains("canary       v0.2.0 at 30% beside v0.1.0"),
+        text.stdout
+            .contains("canary       v0.2.0 at 30% beside v0.1.0"),
         "{text}"
     );
     let (code, stdout, stderr) = finish(child);
@@ -427,7 +430,10 @@ fn a_candidate_whose_positive_rate_differs_wildly_fails_and_the_baseline_keeps_s
         (entries[0].0.as_str(), entries[0].1.as_str()),
         ("failed", "v0.3.0")
     );
-    assert!(entries[0].2.contains("positive_rate: candidate"), "{entries:?}");
+    assert!(
+        entries[0].2.contains("positive_rate: candidate"),
+        "{entries:?}"
+    );
     assert_eq!(env.desired().as_deref(), Some("v0.1.0"));
     assert!(env.candidate().is_none());
     // Once every server has dropped the candidate, only the baseline answers.
@@ -451,13 +457,7 @@ fn a_second_canary_is_refused_and_ctrl_c_drops_the_first() {
     let second = env
         .ctx
         .run([
-            "deploy",
-            "v0.3.0",
-            "--env",
-            "nonprod",
-            "--yes",
-            "--canary",
-            "10%",
+            "deploy", "v0.3.0", "--env", "nonprod", "--yes", "--canary", "10%",
         ])
         .code(1);
     assert!(second.stderr.contains("lease"), "{second}");
@@ -501,17 +501,12 @@ fn a_canary_is_refused_while_a_shadow_holds_the_candidate_record() {
     let run = env
         .ctx
         .run([
-            "deploy",
-            "v0.2.0",
-            "--env",
-            "nonprod",
-            "--yes",
-            "--canary",
-            "10%",
+            "deploy", "v0.2.0", "--env", "nonprod", "--yes", "--canary", "10%",
         ])
         .code(1);
     assert!(
-        run.stderr.contains("already has a candidate (shadow of v0.3.0)"),
+        run.stderr
+            .contains("already has a candidate (shadow of v0.3.0)"),
         "{run}"
     );
     assert!(run.stderr.contains("predict-buy shadow stop"), "{run}");
@@ -538,7 +533,10 @@ fn bad_canary_arguments_are_bad_input() {
     ])
     .ok();
     for (args, needle) in [
-        (vec!["--canary", "150%"], "--canary `150%`: must be above 0%"),
+        (
+            vec!["--canary", "150%"],
+            "--canary `150%`: must be above 0%",
+        ),
         (
             vec!["--canary", "10%", "--analysis", "soon"],
             "--analysis `soon`",

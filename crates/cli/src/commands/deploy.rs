@@ -949,7 +949,10 @@ fn print_running_canary(c: &predict_buy_deploy::canary::Running) {
     let window = match (&c.window, c.remaining_s) {
         (Some(w), Some(left)) => format!(", analysis {w}, {left:.0}s left"),
         (Some(w), None) => format!(", analysis {w}"),
-        (None, _) => ", and no deployer holds the lease (it will be dropped by the next deploy --canary)".into(),
+        (None, _) => {
+            ", and no deployer holds the lease (it will be dropped by the next deploy --canary)"
+                .into()
+        }
     };
     println!(
         "canary       {} at {}% beside {}, started {} by {} ({:.0}s ago{window})",
