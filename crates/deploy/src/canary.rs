@@ -26,6 +26,9 @@ use predict_buy_registry::{
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+use crate::kubernetes::{KubernetesTarget, manifests};
+use crate::traffic::{TrafficClient, TrafficError};
+
 /// Errors of starting or running a canary that are not a verdict on the release.
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {
@@ -49,7 +52,7 @@ pub enum CanaryError {
 
     /// The HTTP client for `GET /traffic` could not be built.
     #[error("cannot read the endpoints' traffic")]
-    Traffic(#[source] crate::traffic::TrafficError),
+    Traffic(#[source] TrafficError),
 }
 
 impl CanaryError {
@@ -581,15 +584,24 @@ pub fn psi(expected: &[u64], actual: &[u64]) -> f64 {
 /// Every endpoint's report, or the first endpoint's failure: the analysis skips a
 /// poll that misses an endpoint rather than judging on part of the environment.
 pub async fn read_traffic(
-    client: &crate::traffic::TrafficClient,
+    client: &TrafficClient,
     endpoints: &[Url],
-) -> std::result::Result<Vec<TrafficReport>, crate::traffic::TrafficError> {
+) -> std::result::Result<Vec<TrafficReport>, TrafficError> {
     client
         .fetch_all(endpoints)
         .await
         .into_iter()
         .map(|e| e.report)
         .collect()
+}
+
+/// Whether any report lists `release`: some server runs it.
+pub fn any_holds(reports: &[TrafficReport], release: &str) -> bool {
+    reports.iter().any(|r| {
+        r.releases
+            .iter()
+            .any(|t| t.release.as_deref() == Some(release))
+    })
 }
 
 /// The first server's complaint that it could not load `release` as a candidate.
@@ -654,14 +666,100 @@ pub trait CanaryTarget: crate::Target {
         }
     }
 
-    /// The endpoints whose `/traffic` the analysis reads.
-    fn traffic_endpoints(&self) -> impl Future<Output = crate::Result<Vec<Url>>> + Send {
-        let endpoints = self.endpoints().to_vec();
-        async move { Ok(endpoints) }
+    /// Every server's `GET /traffic`, or the first failure.
+    fn read_traffic(
+        &self,
+        client: &TrafficClient,
+    ) -> impl Future<Output = std::result::Result<Vec<TrafficReport>, TrafficError>> + Send {
+        read_traffic(client, self.endpoints())
+    }
+
+    /// Whether every server holds the candidate (local servers load it beside the
+    /// baseline) rather than some servers running it alone (Kubernetes canary pods).
+    fn candidate_on_every_server(&self) -> bool {
+        true
+    }
+
+    /// The share the candidate really gets, in percent: the one asked for, or what a
+    /// replica ratio makes of it.
+    fn effective_percent(&self, share: Share) -> f64 {
+        share.percent()
     }
 }
 
 impl CanaryTarget for crate::LocalTarget {}
+
+/// On Kubernetes a canary is a second Deployment ([`manifests::CANARY`]) of the
+/// candidate, pinned like the main one, whose pods the one Service also selects: the
+/// replica ratio is the weight. No candidate record is written, because the main
+/// Deployment's pods follow the record (`--env`) and would split traffic themselves;
+/// a second canary is refused by the lease, and a shadow's record refuses a canary.
+impl CanaryTarget for KubernetesTarget {
+    async fn start_canary(
+        &self,
+        registry: &Registry,
+        env: &EnvName,
+        candidate: &ReleaseRecord,
+        share: Share,
+        _key: &RequestKey,
+        actor: &str,
+    ) -> crate::Result<()> {
+        if let Some(existing) = registry.candidate(env).await? {
+            return Err(predict_buy_registry::Error::CandidateExists {
+                env: env.clone(),
+                release: Some(existing.release.to_string()),
+                mode: Some(existing.mode.name()),
+            }
+            .into());
+        }
+        let replicas = manifests::canary_replicas(self.main_replicas(), share.percent());
+        let deployment = manifests::canary_deployment(
+            &manifests::RenderInput {
+                env,
+                release: candidate,
+                registry_url: self.pod_registry(),
+                settings: self.settings(),
+                deployed_by: Some(actor),
+            },
+            replicas,
+        );
+        self.cluster().apply_canary(&deployment).await?;
+        let timeout = Duration::from_secs(self.settings().progress_deadline_seconds.max(1) as u64);
+        if let Err(e) = self.cluster().wait_canary(replicas, timeout).await {
+            // Its pods never served: take them away before saying why.
+            if let Err(d) = self.cluster().delete_canary().await {
+                tracing::warn!("cannot delete the canary Deployment: {d}");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn drop_canary(&self, _registry: &Registry, _env: &EnvName) -> crate::Result<()> {
+        self.cluster().delete_canary().await?;
+        Ok(())
+    }
+
+    async fn read_traffic(
+        &self,
+        _client: &TrafficClient,
+    ) -> std::result::Result<Vec<TrafficReport>, TrafficError> {
+        crate::traffic::fetch_pods(self.cluster())
+            .await?
+            .into_iter()
+            .map(|e| e.report)
+            .collect()
+    }
+
+    fn candidate_on_every_server(&self) -> bool {
+        false
+    }
+
+    fn effective_percent(&self, share: Share) -> f64 {
+        let main = self.main_replicas();
+        manifests::effective_percent(main, manifests::canary_replicas(main, share.percent()))
+    }
+}
 
 impl CanaryTarget for crate::EnvTarget {
     async fn start_canary(
@@ -678,10 +776,41 @@ impl CanaryTarget for crate::EnvTarget {
                 t.start_canary(registry, env, candidate, share, key, actor)
                     .await
             }
-            crate::EnvTarget::Kubernetes(_) => Err(crate::Error::TargetUnsupported {
-                env: env.clone(),
-                target: "kubernetes (for deploy --canary)",
-            }),
+            crate::EnvTarget::Kubernetes(t) => {
+                t.start_canary(registry, env, candidate, share, key, actor)
+                    .await
+            }
+        }
+    }
+
+    async fn drop_canary(&self, registry: &Registry, env: &EnvName) -> crate::Result<()> {
+        match self {
+            crate::EnvTarget::Local(t) => t.drop_canary(registry, env).await,
+            crate::EnvTarget::Kubernetes(t) => t.drop_canary(registry, env).await,
+        }
+    }
+
+    async fn read_traffic(
+        &self,
+        client: &TrafficClient,
+    ) -> std::result::Result<Vec<TrafficReport>, TrafficError> {
+        match self {
+            crate::EnvTarget::Local(t) => t.read_traffic(client).await,
+            crate::EnvTarget::Kubernetes(t) => t.read_traffic(client).await,
+        }
+    }
+
+    fn candidate_on_every_server(&self) -> bool {
+        match self {
+            crate::EnvTarget::Local(t) => t.candidate_on_every_server(),
+            crate::EnvTarget::Kubernetes(t) => t.candidate_on_every_server(),
+        }
+    }
+
+    fn effective_percent(&self, share: Share) -> f64 {
+        match self {
+            crate::EnvTarget::Local(t) => t.effective_percent(share),
+            crate::EnvTarget::Kubernetes(t) => t.effective_percent(share),
         }
     }
 }
@@ -752,7 +881,7 @@ pub async fn running(
         Some(Window::Time(d)) => Some((d.as_secs_f64() - elapsed_s).max(0.0)),
         _ => None,
     };
-    let (metrics, metrics_error) = match crate::traffic::TrafficClient::new() {
+    let (metrics, metrics_error) = match TrafficClient::new() {
         Ok(client) if !endpoints.is_empty() => match read_traffic(&client, endpoints).await {
             Ok(reports) => {
                 let totals = by_release(&reports);

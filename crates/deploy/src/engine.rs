@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::canary::{
     Assessment, CanaryError, CanaryTarget, Comparison, MetricFailure, Share, Thresholds, Window,
-    all_hold, assess, by_release, compare, load_error, read_traffic,
+    all_hold, any_holds, assess, by_release, compare, load_error,
 };
 use crate::config::Environment;
 use crate::error::{Error, Result};
@@ -848,6 +848,8 @@ pub struct CanaryReport {
     pub release: ReleaseTag,
     pub baseline: ReleaseTag,
     pub share: Share,
+    /// The share the target really gives (a Kubernetes replica ratio is coarse).
+    pub effective_percent: f64,
     pub window: Window,
     pub elapsed_ms: f64,
     /// The last comparison read, if any read succeeded.
@@ -966,15 +968,25 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
             "entry #{} never finished: its deployer stopped and its lease expired",
             dangling.seq
         );
-        if dangling.message.starts_with("canary ")
-            && let Some(c) = self.registry.candidate(&self.env.name).await?
-            && matches!(c.mode, CandidateMode::Canary { .. })
-            && Some(&c.release) == dangling.release.as_ref()
-        {
-            self.target
-                .drop_canary(&self.registry, &self.env.name)
-                .await?;
-            message.push_str("; its canary was dropped");
+        if dangling.message.starts_with("canary ") {
+            let ours = if self.target.candidate_on_every_server() {
+                // Only the crashed canary's own record: never a shadow started since.
+                self.registry
+                    .candidate(&self.env.name)
+                    .await?
+                    .is_some_and(|c| {
+                        matches!(c.mode, CandidateMode::Canary { .. })
+                            && Some(&c.release) == dangling.release.as_ref()
+                    })
+            } else {
+                true
+            };
+            if ours {
+                self.target
+                    .drop_canary(&self.registry, &self.env.name)
+                    .await?;
+                message.push_str("; its canary was dropped");
+            }
         }
         self.record(
             dangling.release.as_ref(),
@@ -1056,6 +1068,7 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
             release: tag.clone(),
             baseline: baseline.clone(),
             share: canary.share,
+            effective_percent: self.target.effective_percent(canary.share),
             window: canary.window,
             elapsed_ms: ms(started.elapsed()),
             metrics: last.clone(),
@@ -1251,22 +1264,22 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
             Ok(c) => c,
             Err(e) => return Stop::Interrupted(CanaryError::Traffic(e).to_string()),
         };
-        let endpoints = match self.target.traffic_endpoints().await {
-            Ok(e) => e,
-            Err(e) => return Stop::Interrupted(format!("cannot list the endpoints: {e}")),
-        };
+        let everywhere = self.target.candidate_on_every_server();
         let (b, c) = (baseline.to_string(), candidate.to_string());
         // Loading: every endpoint must list the candidate before the window opens.
         let load_deadline = std::time::Instant::now() + self.verifier.timeout();
         let start = loop {
-            let read = read_traffic(&client, &endpoints).await;
+            let read = self.target.read_traffic(&client).await;
             if let Ok(reports) = &read
                 && let Some(error) = load_error(reports, &c)
             {
                 return Stop::NotLoaded(error);
             }
             match read {
-                Ok(reports) if all_hold(&reports, &c) => break by_release(&reports),
+                Ok(reports) if everywhere && all_hold(&reports, &c) => break by_release(&reports),
+                Ok(reports) if !everywhere && any_holds(&reports, &c) => {
+                    break by_release(&reports);
+                }
                 Ok(_) if std::time::Instant::now() >= load_deadline => {
                     return Stop::Verdict(Assessment::TooFew {
                         requests: 0,
@@ -1294,7 +1307,7 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
                 return stop;
             }
             let elapsed = opened.elapsed();
-            match read_traffic(&client, &endpoints).await {
+            match self.target.read_traffic(&client).await {
                 Ok(reports) => {
                     let now = by_release(&reports);
                     let delta = |tag: &str| {
@@ -1346,8 +1359,11 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
     /// `None` while the environment's candidate record is still this canary's; else
     /// why the analysis must stop.
     async fn candidate_still_ours(&self, candidate: &ReleaseTag) -> Option<Stop> {
+        // Without a record of its own (Kubernetes), any record is someone else's.
+        let own_record = self.target.candidate_on_every_server();
         match self.registry.candidate(&self.env.name).await {
-            Ok(Some(c)) if &c.release == candidate => None,
+            Ok(Some(c)) if own_record && &c.release == candidate => None,
+            Ok(None) if !own_record => None,
             Ok(_) => Some(Stop::Interrupted(
                 "the candidate record was removed or replaced by someone else".into(),
             )),

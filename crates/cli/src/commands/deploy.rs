@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use predict_buy_deploy::canary::{Comparison, Share, Window};
+use predict_buy_deploy::canary::{CanaryTarget as _, Comparison, Share, Window};
 use predict_buy_deploy::kubernetes::Cluster;
 use predict_buy_deploy::{
     CanaryOutcome, CanaryPlan, CanaryProgress, CanaryReport, Deployer, EnvTarget, EnvVerifier,
@@ -500,10 +500,18 @@ async fn carry_out_canary(
             return;
         }
         match step {
-            CanaryProgress::Started => eprintln!(
-                "canary {} at {} of {} (analysis {}): waiting for every endpoint to load it…",
-                plan.release, canary.share, plan.env, canary.window
-            ),
+            CanaryProgress::Started => {
+                let effective = deployer.target().effective_percent(canary.share);
+                let share = if (effective - canary.share.percent()).abs() > 0.05 {
+                    format!("{} (a replica ratio of {effective:.1}%)", canary.share)
+                } else {
+                    canary.share.to_string()
+                };
+                eprintln!(
+                    "canary {} at {share} of {} (analysis {}): waiting for its servers to load it…",
+                    plan.release, plan.env, canary.window
+                )
+            }
             CanaryProgress::Live => eprintln!("every endpoint holds {}: analysing…", plan.release),
             CanaryProgress::Metrics {
                 elapsed,

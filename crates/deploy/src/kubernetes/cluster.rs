@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::error::{KubeError, api_error};
-use super::manifests::{APP, CONTAINER_PORT, Manifests, annotation};
+use super::manifests::{APP, CANARY, CONTAINER_PORT, Manifests, TRACK_LABEL, annotation};
 
 /// The one field manager of every server-side apply predict-buy makes.
 pub const FIELD_MANAGER: &str = "predict-buy";
@@ -410,6 +410,95 @@ impl Cluster {
             replica_sets,
             pods: pod_statuses,
         })
+    }
+
+    /// Server-side apply of the canary's Deployment, after a dry run of it.
+    pub async fn apply_canary(&self, deployment: &Deployment) -> Result<Deployment, KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        let real = PatchParams::apply(FIELD_MANAGER);
+        apply_one(
+            &api,
+            CANARY,
+            deployment,
+            &real.clone().dry_run(),
+            "deployments.apps",
+        )
+        .await?;
+        apply_one(&api, CANARY, deployment, &real, "deployments.apps").await
+    }
+
+    /// The canary's live Deployment, if any.
+    pub async fn canary(&self) -> Result<Option<Deployment>, KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.get_opt(CANARY)
+            .await
+            .map_err(|e| api_error(e, "get", "deployments.apps", CANARY))
+    }
+
+    /// Delete the canary's Deployment (its ReplicaSet and pods go with it, by the
+    /// garbage collector); `false` when there was none.
+    pub async fn delete_canary(&self) -> Result<bool, KubeError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api
+            .delete(CANARY, &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(api_error(e, "delete", "deployments.apps", CANARY)),
+        }
+    }
+
+    /// The canary's pods that are not being deleted, by name.
+    pub async fn canary_pods(&self) -> Result<Vec<Pod>, KubeError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("app.kubernetes.io/name={APP},{TRACK_LABEL}=canary");
+        let mut pods = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error(e, "list", "pods", &selector))?
+            .items;
+        pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(pods)
+    }
+
+    /// Wait until `replicas` canary pods are ready, failing at once on a pod that
+    /// cannot run (crash loop, image pull) and at `timeout` otherwise.
+    pub async fn wait_canary(
+        &self,
+        replicas: i32,
+        timeout: Duration,
+    ) -> Result<Vec<String>, KubeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pods = self.canary_pods().await?;
+            if let Some(problem) = pods.iter().find_map(pod_problem) {
+                return Err(KubeError::PodFailed {
+                    namespace: self.namespace.clone(),
+                    pod: problem.pod,
+                    reason: problem.reason,
+                    message: problem.message,
+                });
+            }
+            let ready: Vec<String> = pods
+                .iter()
+                .filter(|p| pod_ready(p))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if ready.len() >= replicas.max(1) as usize {
+                return Ok(ready);
+            }
+            let last = format!("{} of {replicas} canary pod(s) ready", ready.len());
+            if Instant::now() + POLL >= deadline {
+                return Err(KubeError::RolloutTimeout {
+                    namespace: self.namespace.clone(),
+                    timeout,
+                    last,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn last_event(&self, pod: &str) -> Result<Option<String>, KubeError> {

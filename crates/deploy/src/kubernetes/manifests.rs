@@ -32,6 +32,10 @@ use serde::{Deserialize, Serialize};
 
 /// The name of every object predict-buy manages in an environment's namespace.
 pub const APP: &str = "predict-buy";
+/// The canary's Deployment (`deploy --canary`), beside [`APP`].
+pub const CANARY: &str = "predict-buy-canary";
+/// The label that tells a canary's pods (and its selector) from the main ones.
+pub const TRACK_LABEL: &str = "predict-buy.dev/track";
 /// The container's name and its one port's name.
 pub const CONTAINER: &str = "server";
 pub const PORT_NAME: &str = "http";
@@ -372,6 +376,58 @@ fn deployment(input: &RenderInput<'_>) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// Pods of the canary Deployment for `percent` of the traffic beside `main` pods.
+///
+/// The Service spreads requests evenly over every ready pod of the environment, so
+/// the replica ratio is the weight: `canary / (main + canary) ≈ percent`. The main
+/// Deployment keeps its replicas (capacity never drops during a canary), so the
+/// canary gets `round(main × p / (100 − p))` pods, and at least one. The effective
+/// share is therefore coarse with few pods: 1 pod beside 9 is 10%, but 1 beside 2
+/// is 33%; [`effective_percent`] says what it is, and `deploy --canary` prints it.
+pub fn canary_replicas(main: i32, percent: f64) -> i32 {
+    let ideal = f64::from(main.max(1)) * percent / (100.0 - percent);
+    (ideal.round() as i32).max(1)
+}
+
+/// The share of pods, in percent, that `canary` pods beside `main` ones get.
+pub fn effective_percent(main: i32, canary: i32) -> f64 {
+    100.0 * f64::from(canary) / f64::from(main.max(1) + canary)
+}
+
+/// The canary's Deployment: the candidate's pod template, pinned like the main one,
+/// under [`CANARY`] with the `predict-buy.dev/track: canary` label in its selector and
+/// pods. Its pods keep the environment's selector labels, so the one Service selects
+/// both Deployments' pods.
+pub fn canary_deployment(input: &RenderInput<'_>, replicas: i32) -> Deployment {
+    let mut d = deployment(input);
+    let track = (TRACK_LABEL.to_string(), "canary".to_string());
+    d.metadata.name = Some(CANARY.into());
+    if let Some(labels) = d.metadata.labels.as_mut() {
+        labels.insert(track.0.clone(), track.1.clone());
+    }
+    if let Some(a) = d.metadata.annotations.as_mut() {
+        a.insert(
+            annotation::CHANGE_CAUSE.to_string(),
+            format!("predict-buy deploy {} --canary", input.release.tag),
+        );
+    }
+    if let Some(spec) = d.spec.as_mut() {
+        spec.replicas = Some(replicas);
+        if let Some(m) = spec.selector.match_labels.as_mut() {
+            m.insert(track.0.clone(), track.1.clone());
+        }
+        if let Some(labels) = spec
+            .template
+            .metadata
+            .as_mut()
+            .and_then(|m| m.labels.as_mut())
+        {
+            labels.insert(track.0, track.1);
+        }
+    }
+    d
 }
 
 /// The server's arguments after the image's entrypoint (`predict-buy serve`).

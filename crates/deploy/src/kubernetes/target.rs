@@ -57,6 +57,20 @@ impl KubernetesTarget {
         &self.settings
     }
 
+    /// The registry URL written into the pods' arguments.
+    pub fn pod_registry(&self) -> &str {
+        &self.pod_registry
+    }
+
+    /// Pods the main Deployment runs when settled: its replicas, or the autoscaler's
+    /// minimum.
+    pub fn main_replicas(&self) -> i32 {
+        self.settings
+            .autoscale
+            .as_ref()
+            .map_or(self.settings.replicas, |a| a.min_replicas)
+    }
+
     /// A server-side dry run (`dryRun=All`) of `release`'s manifests, for `--dry-run`:
     /// the API server validates and defaults them without storing anything.
     pub async fn dry_run(
