@@ -854,16 +854,32 @@ pub struct Running {
     pub metrics_error: Option<String>,
 }
 
-/// The environment's running canary, if its candidate record says one runs.
+/// Where `status` finds a canary: a local environment's candidate record and its
+/// endpoints, or a Kubernetes environment's canary Deployment and its pods.
+pub enum Source<'a> {
+    Endpoints(&'a [Url]),
+    Cluster(&'a crate::kubernetes::Cluster),
+}
+
+/// The environment's running canary, if one runs.
 pub async fn running(
     registry: &Registry,
     env: &EnvName,
-    endpoints: &[Url],
+    source: Source<'_>,
 ) -> crate::Result<Option<Running>> {
-    let Some(candidate) = registry.candidate(env).await? else {
-        return Ok(None);
+    let found = match &source {
+        Source::Endpoints(_) => match registry.candidate(env).await? {
+            Some(c) => match c.mode {
+                CandidateMode::Canary { percent, .. } => {
+                    Some((c.release, percent, c.started_at, c.started_by))
+                }
+                CandidateMode::Shadow => None,
+            },
+            None => None,
+        },
+        Source::Cluster(cluster) => on_cluster(cluster).await?,
     };
-    let CandidateMode::Canary { percent, .. } = candidate.mode else {
+    let Some((release, percent, started_at, started_by)) = found else {
         return Ok(None);
     };
     let now = jiff::Timestamp::now();
@@ -873,42 +889,85 @@ pub async fn running(
         .await?
         .filter(|l| l.is_active(now));
     let window = lease.and_then(|l| window_of_operation(&l.operation));
-    let elapsed_s = now
-        .duration_since(candidate.started_at)
-        .as_secs_f64()
-        .max(0.0);
+    let elapsed_s = now.duration_since(started_at).as_secs_f64().max(0.0);
     let remaining_s = match window {
         Some(Window::Time(d)) => Some((d.as_secs_f64() - elapsed_s).max(0.0)),
         _ => None,
     };
-    let (metrics, metrics_error) = match TrafficClient::new() {
-        Ok(client) if !endpoints.is_empty() => match read_traffic(&client, endpoints).await {
-            Ok(reports) => {
-                let totals = by_release(&reports);
-                let of = |tag: &str| totals.get(tag).cloned().unwrap_or_default().metrics(tag);
-                let b = baseline.as_ref().map_or(String::new(), ToString::to_string);
-                (
-                    Some(compare(of(&b), of(&candidate.release.to_string()))),
-                    None,
-                )
-            }
-            Err(e) => (None, Some(e.to_string())),
+    let reports = match &source {
+        Source::Endpoints([]) => Err("no endpoints to read".to_string()),
+        Source::Endpoints(endpoints) => match TrafficClient::new() {
+            Ok(client) => read_traffic(&client, endpoints)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         },
-        Ok(_) => (None, Some("no endpoints to read".to_string())),
-        Err(e) => (None, Some(e.to_string())),
+        Source::Cluster(cluster) => match crate::traffic::fetch_pods(cluster).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|e| e.report)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let (metrics, metrics_error) = match reports {
+        Ok(reports) => {
+            let totals = by_release(&reports);
+            let of = |tag: &str| totals.get(tag).cloned().unwrap_or_default().metrics(tag);
+            let b = baseline.as_ref().map_or(String::new(), ToString::to_string);
+            (Some(compare(of(&b), of(&release.to_string()))), None)
+        }
+        Err(e) => (None, Some(e)),
     };
     Ok(Some(Running {
-        release: candidate.release,
+        release,
         baseline,
         percent,
-        started_at: candidate.started_at,
-        started_by: candidate.started_by,
+        started_at,
+        started_by,
         elapsed_s,
         window,
         remaining_s,
         metrics,
         metrics_error,
     }))
+}
+
+/// The canary Deployment's release, effective share, creation time and deployer.
+async fn on_cluster(
+    cluster: &crate::kubernetes::Cluster,
+) -> crate::Result<Option<(ReleaseTag, f64, jiff::Timestamp, String)>> {
+    let Some(canary) = cluster.canary().await? else {
+        return Ok(None);
+    };
+    let annotations = canary.metadata.annotations.clone().unwrap_or_default();
+    let Some(release) = annotations
+        .get(manifests::annotation::RELEASE)
+        .and_then(|t| ReleaseTag::parse(t).ok())
+    else {
+        return Ok(None);
+    };
+    let replicas = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    };
+    let main = cluster.deployment().await?.as_ref().map_or(1, replicas);
+    let started_at = canary
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| t.0.to_string().parse().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    let by = annotations
+        .get(manifests::annotation::DEPLOYED_BY)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Some((
+        release,
+        manifests::effective_percent(main, replicas(&canary)),
+        started_at,
+        by,
+    )))
 }
 
 #[cfg(test)]

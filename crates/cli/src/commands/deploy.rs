@@ -837,21 +837,15 @@ pub fn run_status(a: StatusArgs) -> Outcome {
         ))
         .map_err(deploy_error)?;
     let env = &project.env;
-    let canary = rt
-        .block_on(predict_buy_deploy::canary::running(
-            &project.registry,
-            &env.name,
-            &env.endpoints,
-        ))
-        .map_err(deploy_error)?;
     // A Kubernetes environment also shows what the cluster runs, which may differ
     // from the registry's desired release after a hand edit or a `kubectl rollout undo`.
-    let (target, cluster) = match env.config.target {
+    let (target, cluster, cluster_handle) = match env.config.target {
         TargetKind::Local => (
             match predict_buy_deploy::target_for(env) {
                 Ok(t) => predict_buy_deploy::Target::describe(&t),
                 Err(e) => e.to_string(),
             },
+            None,
             None,
         ),
         TargetKind::Kubernetes => {
@@ -870,8 +864,18 @@ pub fn run_status(a: StatusArgs) -> Outcome {
                     c.server()
                 ),
                 Some(cs),
+                Some(c),
             )
         }
+    };
+    let canary = {
+        use predict_buy_deploy::canary::{Source, running};
+        let source = match &cluster_handle {
+            Some(c) => Source::Cluster(c),
+            None => Source::Endpoints(&env.endpoints),
+        };
+        rt.block_on(running(&project.registry, &env.name, source))
+            .map_err(deploy_error)?
     };
     if a.json {
         /// The registry's status, then what the cluster runs (Kubernetes only).

@@ -579,3 +579,88 @@ impl Manifests {
             .join(""))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use predict_buy_registry::{Digest, ReleaseTag};
+
+    use super::*;
+
+    #[test]
+    fn canary_replicas_follow_the_share_with_at_least_one_pod() {
+        // 1 of 10 for 10%: nine main pods and one canary pod.
+        assert_eq!(canary_replicas(9, 10.0), 1);
+        assert_eq!(effective_percent(9, 1), 10.0);
+        assert_eq!(canary_replicas(3, 25.0), 1);
+        assert_eq!(canary_replicas(6, 25.0), 2);
+        assert_eq!(canary_replicas(2, 50.0), 2);
+        // Too few main pods for a small share: one pod, and a larger real share.
+        assert_eq!(canary_replicas(2, 10.0), 1);
+        assert!((effective_percent(2, 1) - 100.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_canary_deployment_is_pinned_to_the_candidate_and_selected_by_the_service() {
+        let env = EnvName::parse("staging").unwrap();
+        let release = ReleaseRecord {
+            tag: ReleaseTag::parse("v1.1.0").unwrap(),
+            model_digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
+            image: None,
+            git_commit: None,
+            notes: String::new(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            created_by: "t".into(),
+            metrics: serde_json::Value::Null,
+            golden: Vec::new(),
+            training: None,
+        };
+        let settings = KubeSettings::new("staging");
+        let input = RenderInput {
+            env: &env,
+            release: &release,
+            registry_url: "file:///r",
+            settings: &settings,
+            deployed_by: None,
+        };
+        let main = render(&input);
+        let canary = canary_deployment(&input, 1);
+        assert_eq!(canary.metadata.name.as_deref(), Some(CANARY));
+        let spec = canary.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        assert_eq!(
+            selector.get(TRACK_LABEL).map(String::as_str),
+            Some("canary")
+        );
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        // Every label the Service selects on is on the canary's pods.
+        for (k, v) in main.service.spec.unwrap().selector.unwrap() {
+            assert_eq!(pod_labels.get(&k), Some(&v), "{k}");
+        }
+        assert_eq!(
+            pod_labels
+                .get("app.kubernetes.io/version")
+                .map(String::as_str),
+            Some("v1.1.0")
+        );
+        // The pods are pinned to the candidate like the main Deployment's.
+        assert_eq!(
+            spec.template.spec.as_ref().unwrap().containers[0].args,
+            main.deployment
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .args
+        );
+    }
+}
