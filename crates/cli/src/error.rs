@@ -363,6 +363,16 @@ fn registry_decision(e: &predict_buy_registry::Error) -> (Code, Option<String>) 
                 "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
             )),
         ),
+        // Another shadow or canary runs: the operation is refused as asked.
+        R::CandidateExists { env, mode, .. } => (
+            Code::Input,
+            Some(match mode {
+                Some("canary") => format!(
+                    "wait for the canary's verdict (`predict-buy status --env {env}`)"
+                ),
+                _ => format!("stop it first with `predict-buy shadow stop --env {env}`"),
+            }),
+        ),
         R::Decode { .. }
         | R::LeaseLost { .. }
         | R::Conflict { .. }

@@ -726,6 +726,8 @@ fn outcome_name(o: Step) -> &'static str {
         Step::RolledBack => "rolled_back",
         Step::Interrupted => "interrupted",
         Step::Unverified => "unverified",
+        Step::ShadowStarted => "shadow_started",
+        Step::ShadowStopped => "shadow_stopped",
     }
 }
 
