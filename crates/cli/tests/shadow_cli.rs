@@ -93,9 +93,9 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 }
 
 fn row(i: usize) -> Value {
-    json!({"Gender": if i % 2 == 0 {"Male"} else {"Female"}, "Age": 20 + (i * 7) % 60,
+    json!({"Gender": if i.is_multiple_of(2) {"Male"} else {"Female"}, "Age": 20 + (i * 7) % 60,
         "HasDrivingLicense": 1, "RegionID": (i * 13 % 52) as f64, "Switch": i % 3 % 2,
-        "PastAccident": if i % 3 == 0 {"No"} else {"Yes"}, "AnnualPremium": 500 + i * 97})
+        "PastAccident": if i.is_multiple_of(3) {"No"} else {"Yes"}, "AnnualPremium": 500 + i * 97})
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -121,9 +121,9 @@ impl Env {
 fn rows(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            json!({"Gender": if i % 2 == 0 {"Male"} else {"Female"}, "Age": 20 + (i * 7) % 60,
+            json!({"Gender": if i.is_multiple_of(2) {"Male"} else {"Female"}, "Age": 20 + (i * 7) % 60,
                 "HasDrivingLicense": 1, "RegionID": (i * 13 % 52) as f64, "Switch": i % 3 % 2,
-                "PastAccident": if i % 3 == 0 {"No"} else {"Yes"},
+                "PastAccident": if i.is_multiple_of(3) {"No"} else {"Yes"},
                 "AnnualPremium": format!("£{},{:03}.50", 1 + i % 30, (i * 37) % 1000)})
         })
         .collect()
