@@ -544,3 +544,114 @@ fn summarise(
         problems,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use predict_buy_api::traffic::{
+        DELTA_BOUNDS, Histogram, LATENCY_BOUNDS_US, ReleaseTraffic, SCORE_BUCKETS,
+        ShadowComparison, TrafficReport,
+    };
+
+    fn release(version: &str, role: Role, instances: u64, positives: u64) -> ReleaseTraffic {
+        let mut latency = vec![0; LATENCY_BOUNDS_US.len() + 1];
+        // Every request in (50, 100] µs.
+        latency[1] = instances;
+        ReleaseTraffic {
+            release: Some(version.into()),
+            version: version.into(),
+            digest: "sha256:x".into(),
+            role,
+            since: "2026-01-01T00:00:00Z".into(),
+            requests: instances,
+            instances,
+            errors: 0,
+            rejected: 0,
+            positives,
+            unkeyed: 0,
+            latency_us: Histogram {
+                bounds: LATENCY_BOUNDS_US.to_vec(),
+                counts: latency,
+                sum: 0.0,
+            },
+            scores: Histogram {
+                bounds: (1..SCORE_BUCKETS)
+                    .map(|i| i as f64 / SCORE_BUCKETS as f64)
+                    .collect(),
+                counts: vec![0; SCORE_BUCKETS],
+                sum: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_report_adds_up_endpoints_and_reads_as_one_line() {
+        let report = |n: u64, agree: u64| TrafficReport {
+            releases: vec![
+                release("v1.0.0", Role::Primary, n, n / 4),
+                release("v1.1.0", Role::Shadow, n, n / 2),
+            ],
+            shadow: Some(ShadowComparison {
+                primary: "v1.0.0".into(),
+                shadow: "v1.1.0".into(),
+                compared: n,
+                confusion: [[agree, n - agree], [0, 0]],
+                abs_delta: Histogram {
+                    bounds: DELTA_BOUNDS.to_vec(),
+                    counts: {
+                        let mut c = vec![0; DELTA_BOUNDS.len() + 1];
+                        c[0] = n;
+                        c
+                    },
+                    sum: 0.0005 * n as f64,
+                },
+                skipped: 1,
+            }),
+            candidate_error: None,
+        };
+        let (a, b) = (report(100, 90), report(300, 300));
+        let merged = merge([("http://a/", &a), ("http://b/", &b)]).unwrap();
+        let candidate = Candidate {
+            env: EnvName::parse("nonprod").unwrap(),
+            release: ReleaseTag::parse("v1.1.0").unwrap(),
+            mode: CandidateMode::Shadow,
+            started_at: Timestamp::UNIX_EPOCH,
+            started_by: "t".into(),
+        };
+        let r = summarise(&candidate.env, &candidate, "v1.1.0", &merged, vec![]);
+        assert_eq!(r.compared, 400);
+        assert_eq!(r.confusion, [[390, 10], [0, 0]]);
+        assert_eq!(r.agreement, Some(390.0 / 400.0));
+        assert_eq!(r.skipped, 2);
+        assert!((r.mean_abs_delta.unwrap() - 0.0005).abs() < 1e-12);
+        // All |Δp| in (0, 0.001]: the p99 is interpolated inside that bucket.
+        assert!((r.p99_abs_delta.unwrap() - 0.00099).abs() < 1e-12);
+        let p = r.primary.as_ref().unwrap();
+        assert_eq!((p.version.as_str(), p.requests), ("v1.0.0", 400));
+        assert_eq!(p.positive_share, Some(100.0 / 400.0));
+        assert_eq!(r.shadow.as_ref().unwrap().positive_share, Some(0.5));
+        // Every request took (50, 100] µs: the median is the bucket's middle.
+        assert_eq!(p.latency_p50_us, Some(75.0));
+        assert_eq!(
+            r.one_line(),
+            "400 compared over 2 endpoint(s), agreement 97.50%, mean |Δp| 0.0005, p99 |Δp| 0.0010, positives 25.00% vs 50.00%, shadow errors 0, skipped 2"
+        );
+    }
+
+    #[test]
+    fn refusals_are_bad_input_and_failures_are_not() {
+        let env = EnvName::parse("prod").unwrap();
+        assert_eq!(ShadowError::NoShadow { env: env.clone() }.exit_code(), 2);
+        let e = ShadowError::NotLoaded {
+            env,
+            tag: ReleaseTag::parse("v2.0.0").unwrap(),
+            endpoint: "pod p-1".into(),
+            problem: "has not loaded it yet after 30.0s".into(),
+        };
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            "pod p-1 did not load shadow v2.0.0 of `prod`: has not loaded it yet after 30.0s; the shadow was called off"
+        );
+    }
+}
