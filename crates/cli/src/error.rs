@@ -363,13 +363,14 @@ fn registry_decision(e: &predict_buy_registry::Error) -> (Code, Option<String>) 
                 "wait for that deploy to finish; if it crashed, the lease expires by itself, or see `predict-buy status --env {env}` and docs/operations.md"
             )),
         ),
+        // Another shadow or canary runs: the operation is refused as asked.
         R::CandidateExists { env, mode, .. } => (
-            Code::Failed,
+            Code::Input,
             Some(match mode {
-                Some("shadow") => format!("stop it first: `predict-buy shadow stop --env {env}`"),
-                _ => format!(
-                    "wait for that canary's verdict (`predict-buy status --env {env}`); one whose deployer crashed is cleared by the next `deploy --canary` once its lease expires"
+                Some("canary") => format!(
+                    "wait for the canary's verdict (`predict-buy status --env {env}`); one whose deployer crashed is cleared by the next `deploy --canary` once its lease expires"
                 ),
+                _ => format!("stop it first with `predict-buy shadow stop --env {env}`"),
             }),
         ),
         R::Decode { .. }

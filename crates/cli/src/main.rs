@@ -63,6 +63,9 @@ enum Command {
     Status(commands::deploy::StatusArgs),
     /// The deploy history of an environment.
     History(commands::deploy::HistoryArgs),
+    /// Score a release beside the serving one on live requests (start, report, stop).
+    #[command(subcommand)]
+    Shadow(commands::shadow::ShadowCommand),
     /// Housekeeping of the registry itself.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Promote(a) => commands::deploy::run_promote(a),
         Command::Status(a) => commands::deploy::run_status(a),
         Command::History(a) => commands::deploy::run_history(a),
+        Command::Shadow(c) => commands::shadow::run(c),
         Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Render(a) => commands::render::run(a),

@@ -962,3 +962,51 @@ fn real_cluster_deploy_verify_and_roll_back() {
     assert_eq!(status["cluster"]["deployment"]["ready"], 1);
     eprintln!("real cluster: namespace {namespace} left for inspection; delete it when done");
 }
+
+/// Shadow on the simulator: the pods (real `predict-buy serve --release … --env
+/// staging` processes) load the candidate from the registry's record, and `shadow
+/// report` reaches every pod through the API server's pod proxy.
+#[test]
+fn a_shadow_runs_on_pods_and_is_reported_through_the_api_proxy() {
+    let p = staging_on_v1(SimOptions::default());
+    p.run([
+        "shadow",
+        "start",
+        "v0.2.0",
+        "--env",
+        "staging",
+        "--timeout",
+        TIMEOUT,
+    ])
+    .ok();
+    let body = p.golden_input("v0.1.0").to_string();
+    for _ in 0..12 {
+        proxied_predict(p.sim.handle.addr(), "staging", &body).unwrap();
+    }
+    let mut report = Value::Null;
+    poll_until("12 instances compared on the pod", || {
+        report = p
+            .run(["shadow", "report", "--env", "staging", "--json"])
+            .ok()
+            .json();
+        report["compared"] == 12
+    });
+    let endpoints = report["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{report}");
+    assert!(
+        endpoints[0].as_str().unwrap().starts_with("pod "),
+        "{report}"
+    );
+    assert_eq!(report["primary"]["version"], "v0.1.0");
+    assert_eq!(report["shadow"]["version"], "v0.2.0");
+    assert_eq!(report["primary"]["requests"], 12);
+    p.run(["shadow", "stop", "--env", "staging"]).ok();
+    let history = p.history("staging");
+    assert_eq!(
+        history[history.len() - 2..],
+        pairs(&[("shadow_started", "v0.2.0"), ("shadow_stopped", "v0.2.0")])
+    );
+    // The serving release never changed.
+    assert_eq!(p.desired("staging").as_deref(), Some("v0.1.0"));
+    assert_eq!(p.sim.template_release("staging").as_deref(), Some("v0.1.0"));
+}

@@ -36,6 +36,7 @@ mod error;
 pub mod git;
 pub mod history;
 pub mod kubernetes;
+pub mod shadow;
 mod status;
 pub mod target;
 pub mod traffic;

@@ -33,7 +33,7 @@ use serde_json::Value;
 use crate::batch::Instance;
 use crate::error::{ApiError, JsonBody};
 use crate::state::{AppState, LoadedModel};
-use crate::traffic::{ReleaseCounters, Routing, ShadowCounters};
+use crate::traffic::{CandidateRoute, ReleaseCounters, Routing, ShadowCounters};
 
 /// Jobs waiting for the shadow worker at most; beyond, jobs are skipped. About a
 /// second of traffic at a few thousand requests a second, and a few MB of bodies.
@@ -220,8 +220,6 @@ impl FromRequestParts<AppState> for CanaryKey {
         Ok(CanaryKey(header))
     }
 }
-
-use crate::traffic::CandidateRoute;
 
 /// FNV-1a, 64 bits: stable for a key's bytes everywhere, so a customer meets the same
 /// release on every server and after every restart.

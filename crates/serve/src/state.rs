@@ -250,6 +250,9 @@ struct Shared {
     candidate: ArcSwapOption<LoadedCandidate>,
     /// The candidate named by the environment that could not be loaded.
     candidate_error: ArcSwapOption<CandidateError>,
+    /// Whether that failure is worth another try at the next poll: a registry that
+    /// could not be read is, a refused artifact is not (it would be refused again).
+    candidate_retry: AtomicBool,
     /// The environment whose candidate record a pinned server follows.
     candidate_env: std::sync::OnceLock<EnvName>,
     shadow: Arc<ShadowSettings>,
@@ -280,6 +283,7 @@ impl AppState {
                 routing: ArcSwapOption::empty(),
                 candidate: ArcSwapOption::empty(),
                 candidate_error: ArcSwapOption::empty(),
+                candidate_retry: AtomicBool::new(false),
                 candidate_env: std::sync::OnceLock::new(),
                 shadow: Arc::new(ShadowSettings::default()),
             }),
@@ -670,10 +674,10 @@ impl AppState {
         {
             return;
         }
-        if let Some(e) = self.candidate_error().as_deref()
-            && e.release == tag
-            && e.mode == mode_name
-        {
+        let failed_before = self
+            .candidate_error()
+            .is_some_and(|e| e.release == tag && e.mode == mode_name);
+        if failed_before && !self.inner.candidate_retry.load(Ordering::Relaxed) {
             return;
         }
         match self.load_candidate(registry, &record.release).await {
@@ -687,7 +691,13 @@ impl AppState {
                 self.rebuild_routing();
             }
             Err(e) => {
-                tracing::error!(release = %tag, mode = mode_name, error = %e.chain(), "cannot load the candidate; the primary serves alone");
+                // Logged once per candidate, however many polls retry it.
+                if !failed_before {
+                    tracing::error!(release = %tag, mode = mode_name, error = %e.chain(), "cannot load the candidate; the primary serves alone");
+                }
+                self.inner
+                    .candidate_retry
+                    .store(!e.is_refusal(), Ordering::Relaxed);
                 self.inner.candidate.store(None);
                 self.inner
                     .candidate_error
@@ -696,7 +706,10 @@ impl AppState {
                         mode: mode_name.to_string(),
                         error: e.chain(),
                     })));
-                self.rebuild_routing();
+                // Counters restart only when the pair changes, not at every retry.
+                if !failed_before {
+                    self.rebuild_routing();
+                }
             }
         }
     }

@@ -12,4 +12,5 @@ pub mod render;
 pub mod report;
 pub mod reproduce;
 pub mod serve;
+pub mod shadow;
 pub mod train;
