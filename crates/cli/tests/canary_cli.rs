@@ -433,7 +433,8 @@ fn a_canary_is_refused_while_a_shadow_holds_the_candidate_record() {
         .run([
             "deploy", "v0.2.0", "--env", "nonprod", "--yes", "--canary", "10%",
         ])
-        .code(1);
+        // Refused as asked, like a second `shadow start`: bad input.
+        .code(2);
     assert!(
         run.stderr
             .contains("already has a candidate (shadow of v0.3.0)"),
