@@ -483,3 +483,37 @@ fn bad_canary_arguments_are_bad_input() {
         assert!(run.stderr.contains(needle), "{needle}\n{run}");
     }
 }
+
+#[test]
+fn a_lost_lease_drops_the_canary() {
+    let env = Env::new();
+    let _traffic = env.traffic();
+    let child = env.canary(
+        "v0.2.0",
+        &["--canary", "10%", "--analysis", "10m", "--lease-ttl", "3s"],
+    );
+    poll_until("the canary's record exists", || env.candidate().is_some());
+    // Someone breaks the lease (as after a crash): the canary's next renewal finds it
+    // gone, and the canary stops rather than judge without it.
+    env.ctx
+        .run(["status", "--env", "nonprod", "--break-lease"])
+        .ok();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["outcome"], "interrupted", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lease was lost"),
+        "{report}"
+    );
+    let entries = last_entries(&env, 1);
+    assert_eq!(
+        (entries[0].0.as_str(), entries[0].1.as_str()),
+        ("interrupted", "v0.2.0")
+    );
+    assert!(env.candidate().is_none());
+    assert_eq!(env.desired().as_deref(), Some("v0.1.0"));
+}
