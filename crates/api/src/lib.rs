@@ -17,9 +17,13 @@
 //! assert_eq!(answer.model_version, "v1.2.0");
 //! ```
 
+mod drift;
+
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+
+pub use drift::{Bin, BinKind, Distribution, DriftReport, DriftStatus, FeatureDrift};
 
 /// The value of [`RootResponse::health_check`] from a live server, as the original
 /// FastAPI app answered it.

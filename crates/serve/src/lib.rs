@@ -30,6 +30,7 @@
 mod batch;
 mod connections;
 mod docs;
+pub mod drift;
 mod error;
 mod explain;
 mod fast;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/model", get(routes::model_info))
         .route("/model/report", get(report::model_report))
         .route("/metrics", get(routes::metrics))
+        .route("/drift", get(drift::drift))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(docs::page));
     if state.admin_token().is_some() {

@@ -28,6 +28,7 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         model_info,
         crate::report::model_report,
         metrics,
+        crate::drift::drift,
         reload,
         crate::explain::explain,
         crate::explain::explain_batch
@@ -47,7 +48,13 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         predict_buy_api::LocItem,
         crate::explain::ExplainResponse,
         crate::explain::ExplainBatchResponse,
-        crate::explain::ExplanationBody
+        crate::explain::ExplanationBody,
+        predict_buy_api::DriftReport,
+        predict_buy_api::FeatureDrift,
+        predict_buy_api::Distribution,
+        predict_buy_api::Bin,
+        predict_buy_api::BinKind,
+        predict_buy_api::DriftStatus
     ))
 )]
 pub struct ApiDoc;
@@ -114,7 +121,11 @@ pub(crate) async fn predict(
     let _slot = Slot::take(&state)?;
     let fast = state.with_current(|m| {
         let m = m?;
-        let p = crate::fast::predict(&m.model, &m.fields, &bytes)?;
+        let p = crate::fast::predict(&m.model, &m.fields, &bytes, |values, p| {
+            if let Some(d) = state.drift_of(m) {
+                d.observe(values, p);
+            }
+        })?;
         state.metrics().predicted(p.predicted_class);
         Some(json(
             StatusCode::OK,
@@ -149,6 +160,9 @@ pub(crate) async fn predict(
                     .collect(),
             )
         })?;
+        if let Some(d) = state.drift_of(m) {
+            d.observe_json(record, &p);
+        }
         state.metrics().predicted(p.predicted_class);
         Ok(json(
             StatusCode::OK,
@@ -216,6 +230,16 @@ pub(crate) async fn predict_batch(
         }
         for p in &predictions {
             state.metrics().predicted(p.predicted_class);
+        }
+        if let Some(d) = state.drift_of(m) {
+            // Every instance is a record here: any other was a problem above.
+            let records = instances.iter().filter_map(|i| match i {
+                Instance::Record(r) => Some(r),
+                Instance::Other(_) => None,
+            });
+            for (record, p) in records.zip(&predictions) {
+                d.observe_json(record, p);
+            }
         }
         Ok(json(
             StatusCode::OK,
@@ -346,10 +370,12 @@ mod erased {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut r = state
-        .metrics()
-        .render(state.current().as_deref())
-        .into_response();
+    let current = state.current();
+    let mut text = state.metrics().render(current.as_deref());
+    if let Some(m) = &current {
+        crate::drift::write_metrics(&mut text, &state, m);
+    }
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

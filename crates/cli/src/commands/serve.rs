@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// `5s`, `0s`.
     #[arg(long, default_value = "5s", value_parser = parse_drain)]
     pub drain: Duration,
+    /// The sliding window `/drift` and the drift metrics cover: `1h`, `10m`. It moves
+    /// in sixtieths of itself.
+    #[arg(long, default_value = "1h", value_parser = crate::settings::parse_duration)]
+    pub drift_window: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
     #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
     pub poll_interval: Duration,
@@ -102,6 +106,7 @@ pub fn run(a: ServeArgs) -> Outcome {
             .max_connections
             .unwrap_or_else(predict_buy_serve::default_max_connections),
         drain: a.drain,
+        drift_window: a.drift_window,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.workers {
