@@ -80,7 +80,7 @@ impl LiveDrift {
                 counts: (0..width).map(|_| AtomicU64::new(0)).collect(),
             })
             .collect();
-        let window = window.max(Duration::from_millis(SLICES as u64));
+        let window = window.max(Duration::from_millis(SLICES));
         Some(Self {
             model,
             offsets,

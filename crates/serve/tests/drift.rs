@@ -17,7 +17,7 @@ const SAMPLES: usize = 2_000;
 /// A generated row as a client sends it: numbers as JSON numbers, except every third
 /// premium written the way the raw data writes it (`"£1,623.85"`).
 fn request(row: &Row, i: usize) -> Value {
-    let premium = if i % 3 == 0 {
+    let premium = if i.is_multiple_of(3) {
         Value::String(format!("£{:.2}", row.premium))
     } else {
         json!(row.premium)
