@@ -63,6 +63,8 @@ enum Command {
     Status(commands::deploy::StatusArgs),
     /// The deploy history of an environment.
     History(commands::deploy::HistoryArgs),
+    /// How far each server's live inputs and scores have drifted from the training data.
+    Drift(commands::drift::DriftArgs),
     /// Housekeeping of the registry itself.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Promote(a) => commands::deploy::run_promote(a),
         Command::Status(a) => commands::deploy::run_status(a),
         Command::History(a) => commands::deploy::run_history(a),
+        Command::Drift(a) => commands::drift::run(a),
         Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Render(a) => commands::render::run(a),
