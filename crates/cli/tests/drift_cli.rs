@@ -33,7 +33,11 @@ impl Drop for Server {
 fn serve(ctx: &TestContext) -> Server {
     let mut child = ctx
         .command()
-        .args([OsStr::new("serve"), OsStr::new("--model"), models().a.as_os_str()])
+        .args([
+            OsStr::new("serve"),
+            OsStr::new("--model"),
+            models().a.as_os_str(),
+        ])
         .args(["--addr", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -160,7 +164,9 @@ fn two_servers_are_merged_by_count_and_judged() {
     let (a, b) = (serve(&scratch), serve(&scratch));
     // One server sees customers twenty years older than training's; the other sees
     // training's own mix. Together, two thirds of the ages moved: drift.
-    send(&a.addr, 11, 1_000, |r| r.age = r.age.map(|x| (x + 20).min(85)));
+    send(&a.addr, 11, 1_000, |r| {
+        r.age = r.age.map(|x| (x + 20).min(85))
+    });
     send(&b.addr, 12, 500, |_| {});
     let endpoints = [
         format!("http://{}", a.addr),
@@ -227,7 +233,10 @@ fn two_servers_are_merged_by_count_and_judged() {
         .lines()
         .find(|l| l.starts_with("Age "))
         .unwrap_or_else(|| panic!("no Age row\n{text}"));
-    assert!(age_line.contains("drifted") && age_line.contains("→"), "{age_line}");
+    assert!(
+        age_line.contains("drifted") && age_line.contains("→"),
+        "{age_line}"
+    );
     assert!(text.stdout.contains("2 of 3 servers answered"), "{text}");
     assert!(text.stdout.contains("1500 predictions"), "{text}");
 }
@@ -237,7 +246,8 @@ fn no_server_answering_fails_and_names_them() {
     let ctx = project(&[DEAD_ENDPOINT.to_string()]);
     let run = ctx.run(["drift", "--env", "nonprod"]).code(1);
     assert!(
-        run.stderr.contains("no server of environment `nonprod` answered")
+        run.stderr
+            .contains("no server of environment `nonprod` answered")
             && run.stderr.contains("http://127.0.0.1:9"),
         "{run}"
     );

@@ -248,11 +248,9 @@ async fn ask_pods(
         answers.push(match asked {
             Err(_) => Answer::failed(endpoint, format!("no answer within {timeout:?}")),
             Ok(Err(e)) => Answer::failed(endpoint, e.to_string()),
-            Ok(Ok((status, body))) => parse(
-                endpoint,
-                status.as_u16(),
-                &String::from_utf8_lossy(&body),
-            ),
+            Ok(Ok((status, body))) => {
+                parse(endpoint, status.as_u16(), &String::from_utf8_lossy(&body))
+            }
         });
     }
     Ok(answers)
@@ -271,7 +269,9 @@ fn parse(endpoint: String, status: u16, body: &str) -> Answer {
         Ok(r) => Answer::ok(endpoint, r),
         Err(e) => Answer::failed(
             endpoint,
-            format!("the answer is not a drift report ({e}); is it a predict-buy server that predates /drift?"),
+            format!(
+                "the answer is not a drift report ({e}); is it a predict-buy server that predates /drift?"
+            ),
         ),
     }
 }
@@ -466,9 +466,16 @@ fn render(doc: &Doc) -> String {
                 percent(fd.reference_missing_share)
             );
             let out_of_range = fd.out_of_range_share.map_or("-".into(), percent);
+            // Stable fields' bins move by sampling noise only: naming them would bury
+            // the bins that matter (`--json` still lists them).
+            let judged = matches!(
+                fd.distribution.status,
+                predict_buy_api::DriftStatus::Watch | predict_buy_api::DriftStatus::Drifted
+            );
             let moved: Vec<String> = f
                 .moved_most
                 .iter()
+                .filter(|_| judged)
                 .map(|b| {
                     format!(
                         "{} {} → {}",
@@ -478,8 +485,7 @@ fn render(doc: &Doc) -> String {
                     )
                 })
                 .collect();
-            let _ = writeln!(
-                out,
+            let row = format!(
                 "{:<18} {:>7}  {:<12} {:>15}  {:>15}  {}",
                 fd.name,
                 psi,
@@ -488,16 +494,11 @@ fn render(doc: &Doc) -> String {
                 out_of_range,
                 moved.join("; ")
             );
+            let _ = writeln!(out, "{}", row.trim_end());
         }
         if let Some(s) = &m.score {
             let psi = s.psi.map_or("-".to_string(), |p| format!("{p:.3}"));
-            let _ = writeln!(
-                out,
-                "{:<18} {:>7}  {:<12}",
-                "(score)",
-                psi,
-                s.status.name()
-            );
+            let _ = writeln!(out, "{:<18} {:>7}  {}", "(score)", psi, s.status.name());
         }
     }
     out
@@ -521,18 +522,22 @@ mod tests {
     use predict_buy_api::{Bin, Distribution, DriftStatus};
 
     fn report(endpoint_live: [u64; 3], digest: &str) -> DriftReport {
-        let bins = [("< 0", BinKind::BelowRange), ("[0, 1]", BinKind::Value), ("(missing)", BinKind::Missing)]
-            .iter()
-            .zip(endpoint_live)
-            .map(|((label, kind), live)| Bin {
-                label: label.to_string(),
-                kind: *kind,
-                reference_count: if *kind == BinKind::Value { 90 } else { 5 },
-                reference_share: 0.0,
-                live_count: live,
-                live_share: 0.0,
-            })
-            .collect();
+        let bins = [
+            ("< 0", BinKind::BelowRange),
+            ("[0, 1]", BinKind::Value),
+            ("(missing)", BinKind::Missing),
+        ]
+        .iter()
+        .zip(endpoint_live)
+        .map(|((label, kind), live)| Bin {
+            label: label.to_string(),
+            kind: *kind,
+            reference_count: if *kind == BinKind::Value { 90 } else { 5 },
+            reference_share: 0.0,
+            live_count: live,
+            live_share: 0.0,
+        })
+        .collect();
         DriftReport {
             model_version: "v1.0.0".into(),
             release: Some("v1.0.0".into()),
