@@ -344,9 +344,14 @@ impl LoadedModel {
 }
 
 impl AppState {
-    /// The counters predictions of `m` go to.
+    /// The counters predictions of `m` go to; none when drift monitoring is off (a
+    /// zero window).
     pub(crate) fn drift_of<'m>(&self, m: &'m LoadedModel) -> Option<&'m LiveDrift> {
-        m.live_drift(self.limits().drift_window)
+        let window = self.limits().drift_window;
+        if window.is_zero() {
+            return None;
+        }
+        m.live_drift(window)
     }
 }
 
@@ -354,6 +359,11 @@ impl AppState {
 pub(crate) fn report(state: &AppState, m: &LoadedModel) -> DriftReport {
     match state.drift_of(m) {
         Some(live) => live.report(m),
+        None if state.limits().drift_window.is_zero() => DriftReport {
+            reference: m.model.drift_reference().is_some(),
+            note: Some("drift monitoring is off on this server (--drift-window off)".into()),
+            ..empty_report(m, Duration::ZERO)
+        },
         None => DriftReport {
             note: Some(
                 "this model was trained before drift monitoring: its artifact has no reference distributions; retrain it to watch drift".into(),

@@ -66,7 +66,8 @@ pub struct Limits {
     /// After a shutdown signal: how long the server keeps answering (with `/readyz` 503
     /// and `Connection: close`) so a load balancer notices before it stops.
     pub drain: Duration,
-    /// The sliding window over which `/drift` and the drift metrics count requests.
+    /// The sliding window over which `/drift` and the drift metrics count requests;
+    /// zero turns drift counting off.
     pub drift_window: Duration,
 }
 

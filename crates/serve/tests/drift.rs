@@ -301,3 +301,28 @@ async fn drift_without_a_model_is_not_ready() {
     assert_eq!(status, 503, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_turns_counting_off() {
+    let server = TestServer::with(Options {
+        limits: predict_buy_serve::Limits {
+            drift_window: Duration::ZERO,
+            ..test_limits()
+        },
+        ..Options::default()
+    })
+    .await;
+    send(&server, &traffic(107, |_| {})[..250]).await;
+    let report = drift(&server).await;
+    assert_eq!(report["samples"], 0, "{report}");
+    assert_eq!(report["reference"], true);
+    assert!(report["note"].as_str().unwrap().contains("off"), "{report}");
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        !metrics
+            .as_str()
+            .unwrap()
+            .contains("predict_buy_feature_drift_psi")
+    );
+    server.stop().await;
+}

@@ -69,8 +69,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = parse_drain)]
     pub drain: Duration,
     /// The sliding window `/drift` and the drift metrics cover: `1h`, `10m`. It moves
-    /// in sixtieths of itself.
-    #[arg(long, default_value = "1h", value_parser = crate::settings::parse_duration)]
+    /// in sixtieths of itself. `off` stops counting.
+    #[arg(long, default_value = "1h", value_parser = parse_drift_window)]
     pub drift_window: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
     #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
@@ -170,6 +170,14 @@ fn parse_drain(text: &str) -> Result<Duration, String> {
         .parse::<f64>()
         .is_ok_and(|v| v == 0.0);
     if zero {
+        return Ok(Duration::ZERO);
+    }
+    crate::settings::parse_duration(text)
+}
+
+/// A duration, or `off` (zero: no drift counting).
+fn parse_drift_window(text: &str) -> Result<Duration, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
         return Ok(Duration::ZERO);
     }
     crate::settings::parse_duration(text)
