@@ -17,11 +17,15 @@
 //! assert_eq!(answer.model_version, "v1.2.0");
 //! ```
 
+mod drift;
+
 use std::borrow::Cow;
 
 pub mod traffic;
 
 use serde::{Deserialize, Serialize};
+
+pub use drift::{Bin, BinKind, Distribution, DriftReport, DriftStatus, FeatureDrift};
 
 /// The value of [`RootResponse::health_check`] from a live server, as the original
 /// FastAPI app answered it.

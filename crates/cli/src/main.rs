@@ -66,6 +66,8 @@ enum Command {
     /// Score a release beside the serving one on live requests (start, report, stop).
     #[command(subcommand)]
     Shadow(commands::shadow::ShadowCommand),
+    /// How far each server's live inputs and scores have drifted from the training data.
+    Drift(commands::drift::DriftArgs),
     /// Housekeeping of the registry itself.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Status(a) => commands::deploy::run_status(a),
         Command::History(a) => commands::deploy::run_history(a),
         Command::Shadow(c) => commands::shadow::run(c),
+        Command::Drift(a) => commands::drift::run(a),
         Command::Registry(c) => commands::registry::run(c),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Render(a) => commands::render::run(a),

@@ -66,6 +66,11 @@ pub struct Payload {
     /// Sample inputs with the probabilities the model gave them at training time; a
     /// loaded model must reproduce them exactly (its self-check).
     pub golden: Vec<GoldenRow>,
+    /// The training data's distributions that servers watch for drift. Absent in
+    /// artifacts trained before drift monitoring (and then left out, so their bytes
+    /// and digest do not change when written back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::DriftReference>,
 }
 
 /// Undoes the prior shift of resampling: SMOTE trains on a balanced set, which
@@ -342,6 +347,12 @@ impl Model {
 
     pub fn golden(&self) -> &[GoldenRow] {
         &self.payload.golden
+    }
+
+    /// The reference distributions for drift monitoring, if the model was trained
+    /// with them.
+    pub fn drift_reference(&self) -> Option<&crate::drift::DriftReference> {
+        self.payload.drift.as_ref()
     }
 
     pub fn n_features(&self) -> usize {
@@ -666,6 +677,9 @@ fn validate(p: &Payload) -> Result<(), ArtifactError> {
                 rule.name
             )));
         }
+    }
+    if let Some(d) = &p.drift {
+        crate::drift::check(d, &p.cleaner).map_err(ArtifactError::Invalid)?;
     }
     if p.ensemble.trees.is_empty() {
         return Err(ArtifactError::Invalid("the ensemble has no trees".into()));

@@ -23,6 +23,7 @@
 mod artifact;
 mod binning;
 mod config;
+pub mod drift;
 mod ensemble;
 mod explain;
 mod grow;

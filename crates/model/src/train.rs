@@ -219,7 +219,8 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             .collect()
     };
     let threshold = choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
-    let test_report = evaluate(&test_frame.target, &predict(&x_test), threshold.value);
+    let p_test = predict(&x_test);
+    let test_report = evaluate(&test_frame.target, &p_test, threshold.value);
     let lambda = params_used
         .get("l2_regularization")
         .and_then(serde_json::Value::as_f64)
@@ -242,6 +243,14 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         cleaning: cleaner.profile(req.train, &cfg.data),
     };
 
+    // Held-out scores: what the model gives customers it never saw, unlike the
+    // training rows' (overfitted) scores.
+    let drift = crate::drift::reference(
+        &cleaner,
+        req.train,
+        &p_test,
+        format!("{} test rows ({})", p_test.len(), summary.test_source),
+    );
     let features = encoder.feature_names();
     let n_trees = ensemble.trees.len();
     let mut payload = Payload {
@@ -269,6 +278,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             test_evaluation: None,
         },
         golden: Vec::new(),
+        drift: Some(drift),
     };
     let model = Model::new(payload.clone())?;
     let (_, test_evaluation) = crate::insight::evaluate_frame(&model, &test_frame, seed);

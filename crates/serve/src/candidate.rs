@@ -172,7 +172,9 @@ fn work(
 fn score(candidate: &LoadedModel, job: &Job) -> Option<Vec<Prediction>> {
     match job {
         Job::One { body, .. } => {
-            if let Some(p) = crate::fast::predict(&candidate.model, &candidate.fields, body) {
+            if let Some(p) =
+                crate::fast::predict(&candidate.model, &candidate.fields, body, |_, _| ())
+            {
                 return Some(vec![p]);
             }
             let JsonBody(Value::Object(record)) = JsonBody::parse(body).ok()? else {

@@ -87,8 +87,14 @@ impl<'de> de::Deserialize<'de> for Record<'de> {
     }
 }
 
-/// Predicts from the raw body, or `None` when the general path must decide.
-pub(crate) fn predict(model: &Model, fields: &[String], body: &[u8]) -> Option<Prediction> {
+/// Predicts from the raw body, or `None` when the general path must decide. `seen`
+/// gets the parsed values of a successful prediction (for the drift counters).
+pub(crate) fn predict(
+    model: &Model,
+    fields: &[String],
+    body: &[u8],
+    seen: impl FnOnce(&[RawValue<'_>], &Prediction),
+) -> Option<Prediction> {
     let record: Record<'_> = serde_json::from_slice(body).ok()?;
     let mut values = Vec::with_capacity(fields.len());
     for name in fields {
@@ -101,5 +107,7 @@ pub(crate) fn predict(model: &Model, fields: &[String], body: &[u8]) -> Option<P
             Scalar::Nested => return None,
         });
     }
-    model.predict_values(&values).ok()
+    let p = model.predict_values(&values).ok()?;
+    seen(&values, &p);
+    Some(p)
 }

@@ -31,6 +31,7 @@ mod batch;
 mod candidate;
 mod connections;
 mod docs;
+pub mod drift;
 mod error;
 mod explain;
 mod fast;
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/model/report", get(report::model_report))
         .route("/metrics", get(routes::metrics))
         .route("/traffic", get(traffic::traffic))
+        .route("/drift", get(drift::drift))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(docs::page));
     if state.admin_token().is_some() {

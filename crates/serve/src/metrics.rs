@@ -190,7 +190,7 @@ impl RouteMetrics {
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
-fn label(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn label(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return value.into();
     }
@@ -203,7 +203,7 @@ fn label(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Route templates are a fixed set; anything else is one label, so clients cannot
 /// blow up the number of series.
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 14] = [
     "/",
     "/predict",
     "/predict/batch",
@@ -214,6 +214,7 @@ const ROUTES: [&str; 13] = [
     "/model",
     "/metrics",
     "/traffic",
+    "/drift",
     "/openapi.json",
     "/admin/reload",
     "unmatched",

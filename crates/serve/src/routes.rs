@@ -29,6 +29,7 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         model_info,
         crate::report::model_report,
         metrics,
+        crate::drift::drift,
         reload,
         crate::explain::explain,
         crate::explain::explain_batch
@@ -48,7 +49,13 @@ use crate::state::{AppState, LoadedModel, ReloadOutcome, Slot};
         predict_buy_api::LocItem,
         crate::explain::ExplainResponse,
         crate::explain::ExplainBatchResponse,
-        crate::explain::ExplanationBody
+        crate::explain::ExplanationBody,
+        predict_buy_api::DriftReport,
+        predict_buy_api::FeatureDrift,
+        predict_buy_api::Distribution,
+        predict_buy_api::Bin,
+        predict_buy_api::BinKind,
+        predict_buy_api::DriftStatus
     ))
 )]
 pub struct ApiDoc;
@@ -119,14 +126,18 @@ pub(crate) async fn predict(
 }
 
 /// `/predict`'s answer from model `m` (`None`: nothing loaded yet), with the
-/// prediction it carries.
+/// prediction it carries. The answering model's drift counters see the instance.
 fn predict_with(
     state: &AppState,
     m: Option<&LoadedModel>,
     bytes: &[u8],
 ) -> Result<(Response, Prediction), ApiError> {
     let fast = m.and_then(|m| {
-        let p = crate::fast::predict(&m.model, &m.fields, bytes)?;
+        let p = crate::fast::predict(&m.model, &m.fields, bytes, |values, p| {
+            if let Some(d) = state.drift_of(m) {
+                d.observe(values, p);
+            }
+        })?;
         state.metrics().predicted(p.predicted_class);
         Some((
             json(
@@ -163,6 +174,9 @@ fn predict_with(
                 .collect(),
         )
     })?;
+    if let Some(d) = state.drift_of(m) {
+        d.observe_json(record, &p);
+    }
     state.metrics().predicted(p.predicted_class);
     Ok((
         json(
@@ -245,6 +259,16 @@ fn predict_batch_with(
         }
         for p in &predictions {
             state.metrics().predicted(p.predicted_class);
+        }
+        if let Some(d) = state.drift_of(m) {
+            // Every instance is a record here: any other was a problem above.
+            let records = instances.iter().filter_map(|i| match i {
+                Instance::Record(r) => Some(r),
+                Instance::Other(_) => None,
+            });
+            for (record, p) in records.zip(&predictions) {
+                d.observe_json(record, p);
+            }
         }
         let response = json(
             StatusCode::OK,
@@ -376,12 +400,16 @@ mod erased {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics().render(state.current().as_deref());
+    let current = state.current();
+    let mut text = state.metrics().render(current.as_deref());
     // Per-release and shadow series, labelled with the releases they compare.
     text.push_str(&crate::traffic::prometheus(
         state.routing().as_deref(),
         state.candidate_error().as_deref(),
     ));
+    if let Some(m) = &current {
+        crate::drift::write_metrics(&mut text, &state, m);
+    }
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -69,6 +69,9 @@ pub struct Limits {
     /// After a shutdown signal: how long the server keeps answering (with `/readyz` 503
     /// and `Connection: close`) so a load balancer notices before it stops.
     pub drain: Duration,
+    /// The sliding window over which `/drift` and the drift metrics count requests;
+    /// zero turns drift counting off.
+    pub drift_window: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +83,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_connections: default_max_connections(),
             drain: Duration::from_secs(5),
+            drift_window: crate::drift::DEFAULT_WINDOW,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct LoadedModel {
     pub fields: Vec<String>,
     /// `/openapi.json` for this model, rendered on first request.
     pub(crate) openapi: std::sync::OnceLock<bytes::Bytes>,
+    /// Live drift counters (`None` when the model has no reference), made on first use.
+    pub(crate) drift: std::sync::OnceLock<Option<crate::drift::LiveDrift>>,
 }
 
 impl LoadedModel {
@@ -132,6 +138,7 @@ impl LoadedModel {
             digest,
             loaded_at: jiff::Timestamp::now().to_string(),
             openapi: std::sync::OnceLock::new(),
+            drift: std::sync::OnceLock::new(),
         }
     }
 }

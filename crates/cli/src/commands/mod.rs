@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod deploy;
+pub mod drift;
 pub mod evaluate;
 pub mod model;
 pub mod predict;

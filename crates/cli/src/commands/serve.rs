@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// `5s`, `0s`.
     #[arg(long, default_value = "5s", value_parser = parse_drain)]
     pub drain: Duration,
+    /// The sliding window `/drift` and the drift metrics cover: `1h`, `10m`. It moves
+    /// in sixtieths of itself. `off` stops counting.
+    #[arg(long, default_value = "1h", value_parser = parse_drift_window)]
+    pub drift_window: Duration,
     /// How often to check the environment for a new release: `1s`, `250ms`.
     #[arg(long, env = env::SERVE_POLL_INTERVAL, default_value = "1s", value_parser = crate::settings::parse_duration)]
     pub poll_interval: Duration,
@@ -104,6 +108,7 @@ pub fn run(a: ServeArgs) -> Outcome {
             .max_connections
             .unwrap_or_else(predict_buy_serve::default_max_connections),
         drain: a.drain,
+        drift_window: a.drift_window,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.workers {
@@ -170,6 +175,14 @@ fn parse_drain(text: &str) -> Result<Duration, String> {
         .parse::<f64>()
         .is_ok_and(|v| v == 0.0);
     if zero {
+        return Ok(Duration::ZERO);
+    }
+    crate::settings::parse_duration(text)
+}
+
+/// A duration, or `off` (zero: no drift counting).
+fn parse_drift_window(text: &str) -> Result<Duration, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
         return Ok(Duration::ZERO);
     }
     crate::settings::parse_duration(text)
