@@ -499,6 +499,33 @@ fn staging_on_v1(options: SimOptions) -> Project {
     p
 }
 
+/// `drift` reaches the pods of the desired release through the API server's proxy, as
+/// verification does, and adds up what they counted.
+#[test]
+fn drift_asks_every_pod_of_the_release() {
+    let p = staging_on_v1(SimOptions::default());
+    let body = p.golden_input("v0.1.0").to_string();
+    for _ in 0..20 {
+        proxied_predict(p.sim.handle.addr(), "staging", &body).expect("a proxied prediction");
+    }
+    let doc = p.run(["drift", "--env", "staging", "--json"]).ok().json();
+    let endpoints = doc["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1, "one replica: {doc}");
+    assert!(
+        endpoints[0]["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("pod predict-buy-")),
+        "{doc}"
+    );
+    let model = &doc["models"][0];
+    assert_eq!(model["release"], "v0.1.0", "{doc}");
+    // The 20 requests above, plus verification's smoke predictions.
+    let samples = model["samples"].as_u64().expect("samples");
+    assert!(samples >= 20, "{doc}");
+    // Fewer than 100 predictions: reported, not judged.
+    assert_eq!(model["features"][0]["status"], "insufficient", "{doc}");
+}
+
 #[test]
 fn a_missing_kubeconfig_is_bad_input_and_changes_nothing() {
     let m = models();

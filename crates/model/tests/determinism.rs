@@ -19,15 +19,15 @@ use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:1b4cb79349cf252c9872635dca31c95f63f768e8c16251ee91a3b8678c8cdab9",
+        "sha256:d158e2b33c330e429656dc063cb94c610a1ab1c312009a0c88dd3b12adeedb23",
     ),
     (
         "RandomForestClassifier",
-        "sha256:f3e9c5d6c18f07a382388b0204571919c524998d981cf6a34232e2160d3d77f1",
+        "sha256:6babade021acb67a68920fbe5903927dd94d45caac58dbafabcbf1956e54c7f1",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:54cd9b5cabc5f58351835ba907fb751a318ead73d5c9a8c982b48200e2d87444",
+        "sha256:e9fb80df58133d9c51c9807f2e195de0fb3706ab84426b43c712ade77c641979",
     ),
 ];
 
