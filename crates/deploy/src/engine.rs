@@ -871,6 +871,8 @@ enum Stop {
     Interrupted(String),
     /// A server could not load the candidate.
     NotLoaded(String),
+    /// The analysis could not be completed: no verdict on the release.
+    Inconclusive(String),
     /// The registry could not be read: nothing more can be recorded reliably.
     RegistryGone(String),
 }
@@ -1111,6 +1113,11 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
                     .await?;
                 Ok(report(CanaryOutcome::Inconclusive { reason: why }))
             }
+            Stop::Inconclusive(why) => {
+                self.end_without_verdict(tag, &baseline, Outcome::Unverified, &why, observe)
+                    .await?;
+                Ok(report(CanaryOutcome::Inconclusive { reason: why }))
+            }
             Stop::NotLoaded(error) => {
                 let why = format!("a server could not load the candidate: {error}");
                 observe(CanaryProgress::Ending {
@@ -1281,10 +1288,10 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
                     break by_release(&reports);
                 }
                 Ok(_) if std::time::Instant::now() >= load_deadline => {
-                    return Stop::Verdict(Assessment::TooFew {
-                        requests: 0,
-                        needed: t.min_requests,
-                    });
+                    return Stop::Inconclusive(format!(
+                        "the servers did not all hold the candidate within {:.0}s (the verify timeout)",
+                        self.verifier.timeout().as_secs_f64()
+                    ));
                 }
                 Err(e) if std::time::Instant::now() >= load_deadline => {
                     return Stop::Interrupted(format!(
@@ -1342,16 +1349,14 @@ impl<T: CanaryTarget, V: Verify> Deployer<T, V> {
                 }
             }
             if elapsed >= canary.deadline {
+                // A count window not reached in time: whatever the metrics say so far,
+                // the analysis asked for was not done.
                 let requests = last.as_ref().map_or(0, |l| l.candidate.requests);
-                return Stop::Verdict(match last.as_ref().map(|l| assess(l, t)) {
-                    Some(Assessment::Pass) | Some(Assessment::Fail { .. }) | None => {
-                        Assessment::TooFew {
-                            requests,
-                            needed: t.min_requests,
-                        }
-                    }
-                    Some(a) => a,
-                });
+                return Stop::Inconclusive(format!(
+                    "the analysis window ({}) did not end within --analysis-timeout {:.0}s; the candidate answered {requests} request(s)",
+                    canary.window,
+                    canary.deadline.as_secs_f64()
+                ));
             }
         }
     }
