@@ -47,8 +47,8 @@ environments:
     target: local
     endpoints: [http://127.0.0.1:$port]
 YML
-"$pb" release create v1.0.0 --model model-42.pbm >/dev/null 2>&1
-"$pb" release create v1.1.0 --model model-43.pbm >/dev/null 2>&1
+"$pb" release create v1.0.0 --model model-42.pbm --allow-unversioned-data >/dev/null 2>&1
+"$pb" release create v1.1.0 --model model-43.pbm --allow-unversioned-data >/dev/null 2>&1
 taskset -c 1 "$pb" serve --registry .predict-buy/registry --env nonprod --addr 127.0.0.1:$port \
   --poll-interval 200ms 2>serve.log &
 "$pb" deploy v1.0.0 --env nonprod --yes >/dev/null 2>&1
