@@ -260,6 +260,7 @@ impl From<ArtifactError> for CliError {
             | ArtifactError::CorruptHeader { .. }
             | ArtifactError::Checksum
             | ArtifactError::Payload(_)
+            | ArtifactError::Trees(_)
             | ArtifactError::Invalid(_) => {
                 Some("pass a file `predict-buy train` wrote (models/model.pbm by default)")
             }

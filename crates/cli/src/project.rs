@@ -44,13 +44,22 @@ pub mod env {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename,
 /// so readers see the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] for contents produced as they are written (a large artifact),
+/// so they never need to be whole in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), CliError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(IoError::write(dir))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(IoError::write(dir))?;
-    tmp.write_all(bytes)
+    write(tmp.as_file_mut())
         .and_then(|_| set_readable(tmp.as_file()))
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(IoError::write(path))?;

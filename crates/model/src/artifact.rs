@@ -2,30 +2,58 @@
 //! [`Model`] that answers predictions from it.
 //!
 //! Layout: the 8-byte magic `PBUYMDL\n`, the format version (u32, little-endian), the
-//! payload length (u64, little-endian), the payload (JSON: schema, preprocessing,
-//! trees, threshold, metadata), then the SHA-256 of everything before it.
+//! payload length (u64, little-endian), the payload, then the SHA-256 of everything
+//! before it.
 //!
 //! That frame is the same for every format version; only the payload changes. So a
 //! reader checks the checksum before it believes the header: a damaged version field
 //! is corruption, and only an intact file can be "a newer format".
+//!
+//! The payload:
+//! - formats 1 and 2: one JSON document (schema, preprocessing, trees as columns of
+//!   JSON numbers, threshold, metadata, golden rows);
+//! - format 3: the same JSON document with an empty `ensemble.trees`, directly
+//!   followed by the trees in binary (a full-depth model's trees are millions of
+//!   numbers: as JSON they were most of the file and most of its load time):
+//!
+//! ```text
+//! 8 bytes  PBTREES\0
+//! u32      number of trees
+//! per tree its columns, as `Tree`'s binary layout in `tree.rs` describes: a node
+//!          count, the column widths, then features, thresholds/leaf values, left
+//!          children of splits, covers; integers little-endian, floats IEEE 754 bits
+//! ```
+//!
+//! The section must end exactly where the payload ends. A format-3 payload that is
+//! JSON alone, trees included, is read too. Models loaded from a format-1 or -2 file
+//! are written back in their own format, byte for byte.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use predict_buy_data::{Cleaner, DataError, FieldError, RawValue, RuleKind, Table};
 
+use std::io::Write;
+use std::sync::OnceLock;
+
 use crate::ensemble::{Compiled, Ensemble, Link};
 use crate::explain::{ExplainError, Explainer};
 use crate::learners::sigmoid;
 use crate::metrics::EvalReport;
 use crate::preprocess::{EncodedColumn, Encoder, RecordEncoder};
+use crate::tree::{Cursor, DecodeError, Tree};
 
 pub const MAGIC: &[u8; 8] = b"PBUYMDL\n";
 /// The artifact format this build writes and the newest it reads.
 ///
 /// 2: trees carry each node's cover (for explanations) and leaf values are summed in
 /// `f64`. A format-1 artifact still loads and predicts as it always did.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: the trees are stored in binary after the JSON (see the module doc); formats 1
+/// and 2 still load, predict and write back as they did.
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format whose trees follow the JSON in binary.
+const BINARY_TREES: u32 = 3;
+const TREES_MAGIC: &[u8; 8] = b"PBTREES\0";
 const HEADER: usize = 8 + 4 + 8;
 const CHECKSUM: usize = 32;
 
@@ -49,8 +77,26 @@ pub enum ArtifactError {
     Checksum,
     #[error("corrupt payload")]
     Payload(#[source] serde_json::Error),
+    #[error("corrupt tree section")]
+    Trees(#[source] TreeSectionError),
     #[error("invalid model: {0}")]
     Invalid(String),
+}
+
+/// Why a format-3 artifact's binary tree section could not be read (its checksum
+/// matched, so the writer wrote it so: a bug or a forged file, never a bit flip).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TreeSectionError {
+    #[error("it does not start with the tree section's magic bytes")]
+    Magic,
+    #[error("it ends {missing} bytes short of its tree count")]
+    Short { missing: usize },
+    #[error(transparent)]
+    Tree(#[from] DecodeError),
+    #[error("{extra} bytes follow its last tree ({trees} trees)")]
+    Trailing { extra: usize, trees: u32 },
+    #[error("the JSON lists {inline} trees as well as the binary section")]
+    TreesTwice { inline: usize },
 }
 
 /// Everything the artifact stores.
@@ -219,7 +265,10 @@ pub struct Model {
     payload: Payload,
     encoder: RecordEncoder,
     compiled: Compiled,
-    digest: String,
+    /// `sha256:` of the artifact's bytes: set when the model is read or written, or
+    /// computed on first use by writing it to nowhere (a trained model that is only
+    /// evaluated never pays for it).
+    digest: OnceLock<String>,
     /// Built on the first explanation: its tables cost milliseconds, and most
     /// servers never explain.
     explainer: std::sync::OnceLock<Result<std::sync::Arc<Explainer>, ExplainError>>,
@@ -227,29 +276,44 @@ pub struct Model {
 
 impl Model {
     pub(crate) fn new(payload: Payload) -> Result<Self, ArtifactError> {
+        Self::loaded(payload, OnceLock::new())
+    }
+
+    fn loaded(payload: Payload, digest: OnceLock<String>) -> Result<Self, ArtifactError> {
         validate(&payload)?;
         let encoder = RecordEncoder::new(&payload.encoder);
         let compiled = Compiled::new(&payload.ensemble);
-        let mut model = Self {
+        Ok(Self {
             payload,
             encoder,
             compiled,
-            digest: String::new(),
-            explainer: std::sync::OnceLock::new(),
-        };
-        model.digest = digest_of(&model.to_bytes());
-        Ok(model)
+            digest,
+            explainer: OnceLock::new(),
+        })
+    }
+
+    /// The same model, recording the data files it was trained from (the caller read
+    /// them, so it knows their digests; training itself only sees tables). Only the
+    /// metadata changes: the trees are not rebuilt.
+    pub fn with_data_files(mut self, files: Vec<DataFile>) -> Result<Self, ArtifactError> {
+        self.edit_metadata(|m| m.data_files = files);
+        Ok(self)
+    }
+
+    /// Changes what the artifact records about the model, never what it predicts
+    /// (training adds the test evaluation once it has the model to evaluate).
+    pub(crate) fn edit_metadata(&mut self, edit: impl FnOnce(&mut Metadata)) {
+        edit(&mut self.payload.metadata);
+        self.digest = OnceLock::new();
+    }
+
+    /// Records the golden rows: inputs with the probabilities this model gives them.
+    pub(crate) fn set_golden(&mut self, golden: Vec<GoldenRow>) {
+        self.payload.golden = golden;
+        self.digest = OnceLock::new();
     }
 
     /// Loads an artifact, refusing anything truncated, corrupt, or of a newer format.
-    /// The same model, recording the data files it was trained from (the caller read
-    /// them, so it knows their digests; training itself only sees tables).
-    pub fn with_data_files(self, files: Vec<DataFile>) -> Result<Self, ArtifactError> {
-        let mut payload = self.payload;
-        payload.metadata.data_files = files;
-        Self::new(payload)
-    }
-
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ArtifactError> {
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
             if whole_but_for_its_header(bytes) {
@@ -295,42 +359,104 @@ impl Model {
                 supported: FORMAT_VERSION,
             });
         }
-        let payload: Payload =
-            serde_json::from_slice(&bytes[HEADER..body_end]).map_err(ArtifactError::Payload)?;
+        let body = &bytes[HEADER..body_end];
+        let payload = if version >= BINARY_TREES {
+            read_binary_payload(body)?
+        } else {
+            serde_json::from_slice(body).map_err(ArtifactError::Payload)?
+        };
         if payload.format_version != version {
             return Err(ArtifactError::Invalid(
                 "header and payload disagree on the format version".into(),
             ));
         }
-        validate(&payload)?;
-        let encoder = RecordEncoder::new(&payload.encoder);
-        let compiled = Compiled::new(&payload.ensemble);
-        Ok(Self {
-            payload,
-            encoder,
-            compiled,
-            digest: digest_of(bytes),
-            explainer: std::sync::OnceLock::new(),
-        })
+        Self::loaded(payload, OnceLock::from(digest_of(bytes)))
     }
 
+    /// The artifact's bytes in memory; [`Model::write_to`] streams them instead.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(&self.payload).expect("a payload always serialises");
-        let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
-        out.extend_from_slice(MAGIC);
-        // The payload's own version: a loaded format-1 model written back out is the
-        // same file, not a format-2 header on a format-1 payload.
-        out.extend_from_slice(&self.payload.format_version.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to memory cannot fail");
         out
+    }
+
+    /// Writes the artifact to `w` as it is produced, with no copy of the whole file
+    /// in memory, and returns its digest (`sha256:<hex>` of exactly the bytes
+    /// written), which [`Model::digest`] answers from then on. `w` is flushed.
+    pub fn write_to<W: Write>(&self, w: W) -> std::io::Result<&str> {
+        let digest = self.write_unrecorded(w)?;
+        // Already set only if computed before from the same bytes.
+        Ok(self.digest.get_or_init(|| digest))
+    }
+
+    /// Writes the artifact and returns its digest without recording it (so
+    /// [`Model::digest`] can call it while initialising).
+    fn write_unrecorded<W: Write>(&self, w: W) -> std::io::Result<String> {
+        let mut out = Hashing {
+            inner: w,
+            sha: Sha256::new(),
+        };
+        // The payload's own version: a loaded format-1 model written back out is the
+        // same file, not a newer header on a format-1 payload.
+        let version = self.payload.format_version;
+        out.write_all(MAGIC)?;
+        out.write_all(&version.to_le_bytes())?;
+        if version >= BINARY_TREES {
+            let json = self.header_json();
+            let trees = &self.payload.ensemble.trees;
+            let section = TREES_MAGIC.len() + 4 + trees.iter().map(Tree::binary_len).sum::<usize>();
+            out.write_all(&((json.len() + section) as u64).to_le_bytes())?;
+            out.write_all(&json)?;
+            out.write_all(TREES_MAGIC)?;
+            out.write_all(&section_count(trees.len())?.to_le_bytes())?;
+            for t in trees {
+                t.write_binary(&mut out)?;
+            }
+        } else {
+            let json = serde_json::to_vec(&self.payload).map_err(std::io::Error::other)?;
+            out.write_all(&(json.len() as u64).to_le_bytes())?;
+            out.write_all(&json)?;
+        }
+        let Hashing { mut inner, sha } = out;
+        // The digest names the whole file, checksum included: hash on from the
+        // checksum's own state rather than reading the bytes again.
+        let mut whole = sha.clone();
+        let sum = sha.finalize();
+        inner.write_all(&sum)?;
+        inner.flush()?;
+        whole.update(sum);
+        Ok(format!("sha256:{}", hex::encode(whole.finalize())))
+    }
+
+    /// The payload's JSON without its trees, which follow it in binary.
+    fn header_json(&self) -> Vec<u8> {
+        let p = &self.payload;
+        let header = Payload {
+            format_version: p.format_version,
+            cleaner: p.cleaner.clone(),
+            encoder: p.encoder.clone(),
+            ensemble: Ensemble {
+                link: p.ensemble.link,
+                base_score: p.ensemble.base_score,
+                trees: Vec::new(),
+                precision: p.ensemble.precision,
+            },
+            calibration: p.calibration.clone(),
+            threshold: p.threshold.clone(),
+            metadata: p.metadata.clone(),
+            golden: p.golden.clone(),
+        };
+        serde_json::to_vec(&header).expect("a payload's JSON always serialises")
     }
 
     /// `sha256:<hex>` of the artifact's bytes: the registry's name for it.
     pub fn digest(&self) -> &str {
-        &self.digest
+        self.digest.get_or_init(|| {
+            let mut sink = std::io::sink();
+            self.write_unrecorded(&mut sink)
+                .expect("writing to nowhere cannot fail")
+        })
     }
 
     pub fn payload(&self) -> &Payload {
@@ -652,6 +778,78 @@ fn whole_but_for_its_header(bytes: &[u8]) -> bool {
     sha.update(((body_end - HEADER) as u64).to_le_bytes());
     sha.update(&bytes[HEADER..body_end]);
     sha.finalize().as_slice() == &bytes[body_end..]
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn section_count(n: usize) -> std::io::Result<u32> {
+    u32::try_from(n).map_err(|_| std::io::Error::other("more than 2^32 trees"))
+}
+
+/// A format-3 payload: the JSON document, then (unless the trees are in the JSON)
+/// the binary tree section, which must end exactly where the payload does.
+fn read_binary_payload(body: &[u8]) -> Result<Payload, ArtifactError> {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Payload>();
+    let mut payload = match stream.next() {
+        Some(parsed) => parsed.map_err(ArtifactError::Payload)?,
+        None => {
+            // Empty or whitespace only: let the parser name what is missing.
+            return Err(ArtifactError::Payload(
+                serde_json::from_slice::<Payload>(body).unwrap_err(),
+            ));
+        }
+    };
+    let rest = &body[stream.byte_offset()..];
+    if rest.is_empty() {
+        return Ok(payload);
+    }
+    let inline = payload.ensemble.trees.len();
+    if inline > 0 {
+        return Err(ArtifactError::Trees(TreeSectionError::TreesTwice {
+            inline,
+        }));
+    }
+    payload.ensemble.trees = read_tree_section(rest).map_err(ArtifactError::Trees)?;
+    Ok(payload)
+}
+
+fn read_tree_section(bytes: &[u8]) -> Result<Vec<Tree>, TreeSectionError> {
+    let mut r = Cursor::new(bytes);
+    if r.take(TREES_MAGIC.len()).ok() != Some(TREES_MAGIC.as_slice()) {
+        return Err(TreeSectionError::Magic);
+    }
+    let n = r
+        .u32()
+        .map_err(|missing| TreeSectionError::Short { missing })?;
+    // Each tree takes at least its 8-byte header: a damaged count is refused before
+    // it reserves memory.
+    let mut trees = Vec::with_capacity((n as usize).min(r.remaining() / 8));
+    for i in 0..n as usize {
+        trees.push(Tree::read_binary(&mut r, i)?);
+    }
+    if r.remaining() > 0 {
+        return Err(TreeSectionError::Trailing {
+            extra: r.remaining(),
+            trees: n,
+        });
+    }
+    Ok(trees)
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {

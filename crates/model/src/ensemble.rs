@@ -145,7 +145,7 @@ impl DenseTree {
     }
 
     fn fill(&mut self, tree: &Tree, src: usize, pos: usize, level: usize) {
-        let n = &tree.nodes[src];
+        let n = tree.node(src);
         if level == self.depth {
             self.leaves[pos + 1 - (1 << self.depth)] = n.value;
             return;
@@ -208,8 +208,7 @@ impl DenseTree {
 impl Compiled {
     pub fn new(ensemble: &Ensemble) -> Self {
         let dense = ensemble.trees.iter().all(|t| {
-            t.depth() <= DENSE_MAX_DEPTH
-                && t.nodes.iter().all(|n| n.feature == LEAF || n.feature < 256)
+            t.depth() <= DENSE_MAX_DEPTH && t.nodes().all(|n| n.feature == LEAF || n.feature < 256)
         });
         Self {
             dense: dense.then(|| ensemble.trees.iter().map(DenseTree::new).collect()),

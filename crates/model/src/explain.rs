@@ -165,9 +165,9 @@ impl Table {
     /// The table of `tree`, unless it would exceed [`MAX_TABLE_PER_TREE`] entries or
     /// `budget`, or a leaf has more than [`MAX_TABLE_BITS`] distinct path features.
     fn new(tree: &Tree, budget: usize) -> Option<Self> {
-        let mut split_of = vec![u32::MAX; tree.nodes.len()];
+        let mut split_of = vec![u32::MAX; tree.len()];
         let mut splits = Vec::new();
-        for (i, n) in tree.nodes.iter().enumerate() {
+        for (i, n) in tree.nodes().enumerate() {
             if n.feature != LEAF {
                 split_of[i] = splits.len() as u32;
                 splits.push((n.feature, n.threshold));
@@ -237,7 +237,7 @@ impl Table {
             });
             all_edges.extend_from_slice(edges);
             features.extend_from_slice(f);
-            let v = f64::from(tree.nodes[*leaf].value);
+            let v = f64::from(tree.node(*leaf).value);
             for pattern in 0..1usize << d {
                 extend(&mut buf, 0, 1.0, 1.0, LEAF);
                 for (k, &zk) in z.iter().enumerate() {
@@ -308,7 +308,7 @@ fn walk_paths(
     edges: &mut Vec<(usize, bool, usize)>,
     visit: &mut Visit<'_>,
 ) {
-    let n = tree.nodes[node];
+    let n = tree.node(node);
     if n.feature == LEAF {
         visit(node, path, edges);
         return;
@@ -323,7 +323,7 @@ fn walk_paths(
     let left = n.left as usize;
     for (child, right) in [(left, false), (left + 1, true)] {
         let saved = path[bit].1;
-        path[bit].1 = saved * tree.cover[child] / tree.cover[node];
+        path[bit].1 = saved * tree.cover(child) / tree.cover(node);
         edges.push((node, right, bit));
         walk_paths(tree, child, path, edges, visit);
         edges.pop();
@@ -339,12 +339,12 @@ fn walk_paths(
 /// contributions add up to `f(x) - E[f]` exactly).
 pub fn expected_value(tree: &Tree) -> f64 {
     fn at(t: &Tree, i: usize) -> f64 {
-        let n = t.nodes[i];
+        let n = t.node(i);
         if n.feature == LEAF {
             return f64::from(n.value);
         }
         let l = n.left as usize;
-        (t.cover[l] * at(t, l) + t.cover[l + 1] * at(t, l + 1)) / t.cover[i]
+        (t.cover(l) * at(t, l) + t.cover(l + 1) * at(t, l + 1)) / t.cover(i)
     }
     at(tree, 0)
 }
@@ -395,7 +395,7 @@ fn recurse(
     buf.copy_within(parent_at..parent_at + depth + 1, at);
     let path = &mut buf[at..];
     extend(path, depth, zero, one, feature);
-    let n = tree.nodes[node];
+    let n = tree.node(node);
     if n.feature == LEAF {
         let v = f64::from(n.value);
         for k in 1..=depth {
@@ -415,8 +415,8 @@ fn recurse(
         unwind(path, depth, k);
         depth -= 1;
     }
-    let cover = tree.cover[node];
-    let (hot_zero, cold_zero) = (tree.cover[hot] / cover, tree.cover[cold] / cover);
+    let cover = tree.cover(node);
+    let (hot_zero, cold_zero) = (tree.cover(hot) / cover, tree.cover(cold) / cover);
     recurse(
         tree,
         x,
@@ -508,7 +508,7 @@ fn depth_capped(tree: &Tree, cap: usize) -> usize {
         if deepest >= cap {
             return cap;
         }
-        let n = tree.nodes[i];
+        let n = tree.node(i);
         if n.feature != LEAF {
             stack.push((n.left as usize, d + 1));
             stack.push((n.left as usize + 1, d + 1));
@@ -524,8 +524,8 @@ mod tests {
 
     /// `x0 <= 0.5 ? (x1 <= 0.5 ? 1 : 3) : 10` with covers 10 = 6 + 4, 6 = 2 + 4.
     fn small() -> Tree {
-        Tree {
-            nodes: vec![
+        Tree::new(
+            vec![
                 Node {
                     feature: 0,
                     threshold: 0.5,
@@ -542,8 +542,8 @@ mod tests {
                 Node::leaf(1.0),
                 Node::leaf(3.0),
             ],
-            cover: vec![10.0, 6.0, 4.0, 2.0, 4.0],
-        }
+            vec![10.0, 6.0, 4.0, 2.0, 4.0],
+        )
     }
 
     #[test]
@@ -575,8 +575,7 @@ mod tests {
 
     #[test]
     fn a_tree_without_cover_is_refused_by_name() {
-        let mut t = small();
-        t.cover.clear();
+        let t = small().without_cover();
         let e = Ensemble {
             link: Link::Logit,
             base_score: 0.0,

@@ -316,7 +316,7 @@ pub fn total_gain(
     for tree in &ensemble.trees {
         // Per node: (sum of g, sum of h) — g = p − y, h = p(1 − p) for boosting; for
         // impurity, g counts positives and h counts rows.
-        let mut sums = vec![(0f64, 0f64); tree.nodes.len()];
+        let mut sums = vec![(0f64, 0f64); tree.len()];
         for (r, xr) in rows_x.iter().enumerate() {
             let (g, h) = match ensemble.link {
                 Link::Logit => {
@@ -329,7 +329,7 @@ pub fn total_gain(
             loop {
                 sums[i].0 += g;
                 sums[i].1 += h;
-                let n = &tree.nodes[i];
+                let n = tree.node(i);
                 if n.feature == LEAF {
                     if ensemble.link == Link::Logit {
                         scores[r] += f64::from(n.value);
@@ -339,7 +339,7 @@ pub fn total_gain(
                 i = n.left as usize + usize::from(xr[n.feature as usize] > n.threshold);
             }
         }
-        for (i, n) in tree.nodes.iter().enumerate() {
+        for (i, n) in tree.nodes().enumerate() {
             if n.feature == LEAF {
                 continue;
             }

@@ -340,9 +340,7 @@ pub fn fit_gradient_boosting(
         }
         let mut grown = grower.grow(std::mem::take(&mut rows), &mut r);
         rows = std::mem::take(&mut grown.rows);
-        for node in &mut grown.tree.nodes {
-            node.value *= lr;
-        }
+        grown.tree.scale_leaves(lr);
         if sampled {
             let (tree, bins) = (&grown.tree, &grown.split_bins);
             scores

@@ -40,7 +40,7 @@ mod tree;
 pub use artifact::{
     ArtifactError, Calibration, DataFile, ExplainFailure, ExplainTableError, Explanation,
     FORMAT_VERSION, GoldenRow, InputField, MAGIC, Metadata, Model, Payload, Prediction, Threshold,
-    Units, digest_of, raw_from_json,
+    TreeSectionError, Units, digest_of, raw_from_json,
 };
 pub use config::{
     DEFAULT_CONFIG_YAML, ModelName, ModelSection, SmoteSetting, ThresholdName, ThresholdRule,
@@ -60,7 +60,7 @@ pub use train::{
     ClassBalance, Progress, Quiet, TrainError, TrainOutcome, TrainReport, TrainRequest,
     TrainingSummary, train,
 };
-pub use tree::{Node, Tree};
+pub use tree::{DecodeError, LEAF, Node, Tree};
 
 /// Lower-level pieces for benchmarks and property tests.
 pub mod core {

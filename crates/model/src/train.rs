@@ -253,7 +253,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     );
     let features = encoder.feature_names();
     let n_trees = ensemble.trees.len();
-    let mut payload = Payload {
+    let payload = Payload {
         format_version: FORMAT_VERSION,
         cleaner,
         encoder,
@@ -280,16 +280,18 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         golden: Vec::new(),
         drift: Some(drift),
     };
-    let model = Model::new(payload.clone())?;
+    // One model, built once: the evaluation and the golden rows only add to its
+    // metadata, which leaves the trees (and what they were compiled into) alone.
+    let mut model = Model::new(payload)?;
     let (_, test_evaluation) = crate::insight::evaluate_frame(&model, &test_frame, seed);
-    payload.metadata.test_evaluation = Some(test_evaluation);
+    model.edit_metadata(|m| m.test_evaluation = Some(test_evaluation));
     // Golden rows come from the raw test data, exactly as a client would send them.
     let golden_source = req.test.unwrap_or(req.train);
     let golden_rows = match &test_table_rows {
         Some(rows) => rows.iter().take(GOLDEN_ROWS).copied().collect(),
         None => (0..golden_source.n_rows().min(GOLDEN_ROWS)).collect::<Vec<_>>(),
     };
-    payload.golden = golden_rows
+    let golden = golden_rows
         .into_iter()
         .filter_map(|row| {
             let input = raw_record(&model, golden_source, row);
@@ -299,7 +301,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             })
         })
         .collect();
-    let model = Model::new(payload)?;
+    model.set_golden(golden);
     model.self_check()?;
 
     let report = TrainReport {

@@ -15,8 +15,9 @@
 use predict_buy_data::Table;
 use predict_buy_model::{TrainConfig, TrainRequest, digest_of, train};
 
-/// `sha256` of each learner's artifact bytes, trained as [`artifact`] trains it.
-const PINNED: [(&str, &str); 3] = [
+/// `sha256` of each learner's artifact as format 2 wrote it (the trees as JSON): these
+/// did not move when format 3 came, which is what shows its trees are the same.
+const PINNED_FORMAT_2: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
         "sha256:d158e2b33c330e429656dc063cb94c610a1ab1c312009a0c88dd3b12adeedb23",
@@ -30,6 +31,41 @@ const PINNED: [(&str, &str); 3] = [
         "sha256:e9fb80df58133d9c51c9807f2e195de0fb3706ab84426b43c712ade77c641979",
     ),
 ];
+
+/// `sha256` of each learner's artifact bytes, trained as [`artifact`] trains it.
+const PINNED: [(&str, &str); 3] = [
+    (
+        "DecisionTreeClassifier",
+        "sha256:b08d556734cdf3ee0dbbd29735fb559c04befc1120680dce509e05690263396a",
+    ),
+    (
+        "RandomForestClassifier",
+        "sha256:9e0717e78dfc71baace46a3fce737b695c28fb8d8aa584718959f063f95e69d7",
+    ),
+    (
+        "GradientBoostingClassifier",
+        "sha256:2e69a0ea73c222e2a887e5b7f6c42d03537061cc737315507583c66231bfc8ab",
+    ),
+];
+
+/// The model's artifact as format 2 framed it: the payload's JSON, trees included.
+fn format_2_bytes(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut payload = predict_buy_model::Model::from_bytes(bytes)
+        .unwrap()
+        .payload()
+        .clone();
+    payload.format_version = 2;
+    let json = serde_json::to_vec(&payload).unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(predict_buy_model::MAGIC);
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    let sum = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
 
 fn table() -> Table {
     let (mut train_csv, mut test_csv) = (Vec::new(), Vec::new());
@@ -88,6 +124,7 @@ fn training_gives_the_same_bytes_on_one_thread_and_on_four() {
         ),
     ];
     let mut digests = Vec::new();
+    let mut format_2 = Vec::new();
     for (name, params) in learners {
         let one = artifact(&table, name, params, 1);
         let four = artifact(&table, name, params, 4);
@@ -99,7 +136,13 @@ fn training_gives_the_same_bytes_on_one_thread_and_on_four() {
             four.len()
         );
         digests.push((name, digest_of(&one)));
+        format_2.push((name, digest_of(&format_2_bytes(&one))));
     }
+    let pinned: Vec<(&str, String)> = PINNED_FORMAT_2
+        .iter()
+        .map(|&(n, d)| (n, d.to_string()))
+        .collect();
+    assert_eq!(format_2, pinned, "the trees or metadata changed");
     let pinned: Vec<(&str, String)> = PINNED.iter().map(|&(n, d)| (n, d.to_string())).collect();
     assert_eq!(
         digests, pinned,

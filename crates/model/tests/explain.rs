@@ -15,7 +15,7 @@ use sha2::Digest as _;
 /// `E[f(x) | x_S]` of one tree: features in `known` follow `x`, others split the
 /// weight by cover.
 fn conditional(t: &Tree, i: usize, x: &[f32], known: u32) -> f64 {
-    let n = t.nodes[i];
+    let n = t.node(i);
     if n.feature == u32::MAX {
         return f64::from(n.value);
     }
@@ -28,8 +28,8 @@ fn conditional(t: &Tree, i: usize, x: &[f32], known: u32) -> f64 {
             known,
         );
     }
-    (t.cover[l] * conditional(t, l, x, known) + t.cover[l + 1] * conditional(t, l + 1, x, known))
-        / t.cover[i]
+    (t.cover(l) * conditional(t, l, x, known) + t.cover(l + 1) * conditional(t, l + 1, x, known))
+        / t.cover(i)
 }
 
 /// Shapley values by enumerating every subset of the `m` features.
@@ -53,8 +53,10 @@ fn brute_force(v: impl Fn(u32) -> f64, m: usize) -> Vec<f64> {
 /// features repeat along paths and rows tie with thresholds), covers positive integers
 /// that add up from the leaves as training's do.
 fn random_tree(next: &mut dyn FnMut() -> u64, max_depth: usize, n_features: u32) -> Tree {
+    /// Nodes and their covers as the tree is built.
+    type Building = (Vec<Node>, Vec<f64>);
     fn grow(
-        t: &mut Tree,
+        t: &mut Building,
         at: usize,
         depth: usize,
         next: &mut dyn FnMut() -> u64,
@@ -62,14 +64,14 @@ fn random_tree(next: &mut dyn FnMut() -> u64, max_depth: usize, n_features: u32)
         n_features: u32,
     ) -> f64 {
         if depth == max_depth || next().is_multiple_of(5) {
-            t.nodes[at] = Node::leaf((next() % 1000) as f32 / 77.0 - 6.0);
-            t.cover[at] = (1 + next() % 40) as f64;
-            return t.cover[at];
+            t.0[at] = Node::leaf((next() % 1000) as f32 / 77.0 - 6.0);
+            t.1[at] = (1 + next() % 40) as f64;
+            return t.1[at];
         }
-        let left = t.nodes.len();
-        t.nodes.extend([Node::leaf(0.0), Node::leaf(0.0)]);
-        t.cover.extend([0.0, 0.0]);
-        t.nodes[at] = Node {
+        let left = t.0.len();
+        t.0.extend([Node::leaf(0.0), Node::leaf(0.0)]);
+        t.1.extend([0.0, 0.0]);
+        t.0[at] = Node {
             feature: (next() % u64::from(n_features)) as u32,
             threshold: (next() % 6) as f32 * 0.5,
             left: left as u32,
@@ -77,15 +79,12 @@ fn random_tree(next: &mut dyn FnMut() -> u64, max_depth: usize, n_features: u32)
         };
         let c = grow(t, left, depth + 1, next, max_depth, n_features)
             + grow(t, left + 1, depth + 1, next, max_depth, n_features);
-        t.cover[at] = c;
+        t.1[at] = c;
         c
     }
-    let mut t = Tree {
-        nodes: vec![Node::leaf(0.0)],
-        cover: vec![0.0],
-    };
+    let mut t = (vec![Node::leaf(0.0)], vec![0.0]);
     grow(&mut t, 0, 0, next, max_depth, n_features);
-    t
+    Tree::new(t.0, t.1)
 }
 
 fn rng(seed: u64) -> impl FnMut() -> u64 {
@@ -343,9 +342,9 @@ fn format_1_artifacts_predict_but_refuse_to_explain() {
         false,
     );
     let bytes = model.to_bytes();
-    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
-    let mut payload: serde_json::Value =
-        serde_json::from_slice(&bytes[20..bytes.len() - 32]).expect("the payload is JSON");
+    assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+    // The payload as format 2 wrote it, trees in JSON.
+    let mut payload = serde_json::to_value(model.payload()).unwrap();
     payload["format_version"] = 1.into();
     let ensemble = payload["ensemble"].as_object_mut().unwrap();
     assert_eq!(ensemble.remove("precision"), Some("f64".into()));
@@ -384,9 +383,8 @@ fn damaged_cover_is_refused_at_load() {
         "{n_estimators: 3, max_depth: 2}",
         false,
     );
-    let bytes = model.to_bytes();
-    let mut payload: serde_json::Value =
-        serde_json::from_slice(&bytes[20..bytes.len() - 32]).unwrap();
+    let mut payload = serde_json::to_value(model.payload()).unwrap();
+    payload["format_version"] = 2.into();
     let cover = |p: &mut serde_json::Value| {
         p["ensemble"]["trees"][1]["cover"]
             .as_array_mut()
@@ -432,7 +430,7 @@ fn deep_paths_fall_back_to_algorithm_2_exactly() {
     }
     nodes.push(Node::leaf(2.5));
     cover.push(remaining);
-    let tree = Tree { nodes, cover };
+    let tree = Tree::new(nodes, cover);
     tree.validate(m).unwrap();
     let e = Ensemble {
         link: Link::Logit,

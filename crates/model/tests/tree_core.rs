@@ -254,7 +254,7 @@ proptest! {
 fn leaf_of(t: &predict_buy_model::Tree, x: &[f32]) -> usize {
     let mut i = 0;
     loop {
-        let n = &t.nodes[i];
+        let n = t.node(i);
         if n.feature == u32::MAX {
             return i;
         }
@@ -279,11 +279,12 @@ fn cover_counts_the_training_rows_of_each_node() {
         y: &y,
     };
     let sums_hold = |t: &predict_buy_model::Tree| {
-        assert_eq!(t.cover.len(), t.nodes.len());
-        for (i, n) in t.nodes.iter().enumerate() {
+        assert!(t.has_cover());
+        assert_eq!(t.cover_values().len(), t.len());
+        for (i, n) in t.nodes().enumerate() {
             if n.feature != u32::MAX {
                 let l = n.left as usize;
-                assert_eq!(t.cover[i], t.cover[l] + t.cover[l + 1], "node {i}");
+                assert_eq!(t.cover(i), t.cover(l) + t.cover(l + 1), "node {i}");
             }
         }
     };
@@ -294,14 +295,14 @@ fn cover_counts_the_training_rows_of_each_node() {
     };
     let tree = &fit_decision_tree(&p, &data).trees[0];
     sums_hold(tree);
-    assert_eq!(tree.cover[0], 1500.0);
-    let mut reached = vec![0.0; tree.nodes.len()];
+    assert_eq!(tree.cover(0), 1500.0);
+    let mut reached = vec![0.0; tree.len()];
     for r in &rows {
         reached[leaf_of(tree, r)] += 1.0;
     }
-    for (i, n) in tree.nodes.iter().enumerate() {
+    for (i, n) in tree.nodes().enumerate() {
         if n.feature == u32::MAX {
-            assert_eq!(tree.cover[i], reached[i], "leaf {i}");
+            assert_eq!(tree.cover(i), reached[i], "leaf {i}");
         }
     }
 
@@ -313,7 +314,7 @@ fn cover_counts_the_training_rows_of_each_node() {
     for t in &fit_random_forest(&p, &data, &|_, _| {}).trees {
         sums_hold(t);
         // A bootstrap draws as many rows as there are, some more than once.
-        assert_eq!(t.cover[0], 1500.0);
+        assert_eq!(t.cover(0), 1500.0);
     }
 
     let p = GradientBoostingParams {
@@ -323,6 +324,6 @@ fn cover_counts_the_training_rows_of_each_node() {
     };
     for t in &fit_gradient_boosting(&p, &data, None, &|_, _| {}).0.trees {
         sums_hold(t);
-        assert_eq!(t.cover[0], 750.0);
+        assert_eq!(t.cover(0), 750.0);
     }
 }

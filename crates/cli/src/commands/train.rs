@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::IoError;
 use crate::progress::Bars;
-use crate::project::{now_rfc3339, out_json, outln, write_atomic};
+use crate::project::{now_rfc3339, out_json, outln, write_atomic_with};
 use crate::registry_url::{RegistryArg, registry_error, runtime};
 use crate::{CliError, Outcome};
 
@@ -217,7 +217,8 @@ pub fn load_data(
 /// Trains on loaded data: the artifact records each file's digest, the config and
 /// the tool version. `trained_at` and `git_commit` are parameters so `release
 /// reproduce` can give the original's (the only inputs that are not the data, the
-/// config or the code).
+/// config or the code). The report's digest is the model's; [`train`] takes it from
+/// the bytes it writes instead.
 pub fn fit(
     config: &TrainConfig,
     data: &LoadedData,
@@ -241,9 +242,7 @@ pub fn fit(
         .model
         .with_data_files(data.files.clone())
         .map_err(|e| CliError::failed(anyhow!(e).context("recording the data files")))?;
-    let mut report = outcome.report;
-    report.digest = model.digest().to_string();
-    Ok((model, report))
+    Ok((model, outcome.report))
 }
 
 /// The version every artifact this build trains records.
@@ -269,12 +268,20 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let commit = crate::commands::report::head_commit();
     let fitted = fit(&config, &data, now_rfc3339(), commit, &bars);
     bars.finish();
-    let (model, report) = fitted?;
+    let (model, mut report) = fitted?;
     let path = a
         .out
         .clone()
         .unwrap_or_else(|| config.model.store_path.join("model.pbm"));
-    write_atomic(&path, &model.to_bytes())?;
+    // Streamed to the file as it is produced (a full-depth model is megabytes), and
+    // the digest is of exactly those bytes.
+    let mut digest = String::new();
+    write_atomic_with(&path, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        digest = model.write_to(&mut w)?.to_string();
+        Ok(())
+    })?;
+    report.digest = digest;
     Ok(Trained { report, path })
 }
 

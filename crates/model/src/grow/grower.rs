@@ -282,7 +282,7 @@ impl<'a> Grower<'a> {
         }
         self.pool = pool;
         self.nodes_hint = nodes.len();
-        (Tree { nodes, cover }, leaves, split_bins)
+        (Tree::new(nodes, cover), leaves, split_bins)
     }
 
     /// Grows the nodes under `root` depth-first (or best-first, with a leaf cap),
@@ -499,7 +499,7 @@ impl Ord for ByGain {
 pub fn route_binned(tree: &Tree, split_bins: &[u8], data: &Binned, row: usize) -> f32 {
     let mut i = 0;
     loop {
-        let n = &tree.nodes[i];
+        let n = tree.node(i);
         if n.feature == LEAF {
             return n.value;
         }

@@ -260,13 +260,13 @@ pub(super) mod tests {
                     .collect()
             };
             let got = (
-                key(&grown.tree.nodes),
+                key(&grown.tree.nodes().collect::<Vec<_>>()),
                 grown.split_bins,
                 grown.rows,
                 leaves,
-                key(&tree.nodes),
-                grown.tree.cover.clone(),
-                tree.cover.clone(),
+                key(&tree.nodes().collect::<Vec<_>>()),
+                grown.tree.cover_values(),
+                tree.cover_values(),
             );
             FORCED.store(usize::MAX, Ordering::Relaxed);
             if forced == 1 {

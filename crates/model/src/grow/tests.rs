@@ -222,7 +222,7 @@ fn bundling_finds_exactly_the_unbundled_splits() {
     let a = bundled.grow(rows.clone(), &mut rng);
     let b = plain.grow(rows, &mut rng);
     assert!(a.tree.n_leaves() > 8);
-    assert!(a.tree.nodes.iter().any(|n| n.feature < 3));
+    assert!(a.tree.nodes().any(|n| n.feature < 3));
     assert_eq!(a.tree, b.tree);
 }
 
