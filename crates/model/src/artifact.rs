@@ -446,6 +446,7 @@ impl Model {
             threshold: p.threshold.clone(),
             metadata: p.metadata.clone(),
             golden: p.golden.clone(),
+            drift: p.drift.clone(),
         };
         serde_json::to_vec(&header).expect("a payload's JSON always serialises")
     }

@@ -36,15 +36,15 @@ const PINNED_FORMAT_2: [(&str, &str); 3] = [
 const PINNED: [(&str, &str); 3] = [
     (
         "DecisionTreeClassifier",
-        "sha256:b08d556734cdf3ee0dbbd29735fb559c04befc1120680dce509e05690263396a",
+        "sha256:6776ff46114077abd2c842a76caf154e77ab9286319b849d83183450deea35d6",
     ),
     (
         "RandomForestClassifier",
-        "sha256:9e0717e78dfc71baace46a3fce737b695c28fb8d8aa584718959f063f95e69d7",
+        "sha256:0c67819f3f6b4544e1e39b8684e1ac8848ce73bca0f9f7dd5357438fd574b7e9",
     ),
     (
         "GradientBoostingClassifier",
-        "sha256:2e69a0ea73c222e2a887e5b7f6c42d03537061cc737315507583c66231bfc8ab",
+        "sha256:27e4f7fd633dde28a5724fe4fc703e053f67d490a0a5b320ddae4346ef531955",
     ),
 ];
 
