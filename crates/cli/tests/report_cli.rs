@@ -106,12 +106,17 @@ fn a_model_without_test_metrics_asks_for_evaluate() {
     // The artifact as a version before reports wrote it: no stored evaluation.
     let bytes = std::fs::read(&models().a).unwrap();
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
-    let mut payload: serde_json::Value = serde_json::from_slice(&bytes[20..20 + len]).unwrap();
+    // Format 3: the payload's JSON, then its trees in binary, kept as they are.
+    let stored = &bytes[20..20 + len];
+    let mut stream = serde_json::Deserializer::from_slice(stored).into_iter::<serde_json::Value>();
+    let mut payload = stream.next().unwrap().unwrap();
+    let trees = &stored[stream.byte_offset()..];
     payload["metadata"]
         .as_object_mut()
         .unwrap()
         .remove("test_evaluation");
-    let body = serde_json::to_vec(&payload).unwrap();
+    let mut body = serde_json::to_vec(&payload).unwrap();
+    body.extend_from_slice(trees);
     let mut old = bytes[..12].to_vec();
     old.extend_from_slice(&(body.len() as u64).to_le_bytes());
     old.extend_from_slice(&body);

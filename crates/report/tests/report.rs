@@ -259,9 +259,14 @@ fn models_tested_on_different_rows_need_evaluate_to_compare() {
 fn reframe(model: &Model, edit: impl FnOnce(&mut serde_json::Value)) -> Model {
     let bytes = model.to_bytes();
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
-    let mut payload: serde_json::Value = serde_json::from_slice(&bytes[20..20 + len]).unwrap();
+    // Format 3: the payload's JSON, then its trees in binary, kept as they are.
+    let stored = &bytes[20..20 + len];
+    let mut stream = serde_json::Deserializer::from_slice(stored).into_iter::<serde_json::Value>();
+    let mut payload = stream.next().unwrap().unwrap();
+    let trees = &stored[stream.byte_offset()..];
     edit(&mut payload);
-    let body = serde_json::to_vec(&payload).unwrap();
+    let mut body = serde_json::to_vec(&payload).unwrap();
+    body.extend_from_slice(trees);
     let mut out = bytes[..12].to_vec();
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
