@@ -11,6 +11,10 @@
 # Sweep: the open loop again at lower rates (SWEEP, default "5000 10000 15000"), for
 # p99 against offered load.
 # Usage: bench/serve/run.sh [SECONDS] [RUNS] [RATE]   (defaults: 10 s, 3 runs, 20000/s)
+# PINNED_ONLY=1 runs only the request-path goal: predict-buy and bare axum, each pinned
+# to core 1 with wrk on core 0, RUNS interleaved rounds of c=64 (req/s) and c=8 (p99);
+# prints the medians and ours/bare-axum. MODEL=path serves that artifact (say, the
+# seed-config model) instead of the 100-tree depth-6 model trained here.
 # PREDICT_BUY_BIN=path/to/predict-buy serves instead of this tree's release build (to
 # compare two versions of the server in the same conditions).
 # Prints req/s, p50 and p99 latency (medians over runs), the ratios, and the RSS of
@@ -22,6 +26,7 @@ seconds=${1:-10}
 runs=${2:-3}
 rate=${3:-20000}
 connections=64
+model_arg=${MODEL:+$(realpath "$MODEL")}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -33,7 +38,9 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
 py="$root/bench/.venv/bin/python"
-if [ ! -x "$py" ] || ! "$py" -c "import fastapi, uvicorn, sklearn, pandas" 2>/dev/null; then
+if [ "${PINNED_ONLY:-0}" = 1 ]; then
+  py=python3 # the pinned mode runs no FastAPI
+elif [ ! -x "$py" ] || ! "$py" -c "import fastapi, uvicorn, sklearn, pandas" 2>/dev/null; then
   python3 -m venv "$root/bench/.venv"
   "$root/bench/.venv/bin/pip" install -q fastapi uvicorn scikit-learn pandas
 fi
@@ -46,7 +53,54 @@ bare="$target/release/examples/bare_axum"
 open_loop="$target/release/examples/open_loop"
 cores=$(nproc)
 
+pinned_only() { # model
+  taskset -c 1 "$pb" serve --model "$1" --addr 127.0.0.1:8094 2>"$work/pb-pinned.log" &
+  pids+=($!); local pb_pid=$!
+  taskset -c 1 "$bare" 127.0.0.1:8095 2>"$work/bare-pinned.log" &
+  pids+=($!)
+  local port
+  for port in 8094 8095; do
+    for _ in $(seq 1 600); do
+      curl -fs -o /dev/null -H 'content-type: application/json' -d @- "http://127.0.0.1:$port/predict" \
+        <<<'{"Gender":"Female","Age":46,"HasDrivingLicense":1,"RegionID":21.0,"Switch":0,"PastAccident":"Yes","AnnualPremium":2305.4}' && break
+      sleep 0.1
+    done
+    taskset -c 0 wrk -t1 -c$connections -d2s -s "$here/post.lua" "http://127.0.0.1:$port/predict" >/dev/null
+  done
+  local round side name
+  for round in $(seq 1 "$runs"); do
+    for side in predict-buy:8094 bare-axum:8095; do
+      name=${side%%:*}; port=${side##*:}
+      taskset -c 0 wrk -t1 -c$connections -d"${seconds}s" --latency -s "$here/post.lua" "http://127.0.0.1:$port/predict" >"$work/c64.txt"
+      taskset -c 0 wrk -t1 -c8 -d"${seconds}s" --latency -s "$here/post.lua" "http://127.0.0.1:$port/predict" >"$work/c8.txt"
+      echo "$name $("$py" "$here/parse_wrk.py" x "$work/c64.txt" | cut -d' ' -f2) $("$py" "$here/parse_wrk.py" x "$work/c8.txt" | cut -d' ' -f3-)" | tee -a "$work/pinned" >&2
+    done
+  done
+  local rss_kb trees
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pb_pid/status")
+  trees=$(curl -fs http://127.0.0.1:8094/model | "$py" -c 'import json,sys; t=json.load(sys.stdin)["training"]; print(t.get("n_trees"), "trees")')
+  "$py" - "$work/pinned" "$runs" "$seconds" "$rss_kb" "$trees" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import statistics, sys
+path, runs, secs, rss, trees, load = sys.argv[1:]
+rows = {}
+for line in open(path):
+    name, rps, p50, p99, bad, errs = line.split()
+    rows.setdefault(name, []).append((float(rps), float(p50), float(p99), int(bad), errs))
+med = lambda n, i: statistics.median(r[i] for r in rows[n])
+print(f"pinned: server core 1, wrk -t1 core 0; {runs} interleaved rounds of {secs} s; model: {trees}; load average at the end {load}")
+for n in ("predict-buy", "bare-axum"):
+    print(f"  {n:<12} c64 {med(n, 0):>9,.0f} req/s ({', '.join(f'{r[0]:.0f}' for r in rows[n])}); "
+          f"c8 p50 {med(n, 1):.3f} ms, p99 {med(n, 2):.3f} ms; non-2xx {sum(r[3] for r in rows[n])}")
+print(f"  predict-buy / bare axum: {med('predict-buy', 0) / med('bare-axum', 0):.2f}x (goal >= 0.75x); "
+      f"c8 p99 {med('predict-buy', 2):.3f} ms (goal < 1 ms); RSS {int(rss) / 1024:.1f} MB")
+PY
+}
+
 cd "$work"
+if [ -n "$model_arg" ] && [ "${PINNED_ONLY:-0}" = 1 ]; then
+  pinned_only "$model_arg"
+  exit 0
+fi
 "$pb" data synth --rows 60000 --seed 5 --out data >/dev/null 2>&1
 cat > train.yml <<YML
 data:
@@ -71,7 +125,11 @@ model:
   store_path: models/
 YML
 "$pb" train --config train.yml >/dev/null 2>&1
-model="$work/models/model.pbm"
+model="${model_arg:-$work/models/model.pbm}"
+if [ "${PINNED_ONLY:-0}" = 1 ]; then
+  pinned_only "$model"
+  exit 0
+fi
 
 wait_up() { # url
   for _ in $(seq 1 600); do

@@ -1,5 +1,7 @@
 //! An ensemble of trees and how their outputs combine into a probability.
 
+use std::ops::ControlFlow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::tree::{LEAF, Tree};
@@ -292,17 +294,95 @@ impl Compiled {
 /// Leaf values summed in tree order from `+0.0`: every path (one row, a block, the
 /// node or the complete form) adds the same numbers in the same order, so they agree
 /// bit for bit.
+///
+/// The trees are walked `WALKS` at a time in lockstep: one walk is a chain of
+/// dependent loads, and a deep tree's nodes are mostly out of cache, so interleaving
+/// independent walks lets their cache misses overlap instead of queueing. (The
+/// seed-config model, ten unlimited-depth trees, spent 14% of a request in lone
+/// walks.) Only the walks interleave; the sum stays in tree order.
 #[inline]
 fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
-    trees.iter().fold(A::ZERO, |mut s, t| {
-        s += A::from(t.predict(x));
-        s
-    })
+    let mut sum = A::ZERO;
+    for group in trees.chunks(WALKS) {
+        let mut at = [0usize; WALKS];
+        let mut leaves = [0f32; WALKS];
+        // Bit k set while tree k of the group has not reached its leaf.
+        let mut walking: u32 = (1 << group.len()) - 1;
+        while walking != 0 {
+            for (k, t) in group.iter().enumerate() {
+                if walking & (1 << k) == 0 {
+                    continue;
+                }
+                match t.step(at[k], x) {
+                    ControlFlow::Continue(next) => at[k] = next,
+                    ControlFlow::Break(value) => {
+                        leaves[k] = value;
+                        walking &= !(1 << k);
+                    }
+                }
+            }
+        }
+        for v in &leaves[..group.len()] {
+            sum += A::from(*v);
+        }
+    }
+    sum
 }
+
+/// Trees walked together by one row: enough independent load chains to keep the
+/// core's outstanding misses busy, few enough that their state stays in registers.
+const WALKS: usize = 8;
 
 fn finish(link: Link, base_score: f64, n_trees: usize, sum: f64) -> f64 {
     match link {
         Link::Average => sum / n_trees.max(1) as f64,
         Link::Logit => crate::learners::sigmoid(base_score + sum),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Node;
+
+    /// A chain `depth` splits deep on feature 0 at thresholds 0, 1, 2, …, whose leaves
+    /// hold distinct values, so a row's leaf (and its value) depends on `x[0]`.
+    fn chain(depth: usize, salt: f32) -> Tree {
+        let mut nodes = vec![Node::leaf(0.0)];
+        let mut at = 0;
+        for d in 0..depth {
+            let left = nodes.len();
+            nodes.push(Node::leaf(salt + d as f32 * 0.37));
+            nodes.push(Node::leaf(salt - d as f32 * 0.11));
+            nodes[at] = Node {
+                feature: 0,
+                threshold: d as f32,
+                left: left as u32,
+                value: 0.0,
+            };
+            at = left + 1;
+        }
+        Tree::from_nodes(nodes)
+    }
+
+    #[test]
+    fn lockstep_walks_sum_like_lone_walks_in_tree_order() {
+        // Up to three groups of walks and a ragged last one; trees of unequal depth
+        // so walks of one group finish at different steps.
+        for n_trees in [0, 1, WALKS - 1, WALKS, WALKS + 1, 2 * WALKS + 3] {
+            let trees: Vec<Tree> = (0..n_trees)
+                .map(|t| chain((t * 7) % 23, t as f32 * 1.3 - 4.0))
+                .collect();
+            for x0 in [-1.0f32, 0.5, 3.5, 11.5, 40.0, f32::NAN] {
+                let x = [x0];
+                let lone32 = trees.iter().fold(0f32, |s, t| s + t.predict(&x));
+                let lone64 = trees.iter().fold(0f64, |s, t| s + f64::from(t.predict(&x)));
+                assert_eq!(sum_trees::<f32>(&trees, &x).to_bits(), lone32.to_bits());
+                assert_eq!(sum_trees::<f64>(&trees, &x).to_bits(), lone64.to_bits());
+            }
+        }
+        // The walk really depends on the row: a chain routes 0.5 and 11.5 apart.
+        let t = [chain(20, 0.0)];
+        assert_ne!(sum_trees::<f64>(&t, &[0.5]), sum_trees::<f64>(&t, &[11.5]));
     }
 }

@@ -346,6 +346,16 @@ impl Tree {
         }
     }
 
+    /// One step of a walk from node `i`: the leaf's value, or the next node. For
+    /// walking several trees in lockstep (see `ensemble::sum_trees`).
+    #[inline(always)]
+    pub(crate) fn step(&self, i: usize, x: &[f32]) -> ControlFlow<f32, usize> {
+        match &self.nodes {
+            Nodes::Narrow(nodes) => nodes[i].step(x),
+            Nodes::Wide(nodes) => nodes[i].step(x),
+        }
+    }
+
     pub fn n_leaves(&self) -> usize {
         self.nodes().filter(Node::is_leaf).count()
     }
