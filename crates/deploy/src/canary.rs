@@ -517,7 +517,7 @@ impl Totals {
             positives: self.positives,
             error_rate: ratio(self.errors, self.requests),
             positive_rate: ratio(self.positives, self.instances),
-            p99_ms: quantile(&LATENCY_BOUNDS_US, &self.latency_us, 0.99).map(|us| us / 1000.0),
+            p99_ms: latency_p99_us(&self.latency_us).map(|us| us / 1000.0),
             scores: self.scores.clone(),
         }
     }
@@ -533,28 +533,19 @@ pub fn compare(baseline: ReleaseMetrics, candidate: ReleaseMetrics) -> Compariso
     }
 }
 
-/// The `q` quantile of a histogram with upper `bounds` (the last bucket unbounded),
-/// interpolated linearly inside its bucket; the open last bucket reports its lower
-/// bound, so a quantile there is a lower estimate.
-pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut seen = 0.0;
-    for (i, &c) in counts.iter().enumerate() {
-        let next = seen + c as f64;
-        if c > 0 && next >= rank {
-            let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let Some(&hi) = bounds.get(i) else {
-                return Some(lo);
-            };
-            return Some(lo + (hi - lo) * ((rank - seen) / c as f64).clamp(0.0, 1.0));
-        }
-        seen = next;
-    }
-    bounds.last().copied()
+/// p99 of latency counts over [`LATENCY_BOUNDS_US`], as [`crate::traffic::quantile`]
+/// estimates it; above the last bound (10 s) it reports that bound, a lower estimate.
+fn latency_p99_us(counts: &[u64]) -> Option<f64> {
+    let histogram = predict_buy_api::traffic::Histogram {
+        bounds: LATENCY_BOUNDS_US.to_vec(),
+        counts: counts.to_vec(),
+        sum: 0.0,
+    };
+    crate::traffic::quantile(
+        &histogram,
+        0.99,
+        LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1],
+    )
 }
 
 /// Population stability index of `actual` against `expected` over the same buckets.
@@ -1086,16 +1077,6 @@ mod tests {
             ..Totals::default()
         };
         assert_eq!(restarted.since(&before).requests, 5);
-    }
-
-    #[test]
-    fn quantiles_interpolate_inside_buckets() {
-        // 100 observations: 98 in (0, 50], 2 in (50, 100].
-        let q = quantile(&[50.0, 100.0], &[98, 2, 0], 0.99).unwrap();
-        assert!((q - 75.0).abs() < 1e-9, "{q}");
-        assert_eq!(quantile(&[50.0], &[0, 0], 0.99), None);
-        // In the open last bucket: its lower bound.
-        assert_eq!(quantile(&[50.0], &[0, 4], 0.99), Some(50.0));
     }
 
     #[test]
