@@ -7,40 +7,16 @@ mod common;
 mod support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{TestContext, models};
+use common::{Server, TestContext, models, poll_until};
 use predict_buy_registry::{CandidateMode, EnvName, Registry, RegistryUrl, ReleaseTag};
 use support::{bodies, everyone_buys};
-
-/// How long a condition polled for may take on a loaded 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(90);
-
-#[track_caller]
-fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A project whose `nonprod` has two servers, with releases v0.1.0 (model a), v0.2.0
 /// (model a again: a rebuild that behaves the same, the healthy candidate) and v0.3.0
@@ -105,34 +81,7 @@ impl Env {
     }
 
     fn serve(&self) -> Server {
-        let mut child = self
-            .ctx
-            .command()
-            .args(["serve", "--registry"])
-            .arg(self.ctx.registry_dir())
-            .args(["--env", "nonprod", "--addr", "127.0.0.1:0"])
-            .args(["--poll-interval", "200ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start predict-buy serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let endpoint = rx
-            .recv_timeout(PATIENCE)
-            .expect("serve says where it listens");
-        Server { child, endpoint }
+        self.ctx.serve_env("nonprod", "200ms")
     }
 
     fn registry(&self) -> Registry {

@@ -5,48 +5,20 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestContext, models};
+use common::{Server, TestContext, models, poll_until};
 use predict_buy_registry::{EnvName, Registry, RegistryUrl, ReleaseTag};
 
 const TOKEN: &str = "deploy-test-token";
 /// Nothing listens here, and no test server can take it: ports under 1024 are
 /// privileged, unlike the ephemeral ports our servers get.
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
-/// How long a condition polled for may take on a loaded 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Wait until `done` holds, checking every 50 ms; panics with `what` after [`PATIENCE`].
-#[track_caller]
-fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A `predict-buy serve --registry … --env nonprod` process on an ephemeral port,
-/// killed on drop.
-struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`, as the server reported it.
-    endpoint: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A scratch project: a config with `nonprod` (the given endpoints) and `prod`
 /// (requiring nonprod), releases v0.1.0 and v0.2.0 of two different models.
 struct Project {
@@ -102,43 +74,8 @@ impl Project {
         .expect("open registry")
     }
 
-    /// Start a server on port 0 and read the port it bound from its first line,
-    /// `predict-buy serve: listening on http://ADDR`: no window in which another
-    /// process can take the port, as with bind-release-bind.
     fn serve(&self) -> Server {
-        let mut child = self
-            .ctx
-            .command()
-            .args(["serve", "--registry"])
-            .arg(self.ctx.registry_dir())
-            .args(["--env", "nonprod", "--addr", "127.0.0.1:0"])
-            .args(["--poll-interval", "200ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start predict-buy serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps reading after the address so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let endpoint = match rx.recv_timeout(PATIENCE) {
-            Ok(endpoint) => endpoint,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("predict-buy serve never said where it listens: {e}");
-            }
-        };
-        Server { child, endpoint }
+        self.ctx.serve_env("nonprod", "200ms")
     }
 
     fn history(&self, env: &str) -> Vec<serde_json::Value> {

@@ -4,12 +4,11 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{TestContext, models};
+use common::{Server, TestContext, models};
 use predict_buy_data::synth::{Generator, Row};
 use serde_json::{Value, json};
 
@@ -17,54 +16,8 @@ use serde_json::{Value, json};
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 /// A `predict-buy serve --model …` process on an ephemeral port, killed on drop.
-struct Server {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(ctx: &TestContext) -> Server {
-    let mut child = ctx
-        .command()
-        .args([
-            OsStr::new("serve"),
-            OsStr::new("--model"),
-            models().a.as_os_str(),
-        ])
-        .args(["--addr", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start predict-buy serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keeps reading after the address so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1)
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => addr,
-        Err(e) => {
-            let _ = child.kill();
-            panic!("predict-buy serve never said where it listens: {e}");
-        }
-    };
-    Server { child, addr }
+    ctx.spawn_server([OsStr::new("--model"), models().a.as_os_str()])
 }
 
 /// A POST over a fresh connection; the status and body.
@@ -164,13 +117,13 @@ fn two_servers_are_merged_by_count_and_judged() {
     let (a, b) = (serve(&scratch), serve(&scratch));
     // One server sees customers twenty years older than training's; the other sees
     // training's own mix. Together, two thirds of the ages moved: drift.
-    send(&a.addr, 11, 1_000, |r| {
+    send(a.addr(), 11, 1_000, |r| {
         r.age = r.age.map(|x| (x + 20).min(85))
     });
-    send(&b.addr, 12, 500, |_| {});
+    send(b.addr(), 12, 500, |_| {});
     let endpoints = [
-        format!("http://{}", a.addr),
-        format!("http://{}", b.addr),
+        a.endpoint.clone(),
+        b.endpoint.clone(),
         DEAD_ENDPOINT.to_string(),
     ];
     let ctx = project(&endpoints);

@@ -4,71 +4,16 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{TestContext, models};
+use common::{PATIENCE, Server, TestContext, models, poll_for};
 use predict_buy_model::Model;
 use predict_buy_registry::{Registry, RegistryUrl, ReleaseRecord, ReleaseTag};
 use serde_json::{Value, json};
 
-const PATIENCE: Duration = Duration::from_secs(60);
-
-#[track_caller]
-fn poll_until<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = done() {
-            return v;
-        }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A `predict-buy serve --env nonprod` process, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(ctx: &TestContext) -> Server {
-    let mut child = ctx
-        .command()
-        .args(["serve", "--registry"])
-        .arg(ctx.registry_dir())
-        .args(["--env", "nonprod", "--addr", "127.0.0.1:0"])
-        .args(["--poll-interval", "100ms"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start predict-buy serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1)
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(PATIENCE)
-        .expect("the server says where it listens");
-    Server { child, addr }
+    ctx.serve_env("nonprod", "100ms")
 }
 
 /// One HTTP/1.1 request; status and body.
@@ -146,7 +91,7 @@ fn shadow_start_report_stop_against_two_servers() {
     let servers = [serve(&ctx), serve(&ctx)];
     let endpoints: Vec<String> = servers
         .iter()
-        .map(|s| format!("http://{}", s.addr))
+        .map(|s| format!("http://{}", s.addr()))
         .collect();
     std::fs::write(
         ctx.path().join("predict-buy.yaml"),
@@ -209,7 +154,7 @@ fn shadow_start_report_stop_against_two_servers() {
     let n = 120;
     for i in 0..n {
         let body = row(i);
-        let (status, text) = http(&servers[i % 2].addr, "POST", "/predict", &body.to_string());
+        let (status, text) = http(servers[i % 2].addr(), "POST", "/predict", &body.to_string());
         assert_eq!(status, 200, "{text}");
         let answer: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
@@ -226,7 +171,7 @@ fn shadow_start_report_stop_against_two_servers() {
         positives[0] += u64::from(pa.predicted_class);
         positives[1] += u64::from(pb.predicted_class);
     }
-    let report = poll_until("every instance compared", || {
+    let report = poll_for("every instance compared", || {
         let r = ctx
             .run(["shadow", "report", "--env", "nonprod", "--json"])
             .ok()
@@ -286,8 +231,8 @@ fn shadow_start_report_stop_against_two_servers() {
     assert!(message.contains(&format!("{n} compared")), "{message}");
     // The servers drop the shadow.
     for s in &servers {
-        poll_until("the shadow to go", || {
-            let (_, t) = http(&s.addr, "GET", "/traffic", "");
+        poll_for("the shadow to go", || {
+            let (_, t) = http(s.addr(), "GET", "/traffic", "");
             let t: Value = serde_json::from_str(&t).unwrap();
             t["shadow"].is_null().then_some(())
         });

@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -327,4 +329,103 @@ pub fn insta_settings_registry(ctx: &TestContext) -> insta::Settings {
     // (a right-aligned column: its padding moves with the digits, so it goes too)
     s.add_filter(r"(?m)^(\[SHORT-DIGEST\]) +\d+\b", "$1 [SIZE]");
     s
+}
+
+/// How long a condition polled for may take on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Wait until `done` gives a value, checking every 50 ms; panics with `what` after
+/// [`PATIENCE`].
+#[track_caller]
+pub fn poll_for<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = done() {
+            return v;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until `done` holds; see [`poll_for`].
+#[track_caller]
+pub fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    poll_for(what, || done().then_some(()))
+}
+
+/// A `predict-buy serve` process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, as the server reported it.
+    pub endpoint: String,
+}
+
+impl Server {
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.endpoint.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestContext {
+    /// Start `predict-buy serve ARGS --addr 127.0.0.1:0` and read the port it bound from
+    /// its line `predict-buy serve: listening on http://ADDR`: no window in which
+    /// another process can take the port, as with bind-release-bind.
+    pub fn spawn_server<I, S>(&self, args: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start predict-buy serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps reading after the address so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(endpoint) => Server { child, endpoint },
+            Err(e) => {
+                let _ = child.kill();
+                panic!("predict-buy serve never said where it listens: {e}");
+            }
+        }
+    }
+
+    /// A server following `env` of this context's registry, polling every `poll`.
+    pub fn serve_env(&self, env: &str, poll: &str) -> Server {
+        let registry = self.registry_dir();
+        self.spawn_server([
+            OsStr::new("--registry"),
+            registry.as_os_str(),
+            OsStr::new("--env"),
+            OsStr::new(env),
+            OsStr::new("--poll-interval"),
+            OsStr::new(poll),
+        ])
+    }
 }
