@@ -38,13 +38,6 @@ impl Grower<'_> {
     /// sample of features is drawn from one stream, in node order), nor are leaves
     /// capped (best-first order is global).
     pub(super) fn defer_below(&self) -> usize {
-        #[cfg(test)]
-        {
-            let forced = tests::FORCED.load(std::sync::atomic::Ordering::Relaxed);
-            if forced != usize::MAX {
-                return forced;
-            }
-        }
         let p = self.params;
         if !p.parallel
             || p.max_features.is_some()
@@ -52,6 +45,16 @@ impl Grower<'_> {
             || rayon::current_num_threads() < 2
         {
             return 0;
+        }
+        // After the checks above: a tree that must not be split up never is, even
+        // while a test forces the threshold for trees that may (the tests share the
+        // process, and a sampled-features tree grown apart draws differently).
+        #[cfg(test)]
+        {
+            let forced = tests::FORCED.load(std::sync::atomic::Ordering::Relaxed);
+            if forced != usize::MAX {
+                return forced;
+            }
         }
         // Nodes this small count and partition on one thread anyway.
         (PARALLEL_WORK / self.data.n_features().max(1)).max(2)
@@ -193,8 +196,9 @@ pub(super) mod tests {
     use crate::preprocess::Matrix;
 
     /// Rows below which subtrees are set aside, instead of the grower's own choice
-    /// (`usize::MAX`: not forced). Only the test below sets it; any other test that
-    /// grows meanwhile grows the same trees either way.
+    /// (`usize::MAX`: not forced), for trees that may be split up at all. Only the test
+    /// below sets it; any other test that grows such a tree meanwhile grows the same
+    /// nodes either way, which is what that test proves.
     pub(in crate::grow) static FORCED: AtomicUsize = AtomicUsize::new(usize::MAX);
 
     /// A boosted tree to full depth and a lone classification tree, grown in one pass
