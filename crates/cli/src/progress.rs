@@ -1,13 +1,17 @@
-//! Progress bars on stderr when it is a terminal; silence otherwise.
+//! Progress bars on stderr when it is a terminal; silence otherwise. Each stage's
+//! wall time is logged at `-v`, so a slow training run says where its time went.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Shows training stages as a spinner and counted steps (trees) as a bar.
 pub struct Bars {
     bar: Option<Mutex<ProgressBar>>,
+    /// The stage under way and when it began.
+    current: Mutex<Option<(String, Instant)>>,
 }
 
 impl Bars {
@@ -17,10 +21,24 @@ impl Bars {
             b.enable_steady_tick(std::time::Duration::from_millis(120));
             Mutex::new(b)
         });
-        Self { bar }
+        Self {
+            bar,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Logs the stage under way as done and starts `next`, if any.
+    fn close_stage(&self, next: Option<&str>) {
+        let mut current = self.current.lock().expect("stage lock");
+        if let Some((name, start)) = current.take() {
+            let seconds = start.elapsed().as_secs_f64();
+            tracing::info!(stage = %name, seconds = format!("{seconds:.3}"), "stage done");
+        }
+        *current = next.map(|n| (n.to_string(), Instant::now()));
     }
 
     pub fn finish(&self) {
+        self.close_stage(None);
         if let Some(b) = &self.bar {
             b.lock().expect("progress lock").finish_and_clear();
         }
@@ -29,6 +47,7 @@ impl Bars {
 
 impl predict_buy_model::Progress for Bars {
     fn stage(&self, name: &str) {
+        self.close_stage(Some(name));
         if let Some(b) = &self.bar {
             let b = b.lock().expect("progress lock");
             b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));

@@ -1,6 +1,6 @@
 //! An ensemble of trees and how their outputs combine into a probability.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,28 @@ impl Ensemble {
     /// Probabilities for many rows given column-major features; see [`Compiled`].
     pub fn predict_raw_batch(&self, columns: &[Vec<f32>], n_rows: usize, out: &mut Vec<f64>) {
         Compiled::new(self).predict_batch(self, columns, n_rows, out);
+    }
+
+    /// [`Ensemble::predict_raw_batch`] on every core: stretches of rows are scored
+    /// apart and joined in order. Each row's answer is the same as on one core.
+    pub fn predict_raw_par(&self, columns: &[Vec<f32>], n_rows: usize) -> Vec<f64> {
+        use rayon::prelude::*;
+        let compiled = Compiled::new(self);
+        // A few stretches per thread, so a core that finishes early takes another; a
+        // stretch stays long enough that splitting costs nothing measurable.
+        let stretch = n_rows
+            .div_ceil(4 * rayon::current_num_threads().max(1))
+            .max(4 * DEEP_BLOCK);
+        let parts: Vec<Vec<f64>> = (0..n_rows.div_ceil(stretch))
+            .into_par_iter()
+            .map(|k| {
+                let mut out = Vec::new();
+                let rows = k * stretch..((k + 1) * stretch).min(n_rows);
+                compiled.predict_rows(self, columns, rows, &mut out);
+                out
+            })
+            .collect();
+        parts.concat()
     }
 }
 
@@ -228,9 +250,20 @@ impl Compiled {
         n_rows: usize,
         out: &mut Vec<f64>,
     ) {
+        self.predict_rows(e, columns, 0..n_rows, out);
+    }
+
+    /// [`Compiled::predict_batch`] for the rows in `rows` only.
+    fn predict_rows(
+        &self,
+        e: &Ensemble,
+        columns: &[Vec<f32>],
+        rows: Range<usize>,
+        out: &mut Vec<f64>,
+    ) {
         match e.precision {
-            Precision::F32 => self.predict_batch_in::<f32>(e, columns, n_rows, out),
-            Precision::F64 => self.predict_batch_in::<f64>(e, columns, n_rows, out),
+            Precision::F32 => self.predict_batch_in::<f32>(e, columns, rows, out),
+            Precision::F64 => self.predict_batch_in::<f64>(e, columns, rows, out),
         }
     }
 
@@ -238,31 +271,33 @@ impl Compiled {
         &self,
         e: &Ensemble,
         columns: &[Vec<f32>],
-        n_rows: usize,
+        rows: Range<usize>,
         out: &mut Vec<f64>,
     ) {
         debug_assert!(self.dense.as_ref().is_none_or(|d| d.len() == e.trees.len()));
         out.clear();
-        out.reserve(n_rows);
+        out.reserve(rows.len());
         let finish = |s: A| finish(e.link, e.base_score, e.trees.len(), s.into());
         let Some(trees) = &self.dense else {
             // Deep trees are large (a full-depth forest is tens of megabytes): each tree
             // walks a block of rows before the next is touched, so it is read from memory
             // once per block rather than once per row.
             let nf = columns.len();
-            let mut rows = vec![0f32; DEEP_BLOCK * nf.max(1)];
+            let mut block = vec![0f32; DEEP_BLOCK * nf];
+            let mut leaves = [0f32; DEEP_BLOCK];
             let mut sums = [A::ZERO; DEEP_BLOCK];
-            for start in (0..n_rows).step_by(DEEP_BLOCK) {
-                let len = DEEP_BLOCK.min(n_rows - start);
+            for start in rows.clone().step_by(DEEP_BLOCK) {
+                let len = DEEP_BLOCK.min(rows.end - start);
                 for (f, col) in columns.iter().enumerate() {
                     for (i, v) in col[start..start + len].iter().enumerate() {
-                        rows[i * nf + f] = *v;
+                        block[i * nf + f] = *v;
                     }
                 }
                 sums[..len].fill(A::ZERO);
                 for t in &e.trees {
-                    for (s, x) in sums[..len].iter_mut().zip(rows.chunks_exact(nf.max(1))) {
-                        *s += A::from(t.predict(x));
+                    t.predict_rows(&block[..len * nf], nf, &mut leaves[..len]);
+                    for (s, v) in sums[..len].iter_mut().zip(&leaves[..len]) {
+                        *s += A::from(*v);
                     }
                 }
                 out.extend(sums[..len].iter().map(|s| finish(*s)));
@@ -274,8 +309,8 @@ impl Compiled {
             .try_into()
             .expect("BLOCK_LEN floats");
         let mut sums = [A::ZERO; BLOCK];
-        for start in (0..n_rows).step_by(BLOCK) {
-            let len = BLOCK.min(n_rows - start);
+        for start in rows.clone().step_by(BLOCK) {
+            let len = BLOCK.min(rows.end - start);
             // Feature-major, so a lane's feature is one add away; the block's tail
             // (past `len`) holds stale rows whose sums are never read. Trees split on
             // features below 256 only, so later columns are not needed.

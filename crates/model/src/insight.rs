@@ -16,6 +16,7 @@ use predict_buy_data::{CleanFrame, DataError, Table};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Model;
@@ -92,21 +93,32 @@ pub fn evaluate_frame(model: &Model, frame: &CleanFrame, seed: u64) -> (EvalRepo
     let m = encoder.transform(&frame.features);
     let p = probabilities(model, &m);
     let report = evaluate(&frame.target, &p, model.threshold().value);
-    let brier = brier(&frame.target, &p);
-    let permutation = permutation_importance(model, &m, &frame.target, seed);
+    (report, evaluate_scored(model, frame, &m, &p, seed))
+}
+
+/// [`evaluate_frame`]'s evaluation for rows already encoded (`m`, by the model's
+/// encoder) and scored (`p`, the model's calibrated probabilities): training has both
+/// at hand, and scoring full-depth trees twice cost a second.
+pub fn evaluate_scored(
+    model: &Model,
+    frame: &CleanFrame,
+    m: &Matrix,
+    p: &[f64],
+    seed: u64,
+) -> Evaluation {
+    let permutation = permutation_importance(model, m, &frame.target, seed);
     let mut top: Vec<&str> = permutation.iter().map(|f| f.field.as_str()).collect();
     top.truncate(DEPENDENCE_FIELDS);
     let partial_dependence = top
         .iter()
-        .filter_map(|field| partial_dependence(model, frame, &m, field, seed))
+        .filter_map(|field| partial_dependence(model, frame, m, field, seed))
         .collect();
-    let evaluation = Evaluation {
-        scores: ScoreCounts::new(&frame.target, &p),
-        brier,
+    Evaluation {
+        scores: ScoreCounts::new(&frame.target, p),
+        brier: brier(&frame.target, p),
         permutation,
         partial_dependence,
-    };
-    (report, evaluation)
+    }
 }
 
 pub fn brier(y: &[u8], p: &[f64]) -> f64 {
@@ -119,9 +131,12 @@ pub fn brier(y: &[u8], p: &[f64]) -> f64 {
 }
 
 fn probabilities(model: &Model, m: &Matrix) -> Vec<f64> {
-    let mut raw = Vec::new();
-    model.predict_encoded(&m.columns, m.n_rows, &mut raw);
-    raw.into_iter().map(|r| model.calibrate(r)).collect()
+    model
+        .ensemble()
+        .predict_raw_par(&m.columns, m.n_rows)
+        .into_iter()
+        .map(|r| model.calibrate(r))
+        .collect()
 }
 
 /// Each input field's encoded columns, as ranges of the feature matrix.
@@ -163,13 +178,28 @@ fn permutation_importance(model: &Model, m: &Matrix, y: &[u8], seed: u64) -> Vec
         return Vec::new();
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37);
-    let mut out: Vec<FieldImportance> = field_columns(&model.payload().encoder)
-        .into_iter()
-        .map(|(field, cols)| {
-            let drops: Vec<f64> = (0..PERMUTATION_REPEATS)
+    let fields = field_columns(&model.payload().encoder);
+    // The permutations are drawn in one sequence, as the fields and repeats come, so
+    // the result does not depend on how the scoring below is spread over cores.
+    let orders: Vec<Vec<Vec<usize>>> = fields
+        .iter()
+        .map(|_| {
+            (0..PERMUTATION_REPEATS)
                 .map(|_| {
                     let mut order: Vec<usize> = (0..m.n_rows).collect();
                     order.shuffle(&mut rng);
+                    order
+                })
+                .collect()
+        })
+        .collect();
+    let mut out: Vec<FieldImportance> = fields
+        .into_par_iter()
+        .zip(orders)
+        .map(|((field, cols), orders)| {
+            let drops: Vec<f64> = orders
+                .par_iter()
+                .map(|order| {
                     let mut shuffled = m.clone();
                     // One permutation for the whole group keeps a one-hot row one-hot.
                     for c in cols.clone() {
@@ -218,7 +248,7 @@ fn partial_dependence(
                 return None;
             };
             numeric_grid(values)
-                .into_iter()
+                .into_par_iter()
                 .map(|v| {
                     let encoded = ((v - offset) * factor) as f32;
                     DependencePoint {
@@ -242,7 +272,7 @@ fn partial_dependence(
             share.truncate(DEPENDENCE_CATEGORIES);
             share.sort_by_key(|s| s.0);
             share
-                .into_iter()
+                .into_par_iter()
                 .enumerate()
                 .map(|(i, (k, _))| DependencePoint {
                     label: categories[k].clone(),

@@ -7,7 +7,6 @@ use predict_buy_data::{CleanColumn, CleanFrame, ColumnValues, DataError, Preset,
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{
@@ -198,23 +197,9 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     // seed config's ten full-depth trees this was a sixth of training's CPU time. A
     // row's score does not depend on its block.
     let predict = |m: &Matrix| -> Vec<f64> {
-        // One block per thread: each call also lays the trees out for scoring.
-        let threads = rayon::current_num_threads().max(1);
-        let rows_per_block = m.n_rows.div_ceil(threads).max(16 * 1024);
-        let blocks: Vec<Vec<f64>> = (0..m.n_rows.div_ceil(rows_per_block))
-            .into_par_iter()
-            .map(|b| {
-                let rows = b * rows_per_block..((b + 1) * rows_per_block).min(m.n_rows);
-                let columns: Vec<Vec<f32>> =
-                    m.columns.iter().map(|c| c[rows.clone()].to_vec()).collect();
-                let mut raw = Vec::new();
-                ensemble.predict_raw_batch(&columns, rows.len(), &mut raw);
-                raw
-            })
-            .collect();
-        blocks
+        ensemble
+            .predict_raw_par(&m.columns, m.n_rows)
             .into_iter()
-            .flatten()
             .map(|p| apply_calibration(p, calibration.logit_offset))
             .collect()
     };
@@ -225,6 +210,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         .get("l2_regularization")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.0);
+    progress.stage("field gains");
     let gain = crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda);
     let summary = TrainingSummary {
         rows_read: req.train.n_rows(),
@@ -245,6 +231,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
 
     // Held-out scores: what the model gives customers it never saw, unlike the
     // training rows' (overfitted) scores.
+    progress.stage("drift reference");
     let drift = crate::drift::reference(
         &cleaner,
         req.train,
@@ -283,8 +270,11 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
     // One model, built once: the evaluation and the golden rows only add to its
     // metadata, which leaves the trees (and what they were compiled into) alone.
     let mut model = Model::new(payload)?;
-    let (_, test_evaluation) = crate::insight::evaluate_frame(&model, &test_frame, seed);
+    progress.stage("test evaluation");
+    let test_evaluation =
+        crate::insight::evaluate_scored(&model, &test_frame, &x_test, &p_test, seed);
     model.edit_metadata(|m| m.test_evaluation = Some(test_evaluation));
+    progress.stage("golden rows");
     // Golden rows come from the raw test data, exactly as a client would send them.
     let golden_source = req.test.unwrap_or(req.train);
     let golden_rows = match &test_table_rows {

@@ -211,6 +211,52 @@ fn walk<P: Packed>(nodes: &[P], x: &[f32]) -> f32 {
     }
 }
 
+/// Rows walked through one tree together by [`Tree::predict_rows`].
+const ROW_WALKS: usize = 16;
+
+/// The leaf of each row of `rows` (row-major, `nf` features a row) into `out`.
+///
+/// A walk down a deep tree is a chain of dependent loads that mostly miss the cache,
+/// so `ROW_WALKS` rows walk at once and their misses overlap. A row that reaches its
+/// leaf hands its place to the next row, so deep and shallow paths keep every place
+/// busy until the rows run out.
+fn walk_rows<P: Packed>(nodes: &[P], rows: &[f32], nf: usize, out: &mut [f32]) {
+    let n = out.len();
+    let mut row = [0usize; ROW_WALKS];
+    let mut at = [0usize; ROW_WALKS];
+    let mut live = ROW_WALKS.min(n);
+    for (k, r) in row[..live].iter_mut().enumerate() {
+        *r = k;
+    }
+    let mut next = live;
+    while live > 0 {
+        let mut k = 0;
+        while k < live {
+            let x = &rows[row[k] * nf..row[k] * nf + nf];
+            match nodes[at[k]].step(x) {
+                ControlFlow::Continue(i) => {
+                    at[k] = i;
+                    k += 1;
+                }
+                ControlFlow::Break(value) => {
+                    out[row[k]] = value;
+                    if next < n {
+                        row[k] = next;
+                        at[k] = 0;
+                        next += 1;
+                        k += 1;
+                    } else {
+                        // The last place takes this one's; it is stepped next.
+                        live -= 1;
+                        row[k] = row[live];
+                        at[k] = at[live];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Each node's cover, exactly as training computed it.
 #[derive(Debug, Clone, PartialEq, Default)]
 enum Cover {
@@ -343,6 +389,16 @@ impl Tree {
         match &self.nodes {
             Nodes::Narrow(nodes) => walk(nodes, x),
             Nodes::Wide(nodes) => walk(nodes, x),
+        }
+    }
+
+    /// The leaf value of each row of `rows` (row-major, `nf` features a row) into
+    /// `out`, one per row: [`Tree::predict`] for many rows, with their walks overlapped.
+    pub fn predict_rows(&self, rows: &[f32], nf: usize, out: &mut [f32]) {
+        debug_assert_eq!(rows.len(), out.len() * nf);
+        match &self.nodes {
+            Nodes::Narrow(nodes) => walk_rows(nodes, rows, nf, out),
+            Nodes::Wide(nodes) => walk_rows(nodes, rows, nf, out),
         }
     }
 

@@ -250,6 +250,35 @@ proptest! {
     }
 }
 
+/// Scoring spread over cores joins its stretches of rows in order: every row gets
+/// the one-core answer bit for bit, with deep trees (walked row by row, several rows
+/// at once) and with shallow ones (the complete form), across several stretches.
+#[test]
+fn scoring_on_every_core_gives_the_one_core_answers() {
+    for (seed, max_depth) in [(3u64, 14usize), (4, 5)] {
+        let e = random_ensemble(seed, 7, max_depth, 4);
+        let rows: Vec<Vec<f32>> = (0..20_011u32)
+            .map(|r| {
+                (0..4u32)
+                    .map(|f| ((r * 7 + f * 13) % 22) as f32 * 0.5)
+                    .collect()
+            })
+            .collect();
+        let m = matrix(&rows);
+        let mut one_core = Vec::new();
+        e.predict_raw_batch(&m.columns, m.n_rows, &mut one_core);
+        let every_core = e.predict_raw_par(&m.columns, m.n_rows);
+        assert_eq!(every_core.len(), rows.len());
+        for (r, (a, b)) in one_core.iter().zip(&every_core).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "row {r}, depth {max_depth}");
+        }
+        assert_eq!(
+            every_core[20_010].to_bits(),
+            e.predict_raw(&rows[20_010]).to_bits()
+        );
+    }
+}
+
 /// The leaf a row lands in.
 fn leaf_of(t: &predict_buy_model::Tree, x: &[f32]) -> usize {
     let mut i = 0;

@@ -16,6 +16,7 @@ use crate::progress::Bars;
 use crate::project::{now_rfc3339, out_json, outln, write_atomic_with};
 use crate::registry_url::{RegistryArg, registry_error, runtime};
 use crate::{CliError, Outcome};
+use predict_buy_model::Progress;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -263,12 +264,14 @@ fn missing_data_hint(e: CliError, path: &Path, config: Option<&Path>) -> CliErro
 
 pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let config = load_config(a.config.as_deref())?;
-    let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())?;
     let bars = Bars::new();
+    bars.stage("reading data");
+    let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())
+        .inspect_err(|_| bars.finish())?;
     let commit = crate::commands::report::head_commit();
     let fitted = fit(&config, &data, now_rfc3339(), commit, &bars);
-    bars.finish();
-    let (model, mut report) = fitted?;
+    let (model, mut report) = fitted.inspect_err(|_| bars.finish())?;
+    bars.stage("writing the artifact");
     let path = a
         .out
         .clone()
@@ -280,7 +283,9 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
         let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
         digest = model.write_to(&mut w)?.to_string();
         Ok(())
-    })?;
+    })
+    .inspect_err(|_| bars.finish())?;
+    bars.finish();
     report.digest = digest;
     Ok(Trained { report, path })
 }
