@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// to the system only a while later, and only when the program allocates again. A
 /// server that has just loaded a model (reading a file of tens of megabytes, then
 /// building the trees from it) and then idles, or answers small requests, would
-/// keep that freed memory resident for good: about 20 MB of a 70 MB server with
+/// keep that freed memory resident for good: about 20 MB of a 66 MB server with
 /// the seed-config model. Collecting once after each load gives it back.
 #[allow(unsafe_code)]
 mod allocator {
