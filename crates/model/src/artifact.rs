@@ -347,10 +347,16 @@ impl Model {
             });
         }
         let body_end = HEADER + len as usize;
-        let sum = Sha256::digest(&bytes[..body_end]);
-        if sum.as_slice() != &bytes[body_end..] {
+        // One pass over the bytes answers both the checksum (the hash of all but the
+        // last 32 bytes) and the digest (the hash of all of them): the digest's hasher
+        // goes on from where the checksum's stopped.
+        let mut sha = Sha256::new();
+        sha.update(&bytes[..body_end]);
+        if sha.clone().finalize().as_slice() != &bytes[body_end..] {
             return Err(ArtifactError::Checksum);
         }
+        sha.update(&bytes[body_end..]);
+        let digest = format!("sha256:{}", hex::encode(sha.finalize()));
         // Only now is the version known to be what the writer wrote.
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if version > FORMAT_VERSION {
@@ -370,7 +376,7 @@ impl Model {
                 "header and payload disagree on the format version".into(),
             ));
         }
-        Self::loaded(payload, OnceLock::from(digest_of(bytes)))
+        Self::loaded(payload, OnceLock::from(digest))
     }
 
     /// The artifact's bytes in memory; [`Model::write_to`] streams them instead.

@@ -159,6 +159,12 @@ impl Packed for Wide {
     }
 }
 
+/// Whether `n` nodes whose splits use features up to `max_feature` and left children
+/// up to `max_left` fit the 8-byte form.
+fn fits_narrow(n: usize, max_feature: u32, max_left: u32) -> bool {
+    n <= NARROW_MAX_NODES && max_feature < NARROW_LEAF && (max_left as usize) < NARROW_MAX_NODES
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Nodes {
     Narrow(Box<[Narrow]>),
@@ -167,11 +173,12 @@ enum Nodes {
 
 impl Nodes {
     fn pack(nodes: &[Node]) -> Self {
-        let narrow = nodes.len() <= NARROW_MAX_NODES
-            && nodes.iter().all(|n| {
-                n.is_leaf() || (n.feature < NARROW_LEAF && (n.left as usize) < NARROW_MAX_NODES)
-            });
-        if narrow {
+        let (mut max_feature, mut max_left) = (0, 0);
+        for n in nodes.iter().filter(|n| !n.is_leaf()) {
+            max_feature = max_feature.max(n.feature);
+            max_left = max_left.max(n.left);
+        }
+        if fits_narrow(nodes.len(), max_feature, max_left) {
             Nodes::Narrow(nodes.iter().map(Narrow::pack).collect())
         } else {
             Nodes::Wide(nodes.iter().map(Wide::pack).collect())
@@ -771,31 +778,36 @@ impl Tree {
             let f = read_uint(&features[i * usize::from(fw)..], fw);
             if f == leaf_marker { LEAF } else { f }
         };
-        let n_splits = (0..n).filter(|&i| feature_at(i) != LEAF).count();
+        // One pass over the features finds the splits and whether the tree fits the
+        // narrow form; the nodes are then packed straight from the columns, with no
+        // unpacked copy of a tree that may be millions of nodes.
+        let (mut n_splits, mut max_feature) = (0usize, 0u32);
+        for i in 0..n {
+            let f = feature_at(i);
+            if f != LEAF {
+                n_splits += 1;
+                max_feature = max_feature.max(f);
+            }
+        }
         let lefts = r
             .take(n_splits * usize::from(lw))
             .map_err(short("left child column"))?;
         let covers = r
             .take(n.saturating_mul(usize::from(cw)))
             .map_err(short("cover column"))?;
-        let mut split = 0;
-        let nodes: Vec<Node> = (0..n)
-            .map(|i| {
-                let key = f32::from_bits(read_uint(&keys[i * 4..], 4));
-                let feature = feature_at(i);
-                if feature == LEAF {
-                    return Node::leaf(key);
-                }
-                let left = read_uint(&lefts[split * usize::from(lw)..], lw);
-                split += 1;
-                Node {
-                    feature,
-                    threshold: key,
-                    left,
-                    value: 0.0,
-                }
-            })
-            .collect();
+        let left_at = |split: usize| read_uint(&lefts[split * usize::from(lw)..], lw);
+        let max_left = (0..n_splits).map(left_at).max().unwrap_or(0);
+        let columns = Columns {
+            n,
+            feature_at,
+            key_at: |i: usize| f32::from_bits(read_uint(&keys[i * 4..], 4)),
+            left_at,
+        };
+        let nodes = if fits_narrow(n, max_feature, max_left) {
+            Nodes::Narrow(columns.pack())
+        } else {
+            Nodes::Wide(columns.pack())
+        };
         let cover = match cw {
             4 => Cover::Counts(covers.chunks_exact(4).map(|b| read_uint(b, 4)).collect()),
             8 => Cover::Weights(
@@ -806,10 +818,40 @@ impl Tree {
             ),
             _ => Cover::None,
         };
-        Ok(Tree {
-            nodes: Nodes::pack(&nodes),
-            cover,
-        })
+        Ok(Tree { nodes, cover })
+    }
+}
+
+/// A tree's binary columns, read in place: node `i`'s feature ([`LEAF`] for a leaf)
+/// and threshold or value, and split `s`'s left child (splits counted in node order).
+struct Columns<F, K, L> {
+    n: usize,
+    feature_at: F,
+    key_at: K,
+    left_at: L,
+}
+
+impl<F: Fn(usize) -> u32, K: Fn(usize) -> f32, L: Fn(usize) -> u32> Columns<F, K, L> {
+    fn pack<P: Packed>(&self) -> Box<[P]> {
+        let mut split = 0;
+        (0..self.n)
+            .map(|i| {
+                let key = (self.key_at)(i);
+                let feature = (self.feature_at)(i);
+                let node = if feature == LEAF {
+                    Node::leaf(key)
+                } else {
+                    split += 1;
+                    Node {
+                        feature,
+                        threshold: key,
+                        left: (self.left_at)(split - 1),
+                        value: 0.0,
+                    }
+                };
+                P::pack(&node)
+            })
+            .collect()
     }
 }
 
@@ -880,6 +922,37 @@ mod tests {
             assert_eq!(back, t, "feature {feature}, pad {pad}");
             assert_eq!(back.cover_values(), cover);
         }
+    }
+
+    #[test]
+    fn the_narrow_form_is_chosen_by_the_values_not_the_column_widths() {
+        // Columns wider than the values need (a writer is free to choose them) still
+        // load into 8-byte nodes, the same tree as one built from the nodes.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&[2, 4, 4, 0]);
+        for f in [3u16, 0xFFFF, 0xFFFF] {
+            bytes.extend_from_slice(&f.to_le_bytes());
+        }
+        for key in [0.25f32, -1.5, 2.0] {
+            bytes.extend_from_slice(&key.to_bits().to_le_bytes());
+        }
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        for c in [4u32, 1, 3] {
+            bytes.extend_from_slice(&c.to_le_bytes());
+        }
+        let mut r = Cursor::new(&bytes);
+        let t = Tree::read_binary(&mut r, 0).unwrap();
+        assert_eq!(r.remaining(), 0);
+        assert!(t.is_narrow());
+        assert_eq!(t, Tree::new(sample(3, 0), vec![4.0, 1.0, 3.0]));
+        // And a split's feature above the narrow form's range keeps the wide one.
+        bytes[8..10].copy_from_slice(&300u16.to_le_bytes());
+        let t = Tree::read_binary(&mut Cursor::new(&bytes), 0).unwrap();
+        assert!(!t.is_narrow());
+        assert_eq!(t.node(0).feature, 300);
+        assert_eq!(t.node(0).left, 1);
+        assert_eq!(t.node(2), Node::leaf(2.0));
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub use candidate::{DEFAULT_SHADOW_BUDGET, SHADOW_QUEUE, ShadowFault, canary_tak
 pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
 pub use routes::ApiDoc;
 pub use state::{
-    AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome, Slot,
+    AppState, Limits, LoadedModel, ModelSource, ReloadError, ReloadOutcome, Slot, after_each_load,
     default_max_connections,
 };
 

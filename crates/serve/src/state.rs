@@ -417,14 +417,13 @@ impl AppState {
     }
 
     async fn reload_file(&self, path: &std::path::Path) -> Result<ReloadOutcome, ReloadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| ReloadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
         let what = path.display().to_string();
-        let model = load_checked(bytes, what).await?;
+        let path = path.to_path_buf();
+        // Read on the thread that parses: the file's buffer is then allocated and
+        // freed by one thread, whose allocator can hand it straight back.
+        let read =
+            move || std::fs::read(&path).map_err(|source| ReloadError::Read { path, source });
+        let model = load_checked(read, what).await?;
         if let Some(cur) = self.current()
             && cur.digest == model.digest()
         {
@@ -484,7 +483,7 @@ impl AppState {
                 .pull(&record.model_digest)
                 .await
                 .map_err(registry_error)?;
-            load_checked(bytes.to_vec(), format!("{digest} of release {tag}")).await
+            load_checked(move || Ok(bytes), format!("{digest} of release {tag}")).await
         }
         .await;
         match result {
@@ -537,7 +536,7 @@ impl AppState {
             .await
             .map_err(registry_error)?;
         let model = load_checked(
-            bytes.to_vec(),
+            move || Ok(bytes),
             format!("{} of release {tag}", record.model_digest),
         )
         .await?;
@@ -746,7 +745,7 @@ impl AppState {
             .await
             .map_err(registry_error)?;
         let model = load_checked(
-            bytes.to_vec(),
+            move || Ok(bytes),
             format!("{} of candidate {tag}", record.model_digest),
         )
         .await?;
@@ -803,17 +802,46 @@ fn is_corrupt(e: &predict_buy_registry::Error) -> bool {
     )
 }
 
-/// Parses and self-checks an artifact off the async threads.
-async fn load_checked(bytes: Vec<u8>, what: String) -> Result<Model, ReloadError> {
+/// Run after every model load (see [`after_each_load`]).
+static AFTER_LOAD: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers a function to run after each model load, loaded or refused, on the
+/// thread that loaded it and once the artifact's bytes and the load's other
+/// temporary buffers are freed. The `predict-buy` binary hands its allocator's freed
+/// memory back to the system there: a load frees tens of megabytes (the file, the
+/// parse) that a server which loads once would otherwise keep resident for its whole
+/// life. Only the first registration counts.
+pub fn after_each_load(hook: fn()) {
+    let _ = AFTER_LOAD.set(hook);
+}
+
+/// Reads (with `read`), parses and self-checks an artifact off the async threads. The
+/// bytes are owned, so they are freed as soon as the parse no longer needs them,
+/// before the self-check.
+async fn load_checked<B, R>(read: R, what: String) -> Result<Model, ReloadError>
+where
+    B: AsRef<[u8]>,
+    R: FnOnce() -> Result<B, ReloadError> + Send + 'static,
+{
     tokio::task::spawn_blocking(move || {
-        let model = Model::from_bytes(&bytes).map_err(|source| ReloadError::Load {
-            what: what.clone(),
-            source,
-        })?;
-        model
-            .self_check()
-            .map_err(|source| ReloadError::SelfCheck { what, source })?;
-        Ok(model)
+        let bytes = read()?;
+        let parsed = Model::from_bytes(bytes.as_ref());
+        drop(bytes);
+        let checked = parsed
+            .map_err(|source| ReloadError::Load {
+                what: what.clone(),
+                source,
+            })
+            .and_then(|model| {
+                model
+                    .self_check()
+                    .map_err(|source| ReloadError::SelfCheck { what, source })?;
+                Ok(model)
+            });
+        if let Some(hook) = AFTER_LOAD.get() {
+            hook();
+        }
+        checked
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
