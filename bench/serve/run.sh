@@ -16,7 +16,8 @@
 # prints the medians and ours/bare-axum. MODEL=path serves that artifact (say, the
 # seed-config model) instead of the 100-tree depth-6 model trained here.
 # PREDICT_BUY_BIN=path/to/predict-buy serves instead of this tree's release build (to
-# compare two versions of the server in the same conditions).
+# compare two versions of the server in the same conditions); BARE_AXUM_BIN=path is
+# the bare axum example to use. What is given is not built.
 # Prints req/s, p50 and p99 latency (medians over runs), the ratios, and the RSS of
 # predict-buy serve; writes the same to bench/out/serve.md.
 set -euo pipefail
@@ -45,11 +46,17 @@ elif [ ! -x "$py" ] || ! "$py" -c "import fastapi, uvicorn, sklearn, pandas" 2>/
   "$root/bench/.venv/bin/pip" install -q fastapi uvicorn scikit-learn pandas
 fi
 
-cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy --bin predict-buy
-cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy-serve --example bare_axum --example open_loop
+# Build only what is not given: under /work/tools/bench-quiet a compile would run in
+# the quiet window itself.
+if [ -z "${PREDICT_BUY_BIN:-}" ]; then
+  cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy --bin predict-buy
+fi
+if [ -z "${BARE_AXUM_BIN:-}" ] || [ "${PINNED_ONLY:-0}" != 1 ]; then
+  cargo build --release -q --manifest-path "$root/Cargo.toml" -p predict-buy-serve --example bare_axum --example open_loop
+fi
 target=$(cd "$root" && cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-pb="${PREDICT_BUY_BIN:-$target/release/predict-buy}"
-bare="$target/release/examples/bare_axum"
+pb=$(realpath "${PREDICT_BUY_BIN:-$target/release/predict-buy}")
+bare=$(realpath "${BARE_AXUM_BIN:-$target/release/examples/bare_axum}")
 open_loop="$target/release/examples/open_loop"
 cores=$(nproc)
 

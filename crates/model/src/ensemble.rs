@@ -330,25 +330,31 @@ impl Compiled {
 /// node or the complete form) adds the same numbers in the same order, so they agree
 /// bit for bit.
 ///
-/// The trees are walked `WALKS` at a time in lockstep: one walk is a chain of
+/// The trees are walked up to `WALKS` at a time in lockstep: one walk is a chain of
 /// dependent loads, and a deep tree's nodes are mostly out of cache, so interleaving
 /// independent walks lets their cache misses overlap instead of queueing. (The
 /// seed-config model, ten unlimited-depth trees, spent 14% of a request in lone
-/// walks.) Only the walks interleave; the sum stays in tree order.
+/// walks.) The groups are balanced — ten trees walk as one group of ten, not eight
+/// and then two, whose second group would pay its depth in misses again with little
+/// to overlap. Only the walks interleave; the sum stays in tree order.
 #[inline]
 fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
     let mut sum = A::ZERO;
-    for group in trees.chunks(WALKS) {
+    let groups = trees.len().div_ceil(WALKS).max(1);
+    let size = trees.len().div_ceil(groups).max(1);
+    for group in trees.chunks(size) {
         let mut at = [0usize; WALKS];
         let mut leaves = [0f32; WALKS];
         // Bit k set while tree k of the group has not reached its leaf.
         let mut walking: u32 = (1 << group.len()) - 1;
         while walking != 0 {
-            for (k, t) in group.iter().enumerate() {
-                if walking & (1 << k) == 0 {
-                    continue;
-                }
-                match t.step(at[k], x) {
+            // Only the walks still going: trees of one group end at different depths,
+            // and a test per finished tree per step would be a branch that mispredicts.
+            let mut left = walking;
+            while left != 0 {
+                let k = left.trailing_zeros() as usize;
+                left &= left - 1;
+                match group[k].step(at[k], x) {
                     ControlFlow::Continue(next) => at[k] = next,
                     ControlFlow::Break(value) => {
                         leaves[k] = value;
@@ -364,9 +370,10 @@ fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
     sum
 }
 
-/// Trees walked together by one row: enough independent load chains to keep the
-/// core's outstanding misses busy, few enough that their state stays in registers.
-const WALKS: usize = 8;
+/// Trees walked together by one row at most: enough independent load chains to keep
+/// the core's outstanding misses busy (a deep ensemble of ten to sixteen trees walks
+/// as one group), and the group's state stays a few cache lines of stack.
+const WALKS: usize = 16;
 
 fn finish(link: Link, base_score: f64, n_trees: usize, sum: f64) -> f64 {
     match link {
@@ -402,9 +409,10 @@ mod tests {
 
     #[test]
     fn lockstep_walks_sum_like_lone_walks_in_tree_order() {
-        // Up to three groups of walks and a ragged last one; trees of unequal depth
-        // so walks of one group finish at different steps.
-        for n_trees in [0, 1, WALKS - 1, WALKS, WALKS + 1, 2 * WALKS + 3] {
+        // One group, balanced groups (WALKS + 1 walks as two of about half) and
+        // ragged ones; trees of unequal depth so walks of one group finish at
+        // different steps.
+        for n_trees in [0, 1, 9, 10, WALKS - 1, WALKS, WALKS + 1, 2 * WALKS + 3, 100] {
             let trees: Vec<Tree> = (0..n_trees)
                 .map(|t| chain((t * 7) % 23, t as f32 * 1.3 - 4.0))
                 .collect();

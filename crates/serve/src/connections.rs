@@ -1,19 +1,25 @@
 //! The accept loop: hyper's connection builder rather than `axum::serve`, for what axum
 //! does not expose, each of them a way a client could otherwise hold the server:
 //!
-//! - a deadline on reading request headers, so trickled headers cannot hold a
-//!   connection open;
 //! - a deadline from *accept* to the first request, so a socket that never sends a
-//!   byte (HTTP/1, or h2c with no stream) is closed; after that an HTTP/1 connection
-//!   idles at most the header timeout (hyper starts it when it waits for the next
-//!   request), and an HTTP/2 connection without new streams [`KEEP_ALIVE_IDLE`];
+//!   byte (HTTP/1, or h2c with no stream), or trickles its first headers, is closed;
+//! - after that, an HTTP/1 connection on which no request's headers arrive for a whole
+//!   request timeout is closed (between one and two timeouts after its last request
+//!   began: trickled headers and idle keep-alive alike), and an HTTP/2 connection
+//!   without new streams after [`KEEP_ALIVE_IDLE`];
 //! - a cap on open connections ([`Limits::max_connections`]): at the cap the server
 //!   stops accepting until one closes, so sockets cannot take every file descriptor;
 //! - a backoff when `accept` fails for want of descriptors, instead of a busy loop.
+//!
+//! The deadlines are one watchdog timer per connection, not hyper's header-read
+//! timeout: that one arms a boxed timer in the runtime's timer wheel for every request
+//! and takes it out again when the headers arrive, two locked timer-wheel updates, an
+//! allocation and a clock read per request, which a keep-alive client sending a
+//! request every few microseconds pays all the time.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -43,7 +49,8 @@ pub(crate) async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout);
+        // The watchdog below bounds header reads (see the module doc).
+        .header_read_timeout(None);
     let first_request = limits.request_timeout;
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -73,10 +80,10 @@ pub(crate) async fn accept_loop(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let requests = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(Activity::default());
         let service = Counted {
             inner: TowerToHyperService::new(app.clone()),
-            requests: Arc::clone(&requests),
+            activity: Arc::clone(&activity),
         };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -100,13 +107,15 @@ pub(crate) async fn accept_loop(
                 }
                 // A request lasts at most the request timeout, which is no longer than
                 // `wait`: one that was counted before the last check has finished.
-                let now = requests.load(Ordering::Relaxed);
+                let now = activity.requests.load(Ordering::Relaxed);
                 if now == seen {
                     tracing::debug!(requests = now, "closing an idle connection");
                     return;
                 }
                 seen = now;
-                wait = KEEP_ALIVE_IDLE.max(first_request);
+                if activity.http2.load(Ordering::Relaxed) {
+                    wait = KEEP_ALIVE_IDLE.max(first_request);
+                }
             }
         });
     }
@@ -116,12 +125,21 @@ pub(crate) async fn accept_loop(
     Ok(())
 }
 
+/// What the watchdog of one connection reads: requests whose headers have arrived,
+/// and whether they came over HTTP/2 (whose idle connections may stay longer).
+#[derive(Default)]
+struct Activity {
+    requests: AtomicU64,
+    http2: AtomicBool,
+}
+
 /// The application, counting the requests of one connection so its watchdog can tell
-/// an idle connection from a busy one. One relaxed increment per request.
+/// an idle connection from a busy one. A relaxed increment per request, on a counter
+/// only this connection's task and watchdog touch.
 #[derive(Clone)]
 struct Counted {
     inner: TowerToHyperService<Router>,
-    requests: Arc<AtomicU64>,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Counted {
@@ -132,7 +150,10 @@ impl hyper::service::Service<Request<Incoming>> for Counted {
         <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.activity.requests.fetch_add(1, Ordering::Relaxed);
+        if req.version() == hyper::Version::HTTP_2 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         self.inner.call(req)
     }
 }

@@ -1,10 +1,13 @@
 //! One error type for every HTTP answer that is not a success, and the JSON extractor
 //! whose rejections map onto it.
 
+use std::pin::Pin;
+
+use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 pub use predict_buy_api::{ErrorBody, FieldProblem};
 
 use crate::AppState;
@@ -174,19 +177,55 @@ impl FromRequest<AppState> for JsonBytes {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        Bytes::from_request(req, state)
+        read_body(req.into_body(), state.limits().body_bytes)
             .await
             .map(JsonBytes)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: state.limits().body_bytes,
-                    }
-                } else {
-                    ApiError::BodyRead(rejection.body_text())
-                }
-            })
     }
+}
+
+/// A request body whole, at most `limit` bytes, without axum's `Bytes` extractor: that
+/// one boxes the body again under a length limiter and gathers its chunks in a queue,
+/// an allocation each per request, where a `/predict` body is one chunk, returned here
+/// as it came. It also stops as soon as the body says it is complete (all of its
+/// `Content-Length`) instead of polling once more for the end of the stream.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge { limit };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0usize;
+    while !body.is_end_stream() {
+        let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        else {
+            break;
+        };
+        let frame = frame
+            .map_err(|e| ApiError::BodyRead(format!("Failed to buffer the request body: {e}")))?;
+        // Trailers end the body, as they did for axum's extractor.
+        let Ok(data) = frame.into_data() else {
+            break;
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(too_large());
+        }
+        match &first {
+            None => first = Some(data),
+            Some(head) => {
+                if joined.is_empty() {
+                    joined.extend_from_slice(head);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(if joined.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        joined.freeze()
+    })
 }
 
 /// A JSON request body, refused with an [`ApiError`]: wrong content type → 415, over
@@ -250,6 +289,54 @@ mod tests {
         assert!(!is_json(&headers("application/x-www-form-urlencoded")));
         assert!(!is_json(&headers("application/+json")));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    /// A body that arrives in the given chunks, with no length announced.
+    struct Chunks(std::collections::VecDeque<&'static [u8]>);
+
+    impl HttpBody for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            let chunk = self.0.pop_front();
+            std::task::Poll::Ready(
+                chunk.map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c)))),
+            )
+        }
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> Body {
+        Body::new(Chunks(parts.iter().copied().collect()))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_up_to_the_limit() {
+        let one = read_body(Body::from("{\"Age\":46}"), 64).await.unwrap();
+        assert_eq!(&one[..], b"{\"Age\":46}");
+        let joined = read_body(chunks(&[b"{\"Ag", b"e\":4", b"6}"]), 64)
+            .await
+            .unwrap();
+        assert_eq!(&joined[..], b"{\"Age\":46}");
+        assert!(read_body(chunks(&[]), 64).await.unwrap().is_empty());
+        // Exactly at the limit passes; one byte over fails, whether the length is
+        // announced (refused before reading) or only counted.
+        assert_eq!(
+            read_body(chunks(&[b"1234", b"5678"]), 8)
+                .await
+                .unwrap()
+                .len(),
+            8
+        );
+        for body in [chunks(&[b"1234", b"56789"]), Body::from("123456789")] {
+            match read_body(body, 8).await {
+                Err(ApiError::PayloadTooLarge { limit: 8 }) => {}
+                other => panic!("expected 413 at 8 bytes, got {other:?}"),
+            }
+        }
     }
 
     #[test]

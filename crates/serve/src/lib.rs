@@ -47,9 +47,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tower::ServiceBuilder;
 
 pub use candidate::{DEFAULT_SHADOW_BUDGET, SHADOW_QUEUE, ShadowFault, canary_takes, fnv1a};
 pub use error::{ApiError, ErrorBody, FieldProblem, JsonBody, JsonBytes};
@@ -63,7 +61,6 @@ pub use state::{
 /// ([`Slot`]) once their body is read; health, metrics and metadata do not, so probes
 /// and scrapes still answer under overload.
 pub fn app(state: AppState) -> Router {
-    let limits = state.limits().clone();
     let mut router = Router::new()
         .route("/", get(routes::root))
         .route("/predict", post(routes::predict))
@@ -85,12 +82,10 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // One `layer` call: axum boxes once per call, per request.
-        .layer(
-            ServiceBuilder::new()
-                .layer(observe::ObserveLayer::new(state.clone()))
-                .layer(DefaultBodyLimit::max(limits.body_bytes)),
-        )
+        // One layer: axum boxes once per `layer` call, per request. The body limit
+        // is applied where bodies are read (`JsonBytes`), not by axum's
+        // `DefaultBodyLimit` layer, which would put it in every request's extensions.
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 

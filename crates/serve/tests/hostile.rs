@@ -118,7 +118,7 @@ async fn connections_that_never_send_a_request_are_closed() {
     until_closed(&mut h2).await;
     // A connection that has sent a request is not cut at the first-request deadline:
     // requests at 0, 0.6 and 1.2 timeouts after accept are all answered. (Idle time
-    // between requests is bounded by hyper's header timeout, the same timeout.)
+    // between requests is bounded too: see the next test.)
     let mut kept = TcpStream::connect(s.addr).await.unwrap();
     for _ in 0..3 {
         kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -126,6 +126,38 @@ async fn connections_that_never_send_a_request_are_closed() {
             .unwrap();
         assert_eq!(common::read_status(&mut kept).await, "HTTP/1.1 200 OK");
         tokio::time::sleep(timeout * 6 / 10).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn kept_alive_connections_that_go_quiet_are_closed() {
+    let timeout = Duration::from_secs(1);
+    let s = TestServer::with(Options {
+        limits: Limits {
+            request_timeout: timeout,
+            ..common::test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    // One answered request, then the next one's headers trickle and stop: the
+    // connection is closed between one and two timeouts after that request began.
+    for next in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: x\r\n"] {
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        let began = Instant::now();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(common::read_status(&mut stream).await, "HTTP/1.1 200 OK");
+        stream.write_all(next).await.unwrap();
+        until_closed(&mut stream).await;
+        let open = began.elapsed();
+        assert!(
+            open >= timeout && open < 2 * timeout + Duration::from_millis(500),
+            "closed {open:?} after its last request began (timeout {timeout:?})"
+        );
     }
     s.stop().await;
 }
