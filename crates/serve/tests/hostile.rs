@@ -90,17 +90,21 @@ async fn until_closed(stream: &mut TcpStream) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test]
-async fn connections_that_never_send_a_request_are_closed() {
-    let timeout = Duration::from_secs(1);
-    let s = TestServer::with(Options {
+async fn with_request_timeout(timeout: Duration) -> TestServer {
+    TestServer::with(Options {
         limits: Limits {
             request_timeout: timeout,
             ..common::test_limits()
         },
         ..Default::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn connections_that_never_send_a_request_are_closed() {
+    let timeout = Duration::from_secs(1);
+    let s = with_request_timeout(timeout).await;
     // HTTP/1: not a byte.
     let opened = Instant::now();
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
@@ -133,14 +137,7 @@ async fn connections_that_never_send_a_request_are_closed() {
 #[tokio::test]
 async fn kept_alive_connections_that_go_quiet_are_closed() {
     let timeout = Duration::from_secs(1);
-    let s = TestServer::with(Options {
-        limits: Limits {
-            request_timeout: timeout,
-            ..common::test_limits()
-        },
-        ..Default::default()
-    })
-    .await;
+    let s = with_request_timeout(timeout).await;
     // One answered request, then the next one's headers trickle and stop: the
     // connection is closed between one and two timeouts after that request began.
     for next in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: x\r\n"] {
