@@ -19,29 +19,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Run, TestContext, insta_settings, models};
-use predict_buy_kube_sim::{ProcessRuntime, Scenario, SimHandle, SimOptions, Simulator};
+use common::{Run, TestContext, insta_settings, models, poll_until, sim_serve_runtime};
+use predict_buy_kube_sim::{Scenario, SimHandle, SimOptions, Simulator};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_predict-buy");
 /// The name of every object predict-buy manages in a namespace.
 const APP: &str = "predict-buy";
 /// How long a polled condition may take on a loaded 2-core machine.
-const PATIENCE: Duration = Duration::from_secs(90);
 /// The verify timeout of deploys expected to succeed: generous, because a pod is a
 /// real process that must start and load its model on a busy machine.
 const TIMEOUT: &str = "60s";
-
-#[track_caller]
-fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A simulator on its own runtime (the CLI runs as child processes, so the test
 /// itself stays synchronous), with its kubeconfig on disk.
@@ -51,39 +40,6 @@ struct Sim {
     // Declared last: dropped after the handle, so the pods' processes are killed by
     // the tasks the runtime drops.
     _rt: tokio::runtime::Runtime,
-}
-
-/// Pods run `predict-buy serve` with their container's arguments (the image's
-/// entrypoint is `predict-buy serve`), on the address the simulator gives instead of
-/// `0.0.0.0:8080`, in the project folder, logging to `pods/<pod>.log` there.
-fn serve_runtime(project: PathBuf) -> ProcessRuntime {
-    ProcessRuntime::new(move |c, addr| {
-        let mut args = c.args.clone();
-        if let Some(i) = args.iter().position(|a| a == "--addr") {
-            if let Some(v) = args.get_mut(i + 1) {
-                *v = addr.to_string();
-            }
-        } else {
-            args.extend(["--addr".to_string(), addr.to_string()]);
-        }
-        let logs = project.join("pods");
-        let log = std::fs::create_dir_all(&logs)
-            .and_then(|()| std::fs::File::create(logs.join(format!("{}.log", c.pod))))
-            .map_err(|source| predict_buy_kube_sim::RuntimeError::Spawn {
-                program: BIN.into(),
-                container: c.name.clone(),
-                source,
-            })?;
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("serve")
-            .args(&args)
-            .current_dir(&project)
-            .env_remove("PREDICT_BUY_REGISTRY")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log);
-        Ok(cmd)
-    })
 }
 
 impl Sim {
@@ -160,7 +116,7 @@ impl Project {
     /// `environments` is the YAML under `environments:`, indented by two spaces.
     fn new(options: SimOptions, environments: &str) -> Project {
         let mut ctx = TestContext::new();
-        let options = options.runtime(serve_runtime(ctx.path().to_path_buf()));
+        let options = options.runtime(sim_serve_runtime(ctx.path().to_path_buf()));
         let sim = Sim::start(options, ctx.path());
         ctx.env("KUBECONFIG", &sim.kubeconfig.display().to_string());
         let p = Project { ctx, sim };

@@ -429,3 +429,38 @@ impl TestContext {
         ])
     }
 }
+
+/// A Kubernetes API simulator's pod runtime (the simulator stands in for a cluster,
+/// which cannot run here): each pod runs `predict-buy serve` with its container's
+/// arguments, on the address the simulator gives instead of `0.0.0.0:8080`, in the
+/// project folder, logging to `pods/<pod>.log` there.
+pub fn sim_serve_runtime(project: PathBuf) -> predict_buy_kube_sim::ProcessRuntime {
+    const BIN: &str = env!("CARGO_BIN_EXE_predict-buy");
+    predict_buy_kube_sim::ProcessRuntime::new(move |c, addr| {
+        let mut args = c.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--addr") {
+            if let Some(v) = args.get_mut(i + 1) {
+                *v = addr.to_string();
+            }
+        } else {
+            args.extend(["--addr".to_string(), addr.to_string()]);
+        }
+        let logs = project.join("pods");
+        let log = std::fs::create_dir_all(&logs)
+            .and_then(|()| std::fs::File::create(logs.join(format!("{}.log", c.pod))))
+            .map_err(|source| predict_buy_kube_sim::RuntimeError::Spawn {
+                program: BIN.into(),
+                container: c.name.clone(),
+                source,
+            })?;
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("serve")
+            .args(&args)
+            .current_dir(&project)
+            .env_remove("PREDICT_BUY_REGISTRY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        Ok(cmd)
+    })
+}
