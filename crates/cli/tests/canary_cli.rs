@@ -63,8 +63,11 @@ impl Env {
         env
     }
 
-    /// Short analysis settings: the thresholds are the defaults but for
-    /// `min_requests`, so a test needs hundreds of requests, not thousands.
+    /// Short analysis settings: `min_requests` low, so a test needs hundreds of
+    /// requests, not thousands. At that size a same-model candidate's positive rate
+    /// and score histogram differ from the baseline's by sampling noise alone, so
+    /// those two limits sit above the noise and far below an everyone-buys model's
+    /// gap (about 0.7); the other thresholds are the defaults.
     fn write_config(&self, endpoints: &[String]) {
         std::fs::write(
             self.ctx.path().join("predict-buy.yaml"),
@@ -73,7 +76,8 @@ impl Env {
                  require_git_tag: false\n\
                  environments:\n  \
                    nonprod:\n    target: local\n    endpoints: [{}]\n    \
-                     canary: {{min_requests: 100, interval: 300ms}}\n",
+                     canary: {{min_requests: 100, interval: 300ms, \
+                       max_positive_rate_diff: 0.35, max_score_psi: 1.0}}\n",
                 endpoints.join(", ")
             ),
         )
