@@ -86,26 +86,9 @@ impl Ensemble {
         Compiled::new(self).predict_batch(self, columns, n_rows, out);
     }
 
-    /// [`Ensemble::predict_raw_batch`] on every core: stretches of rows are scored
-    /// apart and joined in order. Each row's answer is the same as on one core.
+    /// [`Ensemble::predict_raw_batch`] on every core; see [`Compiled::predict_par`].
     pub fn predict_raw_par(&self, columns: &[Vec<f32>], n_rows: usize) -> Vec<f64> {
-        use rayon::prelude::*;
-        let compiled = Compiled::new(self);
-        // A few stretches per thread, so a core that finishes early takes another; a
-        // stretch stays long enough that splitting costs nothing measurable.
-        let stretch = n_rows
-            .div_ceil(4 * rayon::current_num_threads().max(1))
-            .max(4 * DEEP_BLOCK);
-        let parts: Vec<Vec<f64>> = (0..n_rows.div_ceil(stretch))
-            .into_par_iter()
-            .map(|k| {
-                let mut out = Vec::new();
-                let rows = k * stretch..((k + 1) * stretch).min(n_rows);
-                compiled.predict_rows(self, columns, rows, &mut out);
-                out
-            })
-            .collect();
-        parts.concat()
+        Compiled::new(self).predict_par(self, columns, n_rows)
     }
 }
 
@@ -251,6 +234,27 @@ impl Compiled {
         out: &mut Vec<f64>,
     ) {
         self.predict_rows(e, columns, 0..n_rows, out);
+    }
+
+    /// [`Compiled::predict_batch`] on every core: stretches of rows are scored apart
+    /// and joined in order. Each row's answer is the same as on one core.
+    pub fn predict_par(&self, e: &Ensemble, columns: &[Vec<f32>], n_rows: usize) -> Vec<f64> {
+        use rayon::prelude::*;
+        // A few stretches per thread, so a core that finishes early takes another; a
+        // stretch stays long enough that splitting costs nothing measurable.
+        let stretch = n_rows
+            .div_ceil(4 * rayon::current_num_threads().max(1))
+            .max(4 * DEEP_BLOCK);
+        let parts: Vec<Vec<f64>> = (0..n_rows.div_ceil(stretch))
+            .into_par_iter()
+            .map(|k| {
+                let mut out = Vec::new();
+                let rows = k * stretch..((k + 1) * stretch).min(n_rows);
+                self.predict_rows(e, columns, rows, &mut out);
+                out
+            })
+            .collect();
+        parts.concat()
     }
 
     /// [`Compiled::predict_batch`] for the rows in `rows` only.

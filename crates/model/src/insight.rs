@@ -132,8 +132,7 @@ pub fn brier(y: &[u8], p: &[f64]) -> f64 {
 
 fn probabilities(model: &Model, m: &Matrix) -> Vec<f64> {
     model
-        .ensemble()
-        .predict_raw_par(&m.columns, m.n_rows)
+        .predict_encoded_par(&m.columns, m.n_rows)
         .into_iter()
         .map(|r| model.calibrate(r))
         .collect()
