@@ -159,12 +159,6 @@ impl Packed for Wide {
     }
 }
 
-/// Whether `n` nodes whose splits use features up to `max_feature` and left children
-/// up to `max_left` fit the 8-byte form.
-fn fits_narrow(n: usize, max_feature: u32, max_left: u32) -> bool {
-    n <= NARROW_MAX_NODES && max_feature < NARROW_LEAF && (max_left as usize) < NARROW_MAX_NODES
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum Nodes {
     Narrow(Box<[Narrow]>),
@@ -178,10 +172,24 @@ impl Nodes {
             max_feature = max_feature.max(n.feature);
             max_left = max_left.max(n.left);
         }
-        if fits_narrow(nodes.len(), max_feature, max_left) {
-            Nodes::Narrow(nodes.iter().map(Narrow::pack).collect())
+        Self::pack_from(nodes.len(), max_feature, max_left, nodes.iter().copied())
+    }
+
+    /// Packs `n` nodes, whose splits use features up to `max_feature` and left
+    /// children up to `max_left`, in the 8-byte form when they fit it.
+    fn pack_from(
+        n: usize,
+        max_feature: u32,
+        max_left: u32,
+        nodes: impl Iterator<Item = Node>,
+    ) -> Self {
+        let narrow = n <= NARROW_MAX_NODES
+            && max_feature < NARROW_LEAF
+            && (max_left as usize) < NARROW_MAX_NODES;
+        if narrow {
+            Nodes::Narrow(nodes.map(|x| Narrow::pack(&x)).collect())
         } else {
-            Nodes::Wide(nodes.iter().map(Wide::pack).collect())
+            Nodes::Wide(nodes.map(|x| Wide::pack(&x)).collect())
         }
     }
 
@@ -797,17 +805,22 @@ impl Tree {
             .map_err(short("cover column"))?;
         let left_at = |split: usize| read_uint(&lefts[split * usize::from(lw)..], lw);
         let max_left = (0..n_splits).map(left_at).max().unwrap_or(0);
-        let columns = Columns {
-            n,
-            feature_at,
-            key_at: |i: usize| f32::from_bits(read_uint(&keys[i * 4..], 4)),
-            left_at,
+        let mut split = 0;
+        let node_at = |i: usize| {
+            let key = f32::from_bits(read_uint(&keys[i * 4..], 4));
+            let feature = feature_at(i);
+            if feature == LEAF {
+                return Node::leaf(key);
+            }
+            split += 1;
+            Node {
+                feature,
+                threshold: key,
+                left: left_at(split - 1),
+                value: 0.0,
+            }
         };
-        let nodes = if fits_narrow(n, max_feature, max_left) {
-            Nodes::Narrow(columns.pack())
-        } else {
-            Nodes::Wide(columns.pack())
-        };
+        let nodes = Nodes::pack_from(n, max_feature, max_left, (0..n).map(node_at));
         let cover = match cw {
             4 => Cover::Counts(covers.chunks_exact(4).map(|b| read_uint(b, 4)).collect()),
             8 => Cover::Weights(
@@ -819,39 +832,6 @@ impl Tree {
             _ => Cover::None,
         };
         Ok(Tree { nodes, cover })
-    }
-}
-
-/// A tree's binary columns, read in place: node `i`'s feature ([`LEAF`] for a leaf)
-/// and threshold or value, and split `s`'s left child (splits counted in node order).
-struct Columns<F, K, L> {
-    n: usize,
-    feature_at: F,
-    key_at: K,
-    left_at: L,
-}
-
-impl<F: Fn(usize) -> u32, K: Fn(usize) -> f32, L: Fn(usize) -> u32> Columns<F, K, L> {
-    fn pack<P: Packed>(&self) -> Box<[P]> {
-        let mut split = 0;
-        (0..self.n)
-            .map(|i| {
-                let key = (self.key_at)(i);
-                let feature = (self.feature_at)(i);
-                let node = if feature == LEAF {
-                    Node::leaf(key)
-                } else {
-                    split += 1;
-                    Node {
-                        feature,
-                        threshold: key,
-                        left: (self.left_at)(split - 1),
-                        value: 0.0,
-                    }
-                };
-                P::pack(&node)
-            })
-            .collect()
     }
 }
 
