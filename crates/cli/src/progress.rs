@@ -29,7 +29,8 @@ impl Bars {
 
     /// Logs the stage under way as done and starts `next`, if any.
     fn close_stage(&self, next: Option<&str>) {
-        let mut current = self.current.lock().expect("stage lock");
+        // Poison is ignored: this also runs in `drop`, perhaps while unwinding.
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((name, start)) = current.take() {
             let seconds = start.elapsed().as_secs_f64();
             tracing::info!(stage = %name, seconds = format!("{seconds:.3}"), "stage done");
@@ -40,8 +41,18 @@ impl Bars {
     pub fn finish(&self) {
         self.close_stage(None);
         if let Some(b) = &self.bar {
-            b.lock().expect("progress lock").finish_and_clear();
+            b.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish_and_clear();
         }
+    }
+}
+
+/// Finishing on drop clears the bar and logs the last stage on every way out,
+/// early errors included.
+impl Drop for Bars {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -266,11 +266,9 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
     let config = load_config(a.config.as_deref())?;
     let bars = Bars::new();
     bars.stage("reading data");
-    let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())
-        .inspect_err(|_| bars.finish())?;
+    let data = load_data(&config, a.config.as_deref(), a.registry.registry.as_deref())?;
     let commit = crate::commands::report::head_commit();
-    let fitted = fit(&config, &data, now_rfc3339(), commit, &bars);
-    let (model, mut report) = fitted.inspect_err(|_| bars.finish())?;
+    let (model, mut report) = fit(&config, &data, now_rfc3339(), commit, &bars)?;
     bars.stage("writing the artifact");
     let path = a
         .out
@@ -283,8 +281,7 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
         let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
         digest = model.write_to(&mut w)?.to_string();
         Ok(())
-    })
-    .inspect_err(|_| bars.finish())?;
+    })?;
     bars.finish();
     report.digest = digest;
     Ok(Trained { report, path })
