@@ -38,19 +38,12 @@ model=${MODEL:+$(realpath "$MODEL")}
 base_model=${BASE_MODEL:+$(realpath "$BASE_MODEL")}
 
 cd "$work"
-seed_config=${SEED_CONFIG:-$root/../shared/data/seed-config.yml}
+# shellcheck source=bench/seed_data.sh
+. "$root/bench/seed_data.sh"
 need_data() {
   [ -d data ] && return 0
   echo "making 508,146 synthetic rows ..." >&2
-  "$pb" data synth --rows 508146 --test-fraction 0.25 --seed 11 --out data >/dev/null 2>&1
-  if [ -f "$seed_config" ]; then
-    sed 's#store_path: models/#store_path: out/#' "$seed_config" >config.yml
-  else
-    printf '%s\n' 'data:' '  train_path: data/train.csv' '  test_path: data/test.csv' \
-      'train:' '  test_size: 0.2' '  random_state: 42' '  shuffle: true' \
-      'model:' '  name: GradientBoostingClassifier' '  params:' '    max_depth: null' \
-      '    n_estimators: 10' '  store_path: out/' >config.yml
-  fi
+  seed_data "$pb" "$root"
 }
 if [ -z "$model" ]; then
   need_data

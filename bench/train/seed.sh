@@ -25,19 +25,9 @@ cargo build --release -q -p predict-buy --manifest-path "$root/Cargo.toml"
 pb="$root/target/release/predict-buy"
 
 cd "$work"
-# 508,146 rows, a quarter to test.csv: the original's 381,109 training rows.
-"$pb" data synth --rows 508146 --test-fraction 0.25 --seed 11 --out data >/dev/null 2>&1
-# The seed's config as it is (SEED_CONFIG, default: the shared folder beside the
-# repo), but for where the model goes; without it, the same settings written here.
-seed_config=${SEED_CONFIG:-$root/../shared/data/seed-config.yml}
-if [ -f "$seed_config" ]; then
-  sed 's#store_path: models/#store_path: out/#' "$seed_config" > config.yml
-else
-  printf '%s\n' 'data:' '  train_path: data/train.csv' '  test_path: data/test.csv' \
-    'train:' '  test_size: 0.2' '  random_state: 42' '  shuffle: true' \
-    'model:' '  name: GradientBoostingClassifier' '  params:' '    max_depth: null' \
-    '    n_estimators: 10' '  store_path: out/' > config.yml
-fi
+# shellcheck source=bench/seed_data.sh
+. "$root/bench/seed_data.sh"
+seed_data "$pb" "$root"
 
 ours() { # label, then env assignments
   local label=$1; shift
@@ -53,11 +43,11 @@ PY
 }
 
 : > results.jsonl
-for i in $(seq "$repeats"); do
+for _ in $(seq "$repeats"); do
   ours predict-buy-native PREDICT_BUY_SIMD=native
   ours predict-buy-avx2 PREDICT_BUY_SIMD=avx2
 done
-for i in $(seq "$sk_repeats"); do
+for _ in $(seq "$sk_repeats"); do
   /usr/bin/time -f '%e %U %S %M' -o time.txt "$py" "$here/seed_sklearn.py" data > sk.json
   "$py" - <<'PY' >> results.jsonl
 import json
