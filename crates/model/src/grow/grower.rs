@@ -368,12 +368,14 @@ impl<'a> Grower<'a> {
             self.features(rng, &mut features);
             let small = usize::from(mid - item.start > item.end - mid);
             let large = 1 - small;
+            // Small children split from their rows, with no histogram.
+            let direct = [0, 1].map(|k| open[k] && self.direct(ranges[k].1 - ranges[k].0));
             // A kept histogram counts every feature, so the larger child's is the
             // parent's minus the smaller child's.
             let parent_hist = item.hist.take();
-            let subtract = open[large] && parent_hist.is_some();
+            let subtract = open[large] && !direct[large] && parent_hist.is_some();
             let mut hists: [Option<(Vec<Sums>, Counted)>; 2] = [None, None];
-            if open[small] || subtract {
+            if (open[small] && !direct[small]) || subtract {
                 let (start, end) = ranges[small];
                 let counted = if subtract {
                     Counted::Every
@@ -398,7 +400,7 @@ impl<'a> Grower<'a> {
                     if let Some(h) = ph {
                         pool.give(h);
                     }
-                    if open[large] {
+                    if open[large] && !direct[large] {
                         let (start, end) = ranges[large];
                         let counted = self.counted(end - start);
                         let hist = self.histogram(sample, start..end, &features, counted, pool);
@@ -407,7 +409,13 @@ impl<'a> Grower<'a> {
                 }
             }
             for (k, hist) in hists.into_iter().enumerate() {
-                let (split, hist) = self.split_and_keep(hist, open[k], &features, sums[k], pool);
+                let (split, hist) = if hist.is_none() && direct[k] {
+                    let split =
+                        self.direct_split(sample, ranges[k].0..ranges[k].1, &features, sums[k]);
+                    (split, None)
+                } else {
+                    self.split_and_keep(hist, open[k], &features, sums[k], pool)
+                };
                 let pending = Pending {
                     node: left + k,
                     start: ranges[k].0,

@@ -352,3 +352,91 @@ fn class_weights_count_exactly_as_their_gradients() {
         }
     }
 }
+
+/// A small node's split found from its rows is the one its histogram gives (same
+/// feature, bin, gain and left sums), for each kind of row, with leaf limits and
+/// with a sample of features.
+#[test]
+fn small_nodes_split_from_their_rows_as_from_their_histogram() {
+    let (binned, y) = data(3000, 11);
+    let labels: Vec<u8> = y.iter().map(|&v| u8::from(v > 0.8)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let weights: Vec<u8> = (0..binned.n_rows).map(|_| rng.random_range(1..4)).collect();
+    let key = |s: Option<super::split::Split>| {
+        s.map(|s| {
+            (
+                s.feature,
+                s.bin,
+                s.gain.to_bits(),
+                s.left.g,
+                s.left.h,
+                s.left.n,
+            )
+        })
+    };
+    let mut found = 0;
+    for (criterion, min_samples_leaf, min_child_weight) in [
+        (Criterion::Newton, 1, 0.0),
+        (Criterion::Newton, 3, 0.3),
+        (Criterion::Gini, 1, 0.0),
+        (Criterion::Entropy, 2, 2.0),
+    ] {
+        let params = GrowParams {
+            criterion,
+            min_samples_leaf,
+            min_child_weight,
+            lambda: 1.0,
+            ..boosting(None)
+        };
+        let mut newton = Grower::new(&binned, &params);
+        newton.set_gradients(|i| (-y[i], 0.5 + (i % 3) as f64));
+        let mut codes = Grower::new(&binned, &params);
+        codes.set_class_weights(|i| weights[i], &labels);
+        let records = Grower {
+            layout: Arc::new(Layout::new(&binned, Bundling::Exclusive, RowForm::Records)),
+            ..Grower::new(&binned, &params)
+        };
+        for trial in 0..300 {
+            let n = 2 + trial % 63;
+            let rows: Vec<u32> = (0..n)
+                .map(|_| rng.random_range(0..binned.n_rows as u32))
+                .collect();
+            let mut features: Vec<usize> = (0..binned.n_features()).collect();
+            if trial % 2 == 1 {
+                features.retain(|_| rng.random_bool(0.5));
+            }
+            let as_rows = || Sample::Rows {
+                rows: rows.clone(),
+                scratch: Vec::new(),
+            };
+            let as_records = Sample::Records {
+                records: rows
+                    .iter()
+                    .map(|&r| {
+                        let code = class_code(weights[r as usize], labels[r as usize]);
+                        records.layout.records[r as usize] | Record::from(code) << CODE_SHIFT
+                    })
+                    .collect(),
+                scratch: Vec::new(),
+            };
+            for (grower, sample) in [
+                (&newton, as_rows()),
+                (&codes, as_rows()),
+                (&records, as_records),
+            ] {
+                assert!(grower.direct(n));
+                let total = grower.sums(&sample);
+                let mut pool = Pool::default();
+                let hist = grower.histogram(&sample, 0..n, &features, Counted::Every, &mut pool);
+                let direct = grower.direct_split(&sample, 0..n, &features, total);
+                assert_eq!(
+                    key(direct),
+                    key(grower.best_split(&hist, &features, total)),
+                    "{criterion:?}, {n} rows, features {features:?}"
+                );
+                found += usize::from(direct.is_some());
+            }
+        }
+    }
+    assert!(found > 2000, "only {found} nodes split");
+}
