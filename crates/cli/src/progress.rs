@@ -1,5 +1,6 @@
 //! Progress bars on stderr when it is a terminal; silence otherwise. Each stage's
-//! wall time is logged at `-v`, so a slow training run says where its time went.
+//! wall time and the process's CPU time in it are logged at `-v`, so a slow training
+//! run says where its time went, and whether that stage kept every core busy.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -10,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Shows training stages as a spinner and counted steps (trees) as a bar.
 pub struct Bars {
     bar: Option<Mutex<ProgressBar>>,
-    /// The stage under way and when it began.
-    current: Mutex<Option<(String, Instant)>>,
+    /// The stage under way, when it began, and the process's CPU time then.
+    current: Mutex<Option<(String, Instant, f64)>>,
 }
 
 impl Bars {
@@ -31,11 +32,17 @@ impl Bars {
     fn close_stage(&self, next: Option<&str>) {
         // Poison is ignored: this also runs in `drop`, perhaps while unwinding.
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((name, start)) = current.take() {
+        let cpu = cpu_seconds();
+        if let Some((name, start, cpu_start)) = current.take() {
             let seconds = start.elapsed().as_secs_f64();
-            tracing::info!(stage = %name, seconds = format!("{seconds:.3}"), "stage done");
+            tracing::info!(
+                stage = %name,
+                seconds = format!("{seconds:.3}"),
+                cpu_seconds = format!("{:.3}", cpu - cpu_start),
+                "stage done"
+            );
         }
-        *current = next.map(|n| (n.to_string(), Instant::now()));
+        *current = next.map(|n| (n.to_string(), Instant::now(), cpu));
     }
 
     pub fn finish(&self) {
@@ -46,6 +53,16 @@ impl Bars {
                 .finish_and_clear();
         }
     }
+}
+
+/// User and system CPU time of the whole process (every thread) so far; 0 if the
+/// system will not say, which only blurs a log line.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        secs(u.user_time()) + secs(u.system_time())
+    })
 }
 
 /// Finishing on drop clears the bar and logs the last stage on every way out,

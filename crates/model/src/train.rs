@@ -101,6 +101,10 @@ impl ClassBalance {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub model: String,
+    /// `sha256:` of the artifact as written: empty until whoever writes it fills it
+    /// in ([`Model::write_to`] returns it). The model is usually edited before it is
+    /// written (the CLI adds the data files), and hashing it here would serialise
+    /// megabytes of trees for a digest no file has.
     pub digest: String,
     pub train_rows: usize,
     pub validation_rows: usize,
@@ -204,41 +208,48 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             .map(|p| apply_calibration(p, calibration.logit_offset))
             .collect()
     };
-    let threshold = choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
-    let p_test = predict(&x_test);
-    let test_report = evaluate(&test_frame.target, &p_test, threshold.value);
     let lambda = params_used
         .get("l2_regularization")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.0);
-    progress.stage("field gains");
-    let gain = crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda);
+    // The field gains replay the trees on one core (each boosting round's gradients
+    // follow from the last), so the scoring and the drift reference, which need
+    // nothing from them, run beside them on the other cores.
+    let test_source = match req.test {
+        Some(t) => format!("the test file {}", t.source_name()),
+        None => format!(
+            "{:.0}% of the training rows, held out before fitting",
+            100.0 * cfg.train.test_size
+        ),
+    };
+    let (gain, (threshold, p_test, drift)) = rayon::join(
+        || crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda),
+        || {
+            let threshold =
+                choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
+            let p_test = predict(&x_test);
+            // Held-out scores: what the model gives customers it never saw, unlike
+            // the training rows' (overfitted) scores.
+            let drift = crate::drift::reference(
+                &cleaner,
+                req.train,
+                &p_test,
+                format!("{} test rows ({test_source})", p_test.len()),
+            );
+            (threshold, p_test, drift)
+        },
+    );
+    let test_report = evaluate(&test_frame.target, &p_test, threshold.value);
     let summary = TrainingSummary {
         rows_read: req.train.n_rows(),
         dropped_outliers: fit_frame.dropped_outliers,
-        test_source: match req.test {
-            Some(t) => format!("the test file {}", t.source_name()),
-            None => format!(
-                "{:.0}% of the training rows, held out before fitting",
-                100.0 * cfg.train.test_size
-            ),
-        },
+        test_source,
         fit_before_smote,
         fit_after_smote: ClassBalance::of(&y_fit),
         validation: ClassBalance::of(&y_val),
         test: ClassBalance::of(&test_frame.target),
         cleaning: cleaner.profile(req.train, &cfg.data),
     };
-
-    // Held-out scores: what the model gives customers it never saw, unlike the
-    // training rows' (overfitted) scores.
-    progress.stage("drift reference");
-    let drift = crate::drift::reference(
-        &cleaner,
-        req.train,
-        &p_test,
-        format!("{} test rows ({})", p_test.len(), summary.test_source),
-    );
     let features = encoder.feature_names();
     let n_trees = ensemble.trees.len();
     let payload = Payload {
@@ -297,7 +308,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
 
     let report = TrainReport {
         model: cfg.model.name.to_string(),
-        digest: model.digest().to_string(),
+        digest: String::new(),
         train_rows: x_fit.n_rows,
         validation_rows: y_val.len(),
         test_rows: test_frame.n_rows(),
