@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use predict_buy_data::{Clean, CleanColumn, ColumnRule, ColumnValues, Scale};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// One-hot columns keep at most this many categories; rarer ones encode as all zeros,
@@ -123,24 +124,29 @@ impl Encoder {
             ColumnValues::Numeric(v) => v.len(),
             ColumnValues::Categorical(v) => v.len(),
         });
-        let mut out = Vec::with_capacity(self.n_features());
-        for (enc, col) in self.columns.iter().zip(columns) {
-            match (enc, &col.values) {
+        // One field per task, on every core: a field's columns depend on it alone.
+        let fields: Vec<Vec<Vec<f32>>> = self
+            .columns
+            .par_iter()
+            .zip(columns)
+            .map(|(enc, col)| match (enc, &col.values) {
                 (EncodedColumn::Numeric { offset, factor, .. }, ColumnValues::Numeric(v)) => {
-                    out.push(v.iter().map(|x| ((x - offset) * factor) as f32).collect());
+                    vec![v.iter().map(|x| ((x - offset) * factor) as f32).collect()]
                 }
                 (EncodedColumn::OneHot { categories, .. }, ColumnValues::Categorical(v)) => {
-                    let start = out.len();
-                    out.extend((0..categories.len()).map(|_| vec![0f32; n_rows]));
+                    let mut out: Vec<Vec<f32>> =
+                        (0..categories.len()).map(|_| vec![0f32; n_rows]).collect();
                     for (row, s) in v.iter().enumerate() {
                         if let Ok(i) = categories.binary_search(s) {
-                            out[start + i][row] = 1.0;
+                            out[i][row] = 1.0;
                         }
                     }
+                    out
                 }
                 _ => unreachable!("encoder and cleaner agree on column types"),
-            }
-        }
+            })
+            .collect();
+        let out: Vec<Vec<f32>> = fields.into_iter().flatten().collect();
         Matrix {
             n_rows,
             columns: out,
