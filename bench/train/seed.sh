@@ -43,11 +43,16 @@ PY
 }
 
 : > results.jsonl
-for _ in $(seq "$repeats"); do
-  ours predict-buy-native PREDICT_BUY_SIMD=native
-  ours predict-buy-avx2 PREDICT_BUY_SIMD=avx2
-done
-for _ in $(seq "$sk_repeats"); do
+# Ours before and after each scikit-learn run, so both sides' medians span the same
+# minutes: this shared machine's speed drifts by a third within minutes, and one
+# scikit-learn run takes two.
+ours_rounds() {
+  for _ in $(seq "$1"); do
+    ours predict-buy-native PREDICT_BUY_SIMD=native
+    ours predict-buy-avx2 PREDICT_BUY_SIMD=avx2
+  done
+}
+sklearn() {
   /usr/bin/time -f '%e %U %S %M' -o time.txt "$py" "$here/seed_sklearn.py" data > sk.json
   "$py" - <<'PY' >> results.jsonl
 import json
@@ -56,7 +61,12 @@ e, u, s, m = open("time.txt").read().split()[-4:]
 r.update(wall_seconds=float(e), cpu_seconds=float(u) + float(s), max_rss_mb=int(m) / 1024)
 print(json.dumps(r))
 PY
+}
+ours_rounds $(((repeats + 1) / 2))
+for _ in $(seq "$sk_repeats"); do
+  sklearn
 done
+ours_rounds $((repeats / 2))
 
 "$py" - results.jsonl <<'PY'
 import json, statistics, sys

@@ -220,9 +220,6 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         .get("l2_regularization")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.0);
-    // The field gains replay the trees on one core (each boosting round's gradients
-    // follow from the last), so the scoring and the drift reference, which need
-    // nothing from them, run beside them on the other cores.
     let test_source = match req.test {
         Some(t) => format!("the test file {}", t.source_name()),
         None => format!(
@@ -230,12 +227,21 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             100.0 * cfg.train.test_size
         ),
     };
-    let (gain, (threshold, p_test, drift)) = rayon::join(
-        || crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda),
+    // The field gains replay the trees on one core (each boosting round's gradients
+    // follow from the last), so the scoring, the test report and the drift
+    // reference, which need nothing from them, run beside them on the other cores.
+    let ((gain, cleaning), (threshold, p_test, test_report, drift)) = rayon::join(
+        || {
+            (
+                crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda),
+                cleaner.profile(req.train, &cfg.data),
+            )
+        },
         || {
             let threshold =
                 choose_threshold(cfg.train.threshold, &calibration, &y_val, &predict(&x_val));
             let p_test = predict(&x_test);
+            let test_report = evaluate(&test_frame.target, &p_test, threshold.value);
             // Held-out scores: what the model gives customers it never saw, unlike
             // the training rows' (overfitted) scores.
             let drift = crate::drift::reference(
@@ -244,10 +250,9 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
                 &p_test,
                 format!("{} test rows ({test_source})", p_test.len()),
             );
-            (threshold, p_test, drift)
+            (threshold, p_test, test_report, drift)
         },
     );
-    let test_report = evaluate(&test_frame.target, &p_test, threshold.value);
     let summary = TrainingSummary {
         rows_read: req.train.n_rows(),
         dropped_outliers: fit_frame.dropped_outliers,
@@ -256,7 +261,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         fit_after_smote: ClassBalance::of(&y_fit),
         validation: ClassBalance::of(&y_val),
         test: ClassBalance::of(&test_frame.target),
-        cleaning: cleaner.profile(req.train, &cfg.data),
+        cleaning,
     };
     let features = encoder.feature_names();
     let n_trees = ensemble.trees.len();

@@ -1,10 +1,10 @@
 //! Split search: which features a node may split on, whether it may split, its best
 //! split and a leaf's value.
 
+use std::ops::Range;
+
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-use std::ops::Range;
 
 use super::layout::Place;
 use super::rows::{RowStats, Sample, count_stat, record_stat};
@@ -181,6 +181,8 @@ impl Grower<'_> {
 /// Nodes of at most this many rows find their split from their rows
 /// ([`Grower::direct_split`]) rather than from a histogram.
 pub(super) const DIRECT_ROWS: usize = 64;
+// A row's place in the node is the low byte of its sort key.
+const _: () = assert!(DIRECT_ROWS <= 256);
 
 /// The search for a node's best split, one feature's bins after another.
 struct Scan<'g, 'a> {
