@@ -43,9 +43,9 @@ PY
 }
 
 : > results.jsonl
-# Ours before and after each scikit-learn run, so both sides' medians span the same
-# minutes: this shared machine's speed drifts by a third within minutes, and one
-# scikit-learn run takes two.
+# Half of our rounds before the scikit-learn runs and half after, so both sides'
+# medians span the same minutes: this shared machine's speed drifts by a third within
+# minutes, and one scikit-learn run takes two.
 ours_rounds() {
   for _ in $(seq "$1"); do
     ours predict-buy-native PREDICT_BUY_SIMD=native

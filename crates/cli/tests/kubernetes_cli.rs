@@ -27,7 +27,6 @@ use serde_json::{Value, json};
 
 /// The name of every object predict-buy manages in a namespace.
 const APP: &str = "predict-buy";
-/// How long a polled condition may take on a loaded 2-core machine.
 /// The verify timeout of deploys expected to succeed: generous, because a pod is a
 /// real process that must start and load its model on a busy machine.
 const TIMEOUT: &str = "60s";

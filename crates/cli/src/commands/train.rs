@@ -282,7 +282,6 @@ pub fn train(a: &TrainArgs) -> Result<Trained, CliError> {
         digest = model.write_to(&mut w)?.to_string();
         Ok(())
     })?;
-    bars.finish();
     report.digest = digest;
     Ok(Trained { report, path })
 }
