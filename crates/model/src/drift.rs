@@ -166,11 +166,16 @@ impl FeatureBins {
     /// The bin of one raw value, parsed by `rule` exactly as a prediction parses it.
     /// `None` for a value the rule refuses (such a request gets a 422, not a score).
     pub fn bin(&self, rule: &ColumnRule, value: &RawValue<'_>) -> Option<usize> {
-        let last = self.len() - 1;
         if is_missing(value) {
-            return Some(last);
+            return Some(self.len() - 1);
         }
-        match (self, rule.clean(value).ok()?) {
+        self.bin_clean(rule.clean(value).ok()?)
+    }
+
+    /// [`Self::bin`] of a value that is not missing, once its rule has parsed it.
+    fn bin_clean(&self, value: Clean<'_>) -> Option<usize> {
+        let last = self.len() - 1;
+        match (self, value) {
             (FeatureBins::Numeric { edges, min, max }, Clean::Num(x)) => Some(if x < *min {
                 0
             } else if x > *max {
@@ -327,12 +332,19 @@ fn feature_reference(rule: &ColumnRule, table: &Table) -> FeatureReference {
         Some(col) => table.column(col).collect(),
         None => Vec::new(),
     };
+    // Each cell parsed once, for the bins and then for the counts: `None` when it is
+    // missing, `Some(None)` when the rule refuses it.
+    let raws: Vec<RawValue<'_>> = cells.iter().map(|c| RawValue::text(c)).collect();
+    let parsed: Vec<Option<Option<Clean<'_>>>> = raws
+        .iter()
+        .map(|raw| (!is_missing(raw)).then(|| rule.clean(raw).ok()))
+        .collect();
     let bins = match &rule.kind {
         RuleKind::Numeric { .. } => {
-            let mut values: Vec<f64> = cells
+            let mut values: Vec<f64> = parsed
                 .iter()
-                .filter_map(|c| match rule.clean(&RawValue::text(c)) {
-                    Ok(Clean::Num(v)) if !c.trim().is_empty() => Some(v),
+                .filter_map(|p| match p {
+                    Some(Some(Clean::Num(v))) => Some(*v),
                     _ => None,
                 })
                 .collect();
@@ -344,27 +356,28 @@ fn feature_reference(rule: &ColumnRule, table: &Table) -> FeatureReference {
             }
         }
         RuleKind::Categorical { .. } => {
-            let mut counts: HashMap<String, u64> = HashMap::new();
-            for c in &cells {
-                let raw = RawValue::text(c);
-                if is_missing(&raw) {
-                    continue;
-                }
-                if let Ok(Clean::Cat(cat)) = rule.clean(&raw) {
-                    *counts.entry(cat.into_owned()).or_default() += 1;
+            let mut counts: HashMap<&str, u64> = HashMap::new();
+            for p in &parsed {
+                if let Some(Some(Clean::Cat(cat))) = p {
+                    *counts.entry(cat.as_ref()).or_default() += 1;
                 }
             }
-            let mut by_count: Vec<(String, u64)> = counts.into_iter().collect();
-            by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let mut by_count: Vec<(&str, u64)> = counts.into_iter().collect();
+            by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             by_count.truncate(MAX_CATEGORIES);
-            let mut categories: Vec<String> = by_count.into_iter().map(|(c, _)| c).collect();
+            let mut categories: Vec<String> =
+                by_count.into_iter().map(|(c, _)| c.to_string()).collect();
             categories.sort();
             FeatureBins::Categorical { categories }
         }
     };
     let mut counts = vec![0u64; bins.len()];
-    for c in &cells {
-        if let Some(b) = bins.bin(rule, &RawValue::text(c)) {
+    for p in parsed {
+        let bin = match p {
+            None => Some(bins.len() - 1),
+            Some(value) => value.and_then(|v| bins.bin_clean(v)),
+        };
+        if let Some(b) = bin {
             counts[b] += 1;
         }
     }
