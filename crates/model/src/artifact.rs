@@ -301,7 +301,7 @@ impl Model {
     }
 
     /// Changes what the artifact records about the model, never what it predicts
-    /// (the CLI adds the data files it trained on).
+    /// (training adds the test evaluation once it has the model to evaluate).
     pub(crate) fn edit_metadata(&mut self, edit: impl FnOnce(&mut Metadata)) {
         edit(&mut self.payload.metadata);
         self.digest = OnceLock::new();

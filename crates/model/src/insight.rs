@@ -91,40 +91,27 @@ pub fn evaluate_table(
 pub fn evaluate_frame(model: &Model, frame: &CleanFrame, seed: u64) -> (EvalReport, Evaluation) {
     let encoder = &model.payload().encoder;
     let m = encoder.transform(&frame.features);
-    let score = |m: &Matrix| probabilities(model, m);
-    let p = score(&m);
+    let p = probabilities(model, &m);
     let report = evaluate(&frame.target, &p, model.threshold().value);
-    let scorer = Scorer {
-        encoder,
-        probabilities: &score,
-    };
-    (report, evaluate_scored(&scorer, frame, &m, &p, seed))
-}
-
-/// What an evaluation asks of a model: its encoder, and its calibrated probabilities
-/// for rows that encoder made. Training has both before the artifact is built, so its
-/// evaluation can run beside the field gains.
-pub(crate) struct Scorer<'a> {
-    pub encoder: &'a Encoder,
-    pub probabilities: &'a (dyn Fn(&Matrix) -> Vec<f64> + Sync),
+    (report, evaluate_scored(model, frame, &m, &p, seed))
 }
 
 /// [`evaluate_frame`]'s evaluation for rows already encoded (`m`, by the model's
 /// encoder) and scored (`p`, the model's calibrated probabilities): training has both
 /// at hand, and scoring full-depth trees twice cost a second.
-pub(crate) fn evaluate_scored(
-    scorer: &Scorer<'_>,
+pub fn evaluate_scored(
+    model: &Model,
     frame: &CleanFrame,
     m: &Matrix,
     p: &[f64],
     seed: u64,
 ) -> Evaluation {
-    let permutation = permutation_importance(scorer, m, &frame.target, seed);
+    let permutation = permutation_importance(model, m, &frame.target, seed);
     let mut top: Vec<&str> = permutation.iter().map(|f| f.field.as_str()).collect();
     top.truncate(DEPENDENCE_FIELDS);
     let partial_dependence = top
         .iter()
-        .filter_map(|field| partial_dependence(scorer, frame, m, field, seed))
+        .filter_map(|field| partial_dependence(model, frame, m, field, seed))
         .collect();
     Evaluation {
         scores: ScoreCounts::new(&frame.target, p),
@@ -180,22 +167,17 @@ fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
     idx
 }
 
-fn permutation_importance(
-    scorer: &Scorer<'_>,
-    m: &Matrix,
-    y: &[u8],
-    seed: u64,
-) -> Vec<FieldImportance> {
+fn permutation_importance(model: &Model, m: &Matrix, y: &[u8], seed: u64) -> Vec<FieldImportance> {
     let rows = sample_rows(m.n_rows, PERMUTATION_ROWS, seed);
     let m = m.select(&rows);
     let y: Vec<u8> = rows.iter().map(|&i| y[i]).collect();
-    let baseline = roc_auc(&y, &(scorer.probabilities)(&m));
+    let baseline = roc_auc(&y, &probabilities(model, &m));
     if !baseline.is_finite() {
         // One class only: AUC is undefined, so is its drop.
         return Vec::new();
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37);
-    let fields = field_columns(scorer.encoder);
+    let fields = field_columns(&model.payload().encoder);
     // The permutations are drawn in one sequence, as the fields and repeats come, so
     // the result does not depend on how the scoring below is spread over cores.
     let orders: Vec<Vec<Vec<usize>>> = fields
@@ -222,7 +204,7 @@ fn permutation_importance(
                     for c in cols.clone() {
                         shuffled.columns[c] = order.iter().map(|&i| m.columns[c][i]).collect();
                     }
-                    baseline - roc_auc(&y, &(scorer.probabilities)(&shuffled))
+                    baseline - roc_auc(&y, &probabilities(model, &shuffled))
                 })
                 .collect();
             let mean = drops.iter().sum::<f64>() / drops.len() as f64;
@@ -239,13 +221,13 @@ fn permutation_importance(
 }
 
 fn partial_dependence(
-    scorer: &Scorer<'_>,
+    model: &Model,
     frame: &CleanFrame,
     m: &Matrix,
     field: &str,
     seed: u64,
 ) -> Option<PartialDependence> {
-    let encoder = scorer.encoder;
+    let encoder = &model.payload().encoder;
     let (pos, enc) = encoder.columns.iter().enumerate().find(|(_, c)| match c {
         EncodedColumn::Numeric { name, .. } | EncodedColumn::OneHot { name, .. } => name == field,
     })?;
@@ -255,7 +237,7 @@ fn partial_dependence(
     let mean_at = |set: &dyn Fn(&mut Matrix)| {
         let mut x = base.clone();
         set(&mut x);
-        let p = (scorer.probabilities)(&x);
+        let p = probabilities(model, &x);
         p.iter().sum::<f64>() / p.len().max(1) as f64
     };
     let points = match enc {

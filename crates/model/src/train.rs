@@ -228,10 +228,9 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
         ),
     };
     // The field gains replay the trees on one core (each boosting round's gradients
-    // follow from the last), so the scoring, the test report, the drift reference and
-    // the test evaluation, which need nothing from them, run beside them on the other
-    // cores.
-    let ((gain, cleaning), (threshold, test_report, drift, test_evaluation)) = rayon::join(
+    // follow from the last), so the scoring, the test report and the drift
+    // reference, which need nothing from them, run beside them on the other cores.
+    let ((gain, cleaning), (threshold, p_test, test_report, drift)) = rayon::join(
         || {
             (
                 crate::insight::total_gain(&ensemble, &encoder, &x_fit, &y_fit, lambda),
@@ -251,13 +250,7 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
                 &p_test,
                 format!("{} test rows ({test_source})", p_test.len()),
             );
-            let scorer = crate::insight::Scorer {
-                encoder: &encoder,
-                probabilities: &predict,
-            };
-            let test_evaluation =
-                crate::insight::evaluate_scored(&scorer, &test_frame, &x_test, &p_test, seed);
-            (threshold, test_report, drift, test_evaluation)
+            (threshold, p_test, test_report, drift)
         },
     );
     let summary = TrainingSummary {
@@ -294,14 +287,18 @@ pub fn train(req: &TrainRequest<'_>, progress: &dyn Progress) -> Result<TrainOut
             git_commit: req.git_commit.clone(),
             summary: Some(summary),
             gain,
-            test_evaluation: Some(test_evaluation),
+            test_evaluation: None,
         },
         golden: Vec::new(),
         drift: Some(drift),
     };
-    // One model, built once: the golden rows only add to its metadata, which leaves
-    // the trees (and what they were compiled into) alone.
+    // One model, built once: the evaluation and the golden rows only add to its
+    // metadata, which leaves the trees (and what they were compiled into) alone.
     let mut model = Model::new(payload)?;
+    progress.stage("test evaluation");
+    let test_evaluation =
+        crate::insight::evaluate_scored(&model, &test_frame, &x_test, &p_test, seed);
+    model.edit_metadata(|m| m.test_evaluation = Some(test_evaluation));
     progress.stage("golden rows");
     // Golden rows come from the raw test data, exactly as a client would send them.
     let golden_source = req.test.unwrap_or(req.train);
