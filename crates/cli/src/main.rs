@@ -103,17 +103,18 @@ enum Command {
     Report(commands::report::ReportArgs),
 }
 
-/// Turns transparent huge pages off for this process, for the batch commands.
+/// Turns transparent huge pages off for this process, for `train`.
 ///
 /// mimalloc asks for huge pages on its arenas, and with the kernel's usual
 /// `defrag=madvise` a fault on such a page may first compact memory to find 2 MB free.
 /// Training allocates and frees hundreds of megabytes in a second or two: on the seed
-/// config that cost 0.15–0.7 s of system time a run, varying with how fragmented
-/// the machine's memory was, against 0.05 s with ordinary pages, and peak memory was
-/// 10% higher. Only the processes that run these commands are affected: the setting is
-/// inherited by children, so the commands that start servers (whose long-lived model
-/// arrays are walked at random and do gain from huge pages) keep the default. A
-/// kernel that refuses (`prctl` before Linux 3.15) leaves things as they were.
+/// config that cost 0.2–0.7 s of system time a run, varying with how fragmented the
+/// machine's memory was, against 0.05–0.2 s with ordinary pages, and peak memory was
+/// 10% higher (wall 0.88× paired). `predict` is the other way round: it allocates
+/// less and once, and ran 1.18× longer without huge pages, so it and the others keep
+/// the default. The setting is inherited by child processes, so it is never set by
+/// a command that starts servers. A kernel that refuses (`prctl` before Linux 3.15)
+/// leaves things as they were.
 fn without_huge_pages() {
     let _ = nix::sys::prctl::set_thp_disable(true);
 }
@@ -128,14 +129,8 @@ fn main() -> ExitCode {
             without_huge_pages();
             commands::train::run(a)
         }
-        Command::Evaluate(a) => {
-            without_huge_pages();
-            commands::evaluate::run(a)
-        }
-        Command::Predict(a) => {
-            without_huge_pages();
-            commands::predict::run(a)
-        }
+        Command::Evaluate(a) => commands::evaluate::run(a),
+        Command::Predict(a) => commands::predict::run(a),
         Command::Serve(a) => {
             predict_buy_serve::after_each_load(allocator::give_back_freed_memory);
             commands::serve::run(a)
