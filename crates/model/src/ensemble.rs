@@ -151,8 +151,10 @@ impl DenseTree {
         dense
     }
 
+    /// `src` is a walk position (see `Tree::walk_node`): a relaid tree needs no map
+    /// back to its original numbering here.
     fn fill(&mut self, tree: &Tree, src: usize, pos: usize, level: usize) {
-        let n = tree.node(src);
+        let n = tree.walk_node(src);
         if level == self.depth {
             self.leaves[pos + 1 - (1 << self.depth)] = n.value;
             return;
@@ -214,9 +216,10 @@ impl DenseTree {
 
 impl Compiled {
     pub fn new(ensemble: &Ensemble) -> Self {
-        let dense = ensemble.trees.iter().all(|t| {
-            t.depth() <= DENSE_MAX_DEPTH && t.nodes().all(|n| n.feature == LEAF || n.feature < 256)
-        });
+        let dense = ensemble
+            .trees
+            .iter()
+            .all(|t| t.depth() <= DENSE_MAX_DEPTH && t.max_split_feature().is_none_or(|f| f < 256));
         Self {
             dense: dense.then(|| ensemble.trees.iter().map(DenseTree::new).collect()),
         }

@@ -14,8 +14,16 @@
 //! beside the nodes: only explanations read it, and the inference walk should not
 //! drag it through the cache. Covers that are whole counts (every tree trained so far:
 //! row counts and bootstrap counts) are kept as `u32`, others as `f64`; both exactly.
+//!
+//! A tree read from an artifact is relaid for the walk ([`Tree::relaid`]): training
+//! numbers nodes depth-first, so a walk that turns away from the first-grown side
+//! lands far away and pays a cache miss for nearly every step. The relaid form packs
+//! each pair with its likeliest descendants (by cover) into one 64-byte line, which
+//! about halves the lines a walk touches. Index-based methods still speak of the
+//! original numbering, so explanations, reports and written artifacts do not change.
 
 use std::ops::ControlFlow;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -159,10 +167,220 @@ impl Packed for Wide {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Nodes per 64-byte cache line in the narrow form.
+const LINE_NODES: usize = 8;
+/// Sibling pairs per line: a relaid block holds at most this many.
+const LINE_PAIRS: usize = LINE_NODES / 2;
+
+/// One cache line of narrow nodes, aligned so that a block never straddles two lines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(64))]
+struct Line([Narrow; LINE_NODES]);
+
+/// What fills the slots no node takes: an unreachable leaf.
+const EMPTY: Narrow = Narrow {
+    key: 0.0,
+    link: NARROW_LEAF,
+};
+/// `origin` of a slot pair that holds no nodes.
+const NO_ORIGIN: u32 = u32::MAX;
+
+/// Narrow nodes in walk order (see [`Tree::relaid`]). The root is at position 0 and
+/// position 1 is padding, so every sibling pair starts at an even position and one
+/// line holds four whole pairs; a split's `left` is a walk position.
+#[derive(Debug, Clone)]
+struct Blocked {
+    lines: Box<[Line]>,
+    /// The nodes of the original numbering.
+    len: usize,
+    /// For each slot pair `p` (positions `2p`, `2p + 1`), the original index of the
+    /// node at `2p` (`NO_ORIGIN` when empty); pair 0 is the root and the padding.
+    origin: Box<[u32]>,
+    /// Each original node's walk position, built on the first index-based read:
+    /// serving never needs it, and it would cost 4 bytes a node.
+    position: OnceLock<Box<[u32]>>,
+}
+
+impl Blocked {
+    #[inline(always)]
+    fn at(&self, q: usize) -> Narrow {
+        self.lines[q / LINE_NODES].0[q % LINE_NODES]
+    }
+
+    /// The walk position of original node `i`. Panics if `i` is out of bounds.
+    fn position(&self, i: usize) -> usize {
+        let position = self.position.get_or_init(|| {
+            let mut at = vec![0u32; self.len];
+            for (p, &o) in self.origin.iter().enumerate().skip(1) {
+                if o != NO_ORIGIN {
+                    at[o as usize] = 2 * p as u32;
+                    at[o as usize + 1] = 2 * p as u32 + 1;
+                }
+            }
+            at.into_boxed_slice()
+        });
+        position[i] as usize
+    }
+
+    /// The original index of the node at walk position `q`, if one is there.
+    fn original(&self, q: usize) -> Option<usize> {
+        match (q, self.origin[q / 2]) {
+            (0, _) => Some(0),
+            (1, _) | (_, NO_ORIGIN) => None,
+            (_, o) => Some(o as usize + q % 2),
+        }
+    }
+
+    /// Node `i` of the original numbering, its child index translated back.
+    fn get(&self, i: usize) -> Node {
+        let mut n = self.at(self.position(i)).unpack();
+        if !n.is_leaf() {
+            n.left = self.origin[n.left as usize / 2];
+        }
+        n
+    }
+
+    /// Relays a tree's narrow nodes in blocks of up to [`LINE_PAIRS`] sibling pairs:
+    /// a block is a pair and, greedily, the pairs below it that the most training
+    /// weight reached (by `cover`; shallowest first without one). A block's leftover
+    /// candidates start blocks of their own, heaviest first, so the likeliest path
+    /// also runs through neighbouring lines. Blocks are packed into the line with the
+    /// fewest free slots that takes them, so small blocks fill gaps and the tree
+    /// grows by a few slots at most.
+    ///
+    /// `None` (keep the tree as it is) unless every node is reached exactly once from
+    /// the root through children that point forward and in bounds: what a grown tree
+    /// is. Anything else is left for [`Tree::validate`] to report.
+    fn relay(plain: &[Narrow], cover: &Cover) -> Option<Self> {
+        let n = plain.len();
+        let left_of = |m: usize| -> Option<Option<usize>> {
+            let node = plain[m];
+            if node.link == NARROW_LEAF {
+                return Some(None);
+            }
+            let left = (node.link >> 8) as usize;
+            (left > m && left + 1 < n).then_some(Some(left))
+        };
+        // A unit is the root alone (0) or the sibling pair starting at its index.
+        let members = |u: usize| if u == 0 { 0..1 } else { u..u + 2 };
+        let weight = |m: usize, depth: usize| match cover {
+            Cover::None => -(depth as f64),
+            _ => cover.get(m),
+        };
+        let children = |u: usize, depth: usize, into: &mut Vec<(f64, usize, usize)>| {
+            for m in members(u) {
+                if let Some(left) = left_of(m)? {
+                    into.push((weight(m, depth), left, depth + 1));
+                }
+            }
+            Some(())
+        };
+
+        let mut position = vec![u32::MAX; n];
+        let mut origin: Vec<u32> = Vec::with_capacity(n / 2 + LINE_PAIRS);
+        // Lines by free pair slots (1 to 3); index 0 unused.
+        let mut free: [Vec<usize>; LINE_PAIRS] = Default::default();
+        let mut roots = vec![(0usize, 0usize)];
+        let mut block = Vec::with_capacity(LINE_PAIRS);
+        let mut candidates = Vec::new();
+        while let Some((root, depth)) = roots.pop() {
+            block.clear();
+            candidates.clear();
+            block.push(root);
+            children(root, depth, &mut candidates)?;
+            while block.len() < LINE_PAIRS && !candidates.is_empty() {
+                let mut best = 0;
+                for (k, c) in candidates.iter().enumerate() {
+                    if c.0 > candidates[best].0 {
+                        best = k;
+                    }
+                }
+                let (_, unit, d) = candidates.remove(best);
+                block.push(unit);
+                children(unit, d, &mut candidates)?;
+            }
+            // Lightest pushed first, so the heaviest is the next block laid out.
+            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+            roots.extend(candidates.iter().map(|&(_, unit, d)| (unit, d)));
+
+            let size = block.len();
+            let (line, first) = match (size..LINE_PAIRS).find_map(|f| free[f].pop().map(|l| (l, f)))
+            {
+                Some((line, f)) => {
+                    if f > size {
+                        free[f - size].push(line);
+                    }
+                    (line, LINE_PAIRS - f)
+                }
+                None => {
+                    let line = origin.len() / LINE_PAIRS;
+                    origin.extend([NO_ORIGIN; LINE_PAIRS]);
+                    if size < LINE_PAIRS {
+                        free[LINE_PAIRS - size].push(line);
+                    }
+                    (line, 0)
+                }
+            };
+            for (k, &unit) in block.iter().enumerate() {
+                let pair = line * LINE_PAIRS + first + k;
+                origin[pair] = unit as u32;
+                for (j, m) in members(unit).enumerate() {
+                    if position[m] != u32::MAX {
+                        return None;
+                    }
+                    position[m] = (2 * pair + j) as u32;
+                }
+            }
+        }
+        let slots = origin.len() * 2;
+        if position.contains(&u32::MAX) || slots > NARROW_MAX_NODES {
+            return None;
+        }
+        let mut lines = vec![Line([EMPTY; LINE_NODES]); slots / LINE_NODES].into_boxed_slice();
+        for (m, node) in plain.iter().enumerate() {
+            let mut node = *node;
+            if node.link != NARROW_LEAF {
+                node.link = position[(node.link >> 8) as usize] << 8 | (node.link & 0xFF);
+            }
+            let q = position[m] as usize;
+            lines[q / LINE_NODES].0[q % LINE_NODES] = node;
+        }
+        Some(Self {
+            lines,
+            len: n,
+            origin: origin.into_boxed_slice(),
+            position: OnceLock::new(),
+        })
+    }
+}
+
+/// Random access to packed nodes by walk position.
+trait Store {
+    type P: Packed;
+    fn at(&self, i: usize) -> Self::P;
+}
+
+impl<P: Packed> Store for [P] {
+    type P = P;
+    #[inline(always)]
+    fn at(&self, i: usize) -> P {
+        self[i]
+    }
+}
+
+impl Store for Blocked {
+    type P = Narrow;
+    #[inline(always)]
+    fn at(&self, i: usize) -> Narrow {
+        Blocked::at(self, i)
+    }
+}
+
+#[derive(Debug, Clone)]
 enum Nodes {
     Narrow(Box<[Narrow]>),
     Wide(Box<[Wide]>),
+    Blocked(Blocked),
 }
 
 impl Nodes {
@@ -197,14 +415,41 @@ impl Nodes {
         match self {
             Nodes::Narrow(n) => n.len(),
             Nodes::Wide(n) => n.len(),
+            Nodes::Blocked(b) => b.len,
         }
     }
 
+    /// Node `i` of the original numbering.
     #[inline]
     fn get(&self, i: usize) -> Node {
         match self {
             Nodes::Narrow(n) => n[i].unpack(),
             Nodes::Wide(n) => n[i].unpack(),
+            Nodes::Blocked(b) => b.get(i),
+        }
+    }
+
+    /// The node at walk position `q`, its `left` a walk position too.
+    #[inline]
+    fn walk_node(&self, q: usize) -> Node {
+        match self {
+            Nodes::Narrow(n) => n[q].unpack(),
+            Nodes::Wide(n) => n[q].unpack(),
+            Nodes::Blocked(b) => b.at(q).unpack(),
+        }
+    }
+
+    /// Every node as `(original index, node with walk-position children)`, in walk
+    /// order: what checks that need no original numbering read, without building it.
+    fn walk_order(&self) -> Box<dyn Iterator<Item = (usize, Node)> + '_> {
+        match self {
+            Nodes::Narrow(_) | Nodes::Wide(_) => {
+                Box::new((0..self.len()).map(|i| (i, self.walk_node(i))))
+            }
+            Nodes::Blocked(b) => Box::new(
+                (0..b.lines.len() * LINE_NODES)
+                    .filter_map(|q| b.original(q).map(|i| (i, b.at(q).unpack()))),
+            ),
         }
     }
 }
@@ -216,10 +461,10 @@ impl Default for Nodes {
 }
 
 #[inline]
-fn walk<P: Packed>(nodes: &[P], x: &[f32]) -> f32 {
+fn walk<S: Store + ?Sized>(nodes: &S, x: &[f32]) -> f32 {
     let mut i = 0usize;
     loop {
-        match nodes[i].step(x) {
+        match nodes.at(i).step(x) {
             ControlFlow::Break(value) => return value,
             ControlFlow::Continue(next) => i = next,
         }
@@ -235,7 +480,7 @@ const ROW_WALKS: usize = 16;
 /// so `ROW_WALKS` rows walk at once and their misses overlap. A row that reaches its
 /// leaf hands its place to the next row, so deep and shallow paths keep every place
 /// busy until the rows run out.
-fn walk_rows<P: Packed>(nodes: &[P], rows: &[f32], nf: usize, out: &mut [f32]) {
+fn walk_rows<S: Store + ?Sized>(nodes: &S, rows: &[f32], nf: usize, out: &mut [f32]) {
     let n = out.len();
     let mut row = [0usize; ROW_WALKS];
     let mut at = [0usize; ROW_WALKS];
@@ -248,7 +493,7 @@ fn walk_rows<P: Packed>(nodes: &[P], rows: &[f32], nf: usize, out: &mut [f32]) {
         let mut k = 0;
         while k < live {
             let x = &rows[row[k] * nf..row[k] * nf + nf];
-            match nodes[at[k]].step(x) {
+            match nodes.at(at[k]).step(x) {
                 ControlFlow::Continue(i) => {
                     at[k] = i;
                     k += 1;
@@ -316,10 +561,19 @@ impl Cover {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Tree {
     nodes: Nodes,
+    /// In the original numbering, whatever the nodes' layout.
     cover: Cover,
+}
+
+/// Trees are equal when they have the same nodes and covers in the original
+/// numbering, whether or not either is relaid.
+impl PartialEq for Tree {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.cover == other.cover && self.nodes().eq(other.nodes())
+    }
 }
 
 impl Tree {
@@ -336,6 +590,27 @@ impl Tree {
     /// A tree without cover (it predicts, but cannot be explained).
     pub fn from_nodes(nodes: Vec<Node>) -> Self {
         Self::new(nodes, Vec::new())
+    }
+
+    /// The same tree with its nodes stored for the one-row walk: each sibling pair
+    /// shares a 64-byte line with up to three pairs below it, the ones most training
+    /// weight went to, so a walk touches about half the lines of the grown order.
+    /// Every index-based method ([`Tree::node`], [`Tree::cover`], [`Tree::nodes`], the
+    /// written bytes) answers exactly as before; only the first such read of a relaid
+    /// tree builds a map of 4 bytes a node. Trees that are not in the 8-byte form, or
+    /// not a proper tree (see [`Tree::validate`]), are returned unchanged.
+    pub fn relaid(mut self) -> Self {
+        if let Nodes::Narrow(plain) = &self.nodes {
+            if let Some(blocked) = Blocked::relay(plain, &self.cover) {
+                self.nodes = Nodes::Blocked(blocked);
+            }
+        }
+        self
+    }
+
+    /// Whether the nodes are stored in the walk's blocks (see [`Tree::relaid`]).
+    pub fn is_relaid(&self) -> bool {
+        matches!(self.nodes, Nodes::Blocked(_))
     }
 
     pub fn len(&self) -> usize {
@@ -391,19 +666,28 @@ impl Tree {
                     n.key *= factor;
                 }
             }
+            // Empty slots are leaves of 0, which scaling keeps.
+            Nodes::Blocked(b) => {
+                for n in b.lines.iter_mut().flat_map(|l| l.0.iter_mut()) {
+                    if n.link == NARROW_LEAF {
+                        n.key *= factor;
+                    }
+                }
+            }
         }
     }
 
     /// Whether the tree is held in the 8-byte node form (the 12-byte one otherwise).
     pub fn is_narrow(&self) -> bool {
-        matches!(self.nodes, Nodes::Narrow(_))
+        matches!(self.nodes, Nodes::Narrow(_) | Nodes::Blocked(_))
     }
 
     #[inline]
     pub fn predict(&self, x: &[f32]) -> f32 {
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk(nodes, x),
-            Nodes::Wide(nodes) => walk(nodes, x),
+            Nodes::Narrow(nodes) => walk(&nodes[..], x),
+            Nodes::Wide(nodes) => walk(&nodes[..], x),
+            Nodes::Blocked(b) => walk(b, x),
         }
     }
 
@@ -412,8 +696,9 @@ impl Tree {
     pub fn predict_rows(&self, rows: &[f32], nf: usize, out: &mut [f32]) {
         debug_assert_eq!(rows.len(), out.len() * nf);
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk_rows(nodes, rows, nf, out),
-            Nodes::Wide(nodes) => walk_rows(nodes, rows, nf, out),
+            Nodes::Narrow(nodes) => walk_rows(&nodes[..], rows, nf, out),
+            Nodes::Wide(nodes) => walk_rows(&nodes[..], rows, nf, out),
+            Nodes::Blocked(b) => walk_rows(b, rows, nf, out),
         }
     }
 
@@ -424,11 +709,29 @@ impl Tree {
         match &self.nodes {
             Nodes::Narrow(nodes) => nodes[i].step(x),
             Nodes::Wide(nodes) => nodes[i].step(x),
+            Nodes::Blocked(b) => b.at(i).step(x),
         }
     }
 
+    /// The node at walk position `q` (0 is the root), with its `left` a walk
+    /// position: for code that walks the tree from the root and needs no original
+    /// index, so a relaid tree builds no index map.
+    #[inline]
+    pub(crate) fn walk_node(&self, q: usize) -> Node {
+        self.nodes.walk_node(q)
+    }
+
+    /// The largest feature a split uses, if any split does.
+    pub(crate) fn max_split_feature(&self) -> Option<u32> {
+        self.nodes
+            .walk_order()
+            .filter(|(_, n)| !n.is_leaf())
+            .map(|(_, n)| n.feature)
+            .max()
+    }
+
     pub fn n_leaves(&self) -> usize {
-        self.nodes().filter(Node::is_leaf).count()
+        self.nodes.walk_order().filter(|(_, n)| n.is_leaf()).count()
     }
 
     /// The longest root-to-leaf path, in splits. Iterative, so a long chain cannot
@@ -441,7 +744,7 @@ impl Tree {
         let mut stack = vec![(0usize, 0usize)];
         while let Some((i, d)) = stack.pop() {
             deepest = deepest.max(d);
-            let n = self.node(i);
+            let n = self.walk_node(i);
             if !n.is_leaf() {
                 stack.push((n.left as usize, d + 1));
                 stack.push((n.left as usize + 1, d + 1));
@@ -457,7 +760,10 @@ impl Tree {
         if self.is_empty() {
             return Err("a tree has no nodes".into());
         }
-        for (i, n) in self.nodes().enumerate() {
+        // A relaid tree was checked to be a proper tree when it was relaid (see
+        // `Blocked::relay`), so only its numbers are left to check here.
+        let relaid = self.is_relaid();
+        for (i, n) in self.nodes.walk_order() {
             if n.is_leaf() {
                 if !n.value.is_finite() {
                     return Err(format!("node {i} has a non-finite leaf value"));
@@ -474,7 +780,7 @@ impl Tree {
                 return Err(format!("node {i} has a NaN threshold"));
             }
             let left = n.left as usize;
-            if left <= i || left + 1 >= self.len() {
+            if !relaid && (left <= i || left + 1 >= self.len()) {
                 return Err(format!(
                     "node {i} has children out of order or out of bounds"
                 ));
@@ -549,7 +855,7 @@ impl<'de> Deserialize<'de> for Tree {
                 value: c.value[i],
             })
             .collect();
-        Ok(Tree::new(nodes, c.cover))
+        Ok(Tree::new(nodes, c.cover).relaid())
     }
 }
 
@@ -831,7 +1137,7 @@ impl Tree {
             ),
             _ => Cover::None,
         };
-        Ok(Tree { nodes, cover })
+        Ok(Tree { nodes, cover }.relaid())
     }
 }
 
