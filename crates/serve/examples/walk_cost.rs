@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use predict_buy_data::RawValue;
-use predict_buy_model::Model;
+use predict_buy_model::{Ensemble, Model, Tree};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,6 +61,91 @@ fn main() {
     time(&model, n, "varied requests", |i| {
         &varied[i % varied.len()][..]
     });
+    layouts(model.ensemble(), n, &mut next);
+}
+
+/// The walk alone, the trees in the order training grew them against the same trees
+/// relaid for the walk (`Tree::relaid`, what loading an artifact does), on feature rows
+/// made from the trees' own thresholds: one row repeated (hot: its paths stay in
+/// L1/L2), varied rows (paths from L2/L3 or memory), and one row repeated with 1 MB of
+/// other data read between walks, as a request's kernel and HTTP work evicts the
+/// nodes between requests (that read's own cost, timed alone, is subtracted).
+fn layouts(e: &Ensemble, n: usize, next: &mut impl FnMut() -> u64) {
+    let grown = Ensemble {
+        trees: e
+            .trees
+            .iter()
+            .map(|t| Tree::new(t.nodes().collect(), t.cover_values()))
+            .collect(),
+        ..e.clone()
+    };
+    let relaid = Ensemble {
+        trees: grown.trees.iter().cloned().map(Tree::relaid).collect(),
+        ..e.clone()
+    };
+    assert!(relaid.trees.iter().all(Tree::is_relaid));
+    let nf = e
+        .trees
+        .iter()
+        .flat_map(|t| t.nodes())
+        .filter(|n| !n.is_leaf())
+        .map(|n| n.feature as usize + 1)
+        .max()
+        .unwrap_or(1);
+    // Per feature, the thresholds it is split at, so rows land on both sides.
+    let mut cuts = vec![Vec::new(); nf];
+    for n in e.trees[0].nodes().filter(|n| !n.is_leaf()) {
+        cuts[n.feature as usize].push(n.threshold);
+    }
+    let rows: Vec<Vec<f32>> = (0..4_096)
+        .map(|_| {
+            cuts.iter()
+                .map(|c| {
+                    let r = next();
+                    if c.is_empty() {
+                        (r & 1) as f32
+                    } else {
+                        c[(r >> 8) as usize % c.len()] + if r & 1 == 0 { -1e-3 } else { 1e-3 }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for (a, b) in rows.iter().map(|x| (grown.predict_raw(x), relaid.predict_raw(x))) {
+        assert_eq!(a.to_bits(), b.to_bits(), "the relaid trees answer differently");
+    }
+    let mut other = vec![0u64; (1 << 20) / 8];
+    let mut evict = move || {
+        let mut s = 0u64;
+        for line in other.chunks_exact_mut(8) {
+            line[0] = line[0].wrapping_add(1);
+            s = s.wrapping_add(line[0]);
+        }
+        s
+    };
+    let m = (n / 4).max(1);
+    let best = |f: &mut dyn FnMut(usize) -> f64| {
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let mut c = 0.0;
+                for i in 0..m {
+                    c += f(i);
+                }
+                std::hint::black_box(c);
+                start.elapsed().as_secs_f64() * 1e9 / m as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let evict_alone = best(&mut |_| evict() as f64);
+    for (name, ens) in [("grown order", &grown), ("relaid", &relaid)] {
+        let hot = best(&mut |_| ens.predict_raw(&rows[0]));
+        let varied = best(&mut |i| ens.predict_raw(&rows[i % rows.len()]));
+        let evicted = best(&mut |_| evict() as f64 + ens.predict_raw(&rows[0])) - evict_alone;
+        println!(
+            "walk, {name}: one row hot {hot:.0} ns; varied rows {varied:.0} ns; one row after 1 MB read {evicted:.0} ns"
+        );
+    }
 }
 
 fn time<'r>(model: &Model, n: usize, label: &str, rows: impl Fn(usize) -> &'r [RawValue<'static>]) {
