@@ -1,10 +1,10 @@
 //! An ensemble of trees and how their outputs combine into a probability.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tree::{LEAF, Tree};
+use crate::tree::{LEAF, Tree, WALKS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,7 +147,7 @@ impl DenseTree {
             thresholds: Box::new([f32::INFINITY; 256]),
             leaves: vec![0.0; 1 << depth],
         };
-        dense.fill(tree, 0, 0, 0);
+        dense.fill(tree, tree.root(), 0, 0);
         dense
     }
 
@@ -350,37 +350,14 @@ fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
     let groups = trees.len().div_ceil(WALKS).max(1);
     let size = trees.len().div_ceil(groups).max(1);
     for group in trees.chunks(size) {
-        let mut at = [0usize; WALKS];
         let mut leaves = [0f32; WALKS];
-        // Bit k set while tree k of the group has not reached its leaf.
-        let mut walking: u32 = (1 << group.len()) - 1;
-        while walking != 0 {
-            // Only the walks still going: trees of one group end at different depths,
-            // and a test per finished tree per step would be a branch that mispredicts.
-            let mut left = walking;
-            while left != 0 {
-                let k = left.trailing_zeros() as usize;
-                left &= left - 1;
-                match group[k].step(at[k], x) {
-                    ControlFlow::Continue(next) => at[k] = next,
-                    ControlFlow::Break(value) => {
-                        leaves[k] = value;
-                        walking &= !(1 << k);
-                    }
-                }
-            }
-        }
+        crate::tree::lockstep_leaves(group, x, &mut leaves);
         for v in &leaves[..group.len()] {
             sum += A::from(*v);
         }
     }
     sum
 }
-
-/// Trees walked together by one row at most: enough independent load chains to keep
-/// the core's outstanding misses busy (a deep ensemble of ten to sixteen trees walks
-/// as one group), and the group's state stays a few cache lines of stack.
-const WALKS: usize = 16;
 
 fn finish(link: Link, base_score: f64, n_trees: usize, sum: f64) -> f64 {
     match link {

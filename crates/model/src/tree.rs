@@ -172,11 +172,6 @@ const LINE_NODES: usize = 8;
 /// Sibling pairs per line: a relaid block holds at most this many.
 const LINE_PAIRS: usize = LINE_NODES / 2;
 
-/// One cache line of narrow nodes, aligned so that a block never straddles two lines.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C, align(64))]
-struct Line([Narrow; LINE_NODES]);
-
 /// What fills the slots no node takes: an unreachable leaf.
 const EMPTY: Narrow = Narrow {
     key: 0.0,
@@ -185,16 +180,21 @@ const EMPTY: Narrow = Narrow {
 /// `origin` of a slot pair that holds no nodes.
 const NO_ORIGIN: u32 = u32::MAX;
 
-/// Narrow nodes in walk order (see [`Tree::relaid`]). The root is at position 0 and
-/// position 1 is padding, so every sibling pair starts at an even position and one
-/// line holds four whole pairs; a split's `left` is a walk position.
+/// Narrow nodes in walk order (see [`Tree::relaid`]), a split's `left` a walk
+/// position. The root is at `root`, where a 64-byte line begins (the array has up to
+/// seven spare nodes in front to find one), and the slot after it is padding, so
+/// every sibling pair starts at an even offset from a line and a line holds four
+/// whole pairs. A clone may land elsewhere in memory and lose that alignment: it
+/// walks the same, only a little slower.
 #[derive(Debug, Clone)]
 struct Blocked {
-    lines: Box<[Line]>,
+    nodes: Box<[Narrow]>,
+    root: usize,
     /// The nodes of the original numbering.
     len: usize,
-    /// For each slot pair `p` (positions `2p`, `2p + 1`), the original index of the
-    /// node at `2p` (`NO_ORIGIN` when empty); pair 0 is the root and the padding.
+    /// For each slot pair `p` (positions `root + 2p`, `root + 2p + 1`), the original
+    /// index of its first node (`NO_ORIGIN` when empty); pair 0 is the root and the
+    /// padding.
     origin: Box<[u32]>,
     /// Each original node's walk position, built on the first index-based read:
     /// serving never needs it, and it would cost 4 bytes a node.
@@ -202,19 +202,15 @@ struct Blocked {
 }
 
 impl Blocked {
-    #[inline(always)]
-    fn at(&self, q: usize) -> Narrow {
-        self.lines[q / LINE_NODES].0[q % LINE_NODES]
-    }
-
     /// The walk position of original node `i`. Panics if `i` is out of bounds.
     fn position(&self, i: usize) -> usize {
         let position = self.position.get_or_init(|| {
             let mut at = vec![0u32; self.len];
+            at[0] = self.root as u32;
             for (p, &o) in self.origin.iter().enumerate().skip(1) {
                 if o != NO_ORIGIN {
-                    at[o as usize] = 2 * p as u32;
-                    at[o as usize + 1] = 2 * p as u32 + 1;
+                    at[o as usize] = (self.root + 2 * p) as u32;
+                    at[o as usize + 1] = (self.root + 2 * p + 1) as u32;
                 }
             }
             at.into_boxed_slice()
@@ -224,18 +220,19 @@ impl Blocked {
 
     /// The original index of the node at walk position `q`, if one is there.
     fn original(&self, q: usize) -> Option<usize> {
-        match (q, self.origin[q / 2]) {
+        let r = q.checked_sub(self.root)?;
+        match (r, *self.origin.get(r / 2)?) {
             (0, _) => Some(0),
             (1, _) | (_, NO_ORIGIN) => None,
-            (_, o) => Some(o as usize + q % 2),
+            (_, o) => Some(o as usize + r % 2),
         }
     }
 
     /// Node `i` of the original numbering, its child index translated back.
     fn get(&self, i: usize) -> Node {
-        let mut n = self.at(self.position(i)).unpack();
+        let mut n = self.nodes[self.position(i)].unpack();
         if !n.is_leaf() {
-            n.left = self.origin[n.left as usize / 2];
+            n.left = self.origin[(n.left as usize - self.root) / 2];
         }
         n
     }
@@ -332,47 +329,28 @@ impl Blocked {
                 }
             }
         }
-        let slots = origin.len() * 2;
-        if position.contains(&u32::MAX) || slots > NARROW_MAX_NODES {
+        let len = origin.len() * 2 + LINE_NODES - 1;
+        if position.contains(&u32::MAX) || len > NARROW_MAX_NODES {
             return None;
         }
-        let mut lines = vec![Line([EMPTY; LINE_NODES]); slots / LINE_NODES].into_boxed_slice();
+        let mut nodes = vec![EMPTY; len].into_boxed_slice();
+        let line = LINE_NODES * std::mem::size_of::<Narrow>();
+        let root = (line - nodes.as_ptr() as usize % line) % line / std::mem::size_of::<Narrow>();
         for (m, node) in plain.iter().enumerate() {
             let mut node = *node;
             if node.link != NARROW_LEAF {
-                node.link = position[(node.link >> 8) as usize] << 8 | (node.link & 0xFF);
+                let left = root as u32 + position[(node.link >> 8) as usize];
+                node.link = left << 8 | (node.link & 0xFF);
             }
-            let q = position[m] as usize;
-            lines[q / LINE_NODES].0[q % LINE_NODES] = node;
+            nodes[root + position[m] as usize] = node;
         }
         Some(Self {
-            lines,
+            nodes,
+            root,
             len: n,
             origin: origin.into_boxed_slice(),
             position: OnceLock::new(),
         })
-    }
-}
-
-/// Random access to packed nodes by walk position.
-trait Store {
-    type P: Packed;
-    fn at(&self, i: usize) -> Self::P;
-}
-
-impl<P: Packed> Store for [P] {
-    type P = P;
-    #[inline(always)]
-    fn at(&self, i: usize) -> P {
-        self[i]
-    }
-}
-
-impl Store for Blocked {
-    type P = Narrow;
-    #[inline(always)]
-    fn at(&self, i: usize) -> Narrow {
-        Blocked::at(self, i)
     }
 }
 
@@ -435,7 +413,7 @@ impl Nodes {
         match self {
             Nodes::Narrow(n) => n[q].unpack(),
             Nodes::Wide(n) => n[q].unpack(),
-            Nodes::Blocked(b) => b.at(q).unpack(),
+            Nodes::Blocked(b) => b.nodes[q].unpack(),
         }
     }
 
@@ -447,8 +425,7 @@ impl Nodes {
                 Box::new((0..self.len()).map(|i| (i, self.walk_node(i))))
             }
             Nodes::Blocked(b) => Box::new(
-                (0..b.lines.len() * LINE_NODES)
-                    .filter_map(|q| b.original(q).map(|i| (i, b.at(q).unpack()))),
+                (0..b.nodes.len()).filter_map(|q| b.original(q).map(|i| (i, b.nodes[q].unpack()))),
             ),
         }
     }
@@ -461,10 +438,10 @@ impl Default for Nodes {
 }
 
 #[inline]
-fn walk<S: Store + ?Sized>(nodes: &S, x: &[f32]) -> f32 {
-    let mut i = 0usize;
+fn walk<P: Packed>(nodes: &[P], root: usize, x: &[f32]) -> f32 {
+    let mut i = root;
     loop {
-        match nodes.at(i).step(x) {
+        match nodes[i].step(x) {
             ControlFlow::Break(value) => return value,
             ControlFlow::Continue(next) => i = next,
         }
@@ -480,10 +457,10 @@ const ROW_WALKS: usize = 16;
 /// so `ROW_WALKS` rows walk at once and their misses overlap. A row that reaches its
 /// leaf hands its place to the next row, so deep and shallow paths keep every place
 /// busy until the rows run out.
-fn walk_rows<S: Store + ?Sized>(nodes: &S, rows: &[f32], nf: usize, out: &mut [f32]) {
+fn walk_rows<P: Packed>(nodes: &[P], root: usize, rows: &[f32], nf: usize, out: &mut [f32]) {
     let n = out.len();
     let mut row = [0usize; ROW_WALKS];
-    let mut at = [0usize; ROW_WALKS];
+    let mut at = [root; ROW_WALKS];
     let mut live = ROW_WALKS.min(n);
     for (k, r) in row[..live].iter_mut().enumerate() {
         *r = k;
@@ -493,7 +470,7 @@ fn walk_rows<S: Store + ?Sized>(nodes: &S, rows: &[f32], nf: usize, out: &mut [f
         let mut k = 0;
         while k < live {
             let x = &rows[row[k] * nf..row[k] * nf + nf];
-            match nodes.at(at[k]).step(x) {
+            match nodes[at[k]].step(x) {
                 ControlFlow::Continue(i) => {
                     at[k] = i;
                     k += 1;
@@ -502,7 +479,7 @@ fn walk_rows<S: Store + ?Sized>(nodes: &S, rows: &[f32], nf: usize, out: &mut [f
                     out[row[k]] = value;
                     if next < n {
                         row[k] = next;
-                        at[k] = 0;
+                        at[k] = root;
                         next += 1;
                         k += 1;
                     } else {
@@ -513,6 +490,99 @@ fn walk_rows<S: Store + ?Sized>(nodes: &S, rows: &[f32], nf: usize, out: &mut [f
                     }
                 }
             }
+        }
+    }
+}
+
+/// Trees walked together by one row at most: enough independent load chains to keep
+/// the core's outstanding misses busy (a deep ensemble of ten to sixteen trees walks
+/// as one group), and the group's state stays a few cache lines of stack.
+pub(crate) const WALKS: usize = 16;
+
+/// The leaf value each tree of `group` (at most [`WALKS`] trees) gives row `x`, into
+/// `leaves[k]`, the trees walked in lockstep (see `ensemble::sum_trees`).
+pub(crate) fn lockstep_leaves(group: &[Tree], x: &[f32], leaves: &mut [f32; WALKS]) {
+    debug_assert!(group.len() <= WALKS);
+    let mut narrow: [(&[Narrow], usize); WALKS] = [(&[], 0); WALKS];
+    let all_narrow = group.iter().zip(&mut narrow).all(|(t, n)| match &t.nodes {
+        Nodes::Narrow(nodes) => {
+            *n = (nodes, 0);
+            true
+        }
+        Nodes::Blocked(b) => {
+            *n = (&b.nodes, b.root);
+            true
+        }
+        Nodes::Wide(_) => false,
+    });
+    if all_narrow {
+        return lockstep_narrow(&narrow, group.len(), x, leaves);
+    }
+    let mut at = [0usize; WALKS];
+    for (a, t) in at.iter_mut().zip(group) {
+        *a = t.root();
+    }
+    // Bit k set while tree k of the group has not reached its leaf.
+    let mut walking: u32 = (1 << group.len()) - 1;
+    while walking != 0 {
+        // Only the walks still going: trees of one group end at different depths,
+        // and a test per finished tree per step would be a branch that mispredicts.
+        let mut left = walking;
+        while left != 0 {
+            let k = left.trailing_zeros() as usize;
+            left &= left - 1;
+            match group[k].step(at[k], x) {
+                ControlFlow::Continue(next) => at[k] = next,
+                ControlFlow::Break(value) => {
+                    leaves[k] = value;
+                    walking &= !(1 << k);
+                }
+            }
+        }
+    }
+}
+
+/// A narrow node as one word, `key` in the low half and `link` in the high one.
+#[inline(always)]
+fn word(n: Narrow) -> u64 {
+    u64::from(n.key.to_bits()) | u64::from(n.link) << 32
+}
+
+/// [`lockstep_leaves`] for trees in the 8-byte form, the serving path's walk. A walk
+/// of a deep tree is one long chain of dependent steps, and the deepest of the group
+/// sets the time, so each step is kept short: both children are loaded as soon as
+/// the node is known, while its feature is still being read and compared, and the
+/// comparison then only picks one of two words already in registers (a mask, not a
+/// branch, which would mispredict half the time).
+fn lockstep_narrow(
+    trees: &[(&[Narrow], usize); WALKS],
+    n: usize,
+    x: &[f32],
+    leaves: &mut [f32; WALKS],
+) {
+    let mut at = [0u64; WALKS];
+    for (a, (nodes, root)) in at.iter_mut().zip(&trees[..n]) {
+        *a = word(nodes[*root]);
+    }
+    let mut walking: u32 = (1 << n) - 1;
+    while walking != 0 {
+        let mut left = walking;
+        while left != 0 {
+            let k = left.trailing_zeros() as usize % WALKS;
+            left &= left - 1;
+            let node = at[k];
+            let (key, link) = (f32::from_bits(node as u32), (node >> 32) as u32);
+            let feature = (link & 0xFF) as usize;
+            if feature == NARROW_LEAF as usize {
+                leaves[k] = key;
+                walking &= !(1 << k);
+                continue;
+            }
+            let child = (link >> 8) as usize;
+            let nodes = trees[k].0;
+            let (l, r) = (word(nodes[child]), word(nodes[child + 1]));
+            let right = u64::from(x[feature] > key).wrapping_neg();
+            at[k] = (l & !right) | (r & right);
         }
     }
 }
@@ -668,7 +738,7 @@ impl Tree {
             }
             // Empty slots are leaves of 0, which scaling keeps.
             Nodes::Blocked(b) => {
-                for n in b.lines.iter_mut().flat_map(|l| l.0.iter_mut()) {
+                for n in b.nodes.iter_mut() {
                     if n.link == NARROW_LEAF {
                         n.key *= factor;
                     }
@@ -685,9 +755,9 @@ impl Tree {
     #[inline]
     pub fn predict(&self, x: &[f32]) -> f32 {
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk(&nodes[..], x),
-            Nodes::Wide(nodes) => walk(&nodes[..], x),
-            Nodes::Blocked(b) => walk(b, x),
+            Nodes::Narrow(nodes) => walk(nodes, 0, x),
+            Nodes::Wide(nodes) => walk(nodes, 0, x),
+            Nodes::Blocked(b) => walk(&b.nodes, b.root, x),
         }
     }
 
@@ -696,9 +766,9 @@ impl Tree {
     pub fn predict_rows(&self, rows: &[f32], nf: usize, out: &mut [f32]) {
         debug_assert_eq!(rows.len(), out.len() * nf);
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk_rows(&nodes[..], rows, nf, out),
-            Nodes::Wide(nodes) => walk_rows(&nodes[..], rows, nf, out),
-            Nodes::Blocked(b) => walk_rows(b, rows, nf, out),
+            Nodes::Narrow(nodes) => walk_rows(nodes, 0, rows, nf, out),
+            Nodes::Wide(nodes) => walk_rows(nodes, 0, rows, nf, out),
+            Nodes::Blocked(b) => walk_rows(&b.nodes, b.root, rows, nf, out),
         }
     }
 
@@ -709,11 +779,20 @@ impl Tree {
         match &self.nodes {
             Nodes::Narrow(nodes) => nodes[i].step(x),
             Nodes::Wide(nodes) => nodes[i].step(x),
-            Nodes::Blocked(b) => b.at(i).step(x),
+            Nodes::Blocked(b) => b.nodes[i].step(x),
         }
     }
 
-    /// The node at walk position `q` (0 is the root), with its `left` a walk
+    /// Where a walk starts (see [`Tree::walk_node`]).
+    #[inline]
+    pub(crate) fn root(&self) -> usize {
+        match &self.nodes {
+            Nodes::Blocked(b) => b.root,
+            _ => 0,
+        }
+    }
+
+    /// The node at walk position `q` (the root is at [`Tree::root`]), with its `left` a walk
     /// position: for code that walks the tree from the root and needs no original
     /// index, so a relaid tree builds no index map.
     #[inline]
@@ -741,7 +820,7 @@ impl Tree {
             return 0;
         }
         let mut deepest = 0;
-        let mut stack = vec![(0usize, 0usize)];
+        let mut stack = vec![(self.root(), 0usize)];
         while let Some((i, d)) = stack.pop() {
             deepest = deepest.max(d);
             let n = self.walk_node(i);
