@@ -670,10 +670,10 @@ impl Tree {
     /// tree builds a map of 4 bytes a node. Trees that are not in the 8-byte form, or
     /// not a proper tree (see [`Tree::validate`]), are returned unchanged.
     pub fn relaid(mut self) -> Self {
-        if let Nodes::Narrow(plain) = &self.nodes {
-            if let Some(blocked) = Blocked::relay(plain, &self.cover) {
-                self.nodes = Nodes::Blocked(blocked);
-            }
+        if let Nodes::Narrow(plain) = &self.nodes
+            && let Some(blocked) = Blocked::relay(plain, &self.cover)
+        {
+            self.nodes = Nodes::Blocked(blocked);
         }
         self
     }
@@ -840,30 +840,38 @@ impl Tree {
             return Err("a tree has no nodes".into());
         }
         // A relaid tree was checked to be a proper tree when it was relaid (see
-        // `Blocked::relay`), so only its numbers are left to check here.
+        // `Blocked::relay`), so only its numbers are left to check here. Its nodes
+        // are read in walk order, and the fault reported is the one with the lowest
+        // original index, as for a tree in the grown order.
         let relaid = self.is_relaid();
+        let mut first: Option<(usize, String)> = None;
         for (i, n) in self.nodes.walk_order() {
-            if n.is_leaf() {
-                if !n.value.is_finite() {
-                    return Err(format!("node {i} has a non-finite leaf value"));
-                }
+            if first.as_ref().is_some_and(|(f, _)| *f < i) {
                 continue;
             }
-            if n.feature as usize >= n_features {
-                return Err(format!(
+            let fault = if n.is_leaf() {
+                (!n.value.is_finite()).then(|| format!("node {i} has a non-finite leaf value"))
+            } else if n.feature as usize >= n_features {
+                Some(format!(
                     "node {i} splits on feature {} of {n_features}",
                     n.feature
-                ));
+                ))
+            } else if n.threshold.is_nan() {
+                Some(format!("node {i} has a NaN threshold"))
+            } else {
+                let left = n.left as usize;
+                (!relaid && (left <= i || left + 1 >= self.len()))
+                    .then(|| format!("node {i} has children out of order or out of bounds"))
+            };
+            if let Some(fault) = fault {
+                if !relaid {
+                    return Err(fault);
+                }
+                first = Some((i, fault));
             }
-            if n.threshold.is_nan() {
-                return Err(format!("node {i} has a NaN threshold"));
-            }
-            let left = n.left as usize;
-            if !relaid && (left <= i || left + 1 >= self.len()) {
-                return Err(format!(
-                    "node {i} has children out of order or out of bounds"
-                ));
-            }
+        }
+        if let Some((_, fault)) = first {
+            return Err(fault);
         }
         self.validate_cover()
     }
@@ -1318,6 +1326,227 @@ mod tests {
         assert_eq!(t.node(0).feature, 300);
         assert_eq!(t.node(0).left, 1);
         assert_eq!(t.node(2), Node::leaf(2.0));
+    }
+
+    /// A tree grown as training grows one (depth-first, the right child's subtree
+    /// first) with `2^depth` leaves at most, pruned pseudo-randomly so paths differ in
+    /// length, and each node's cover the rows that reach it.
+    fn grown(depth: usize, seed: u64) -> Tree {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut nodes = vec![Node::leaf(0.0)];
+        let mut rows = vec![1e6f64];
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((at, d)) = stack.pop() {
+            if d == depth || rows[at] < 2.0 || next() % 10 == 0 {
+                nodes[at] = Node::leaf((next() % 1000) as f32 / 64.0 - 7.0);
+                continue;
+            }
+            let left = nodes.len();
+            let share = rows[at] * (0.1 + (next() % 80) as f64 / 100.0);
+            let share = share.floor().max(1.0);
+            nodes.extend([Node::leaf(0.0), Node::leaf(0.0)]);
+            rows.extend([share, rows[at] - share]);
+            nodes[at] = Node {
+                feature: (next() % 5) as u32,
+                threshold: (next() % 16) as f32,
+                left: left as u32,
+                value: 0.0,
+            };
+            stack.push((left, d + 1));
+            stack.push((left + 1, d + 1));
+        }
+        Tree::new(nodes, rows)
+    }
+
+    /// The 64-byte lines a walk from the root to each leaf touches, weighed by the
+    /// share of the root's cover that reaches the leaf.
+    fn lines_per_walk(t: &Tree) -> f64 {
+        let (base, size) = match &t.nodes {
+            Nodes::Narrow(n) => (n.as_ptr() as usize, 8),
+            Nodes::Blocked(b) => (b.nodes.as_ptr() as usize, 8),
+            Nodes::Wide(n) => (n.as_ptr() as usize, 12),
+        };
+        let line = |q: usize| (base + q * size) / 64;
+        let mut total = 0.0;
+        let mut stack = vec![(t.root(), vec![line(t.root())])];
+        while let Some((q, mut seen)) = stack.pop() {
+            let n = t.walk_node(q);
+            if n.is_leaf() {
+                seen.sort_unstable();
+                seen.dedup();
+                // The leaf's cover, by walk position: covers are read by original index.
+                let i = match &t.nodes {
+                    Nodes::Blocked(b) => b.original(q).unwrap(),
+                    _ => q,
+                };
+                total += seen.len() as f64 * t.cover(i) / t.cover(0);
+                continue;
+            }
+            for c in [n.left as usize, n.left as usize + 1] {
+                let mut s = seen.clone();
+                s.push(line(c));
+                stack.push((c, s));
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn a_relaid_tree_reads_answers_and_writes_like_the_grown_one() {
+        for (depth, seed) in [(0, 1), (1, 2), (3, 3), (9, 4), (16, 5), (30, 6)] {
+            let t = grown(depth, seed);
+            let r = t.clone().relaid();
+            assert!(r.is_relaid() && r.is_narrow(), "depth {depth}");
+            assert_eq!(r, t);
+            // Every index-based read, in the original numbering.
+            assert_eq!(r.len(), t.len());
+            for i in 0..t.len() {
+                assert_eq!(r.node(i), t.node(i), "depth {depth}, node {i}");
+                assert_eq!(r.cover(i).to_bits(), t.cover(i).to_bits());
+            }
+            assert_eq!(r.cover_values(), t.cover_values());
+            assert_eq!((r.depth(), r.n_leaves()), (t.depth(), t.n_leaves()));
+            assert_eq!(r.max_split_feature(), t.max_split_feature());
+            assert_eq!(r.validate(5), t.validate(5));
+            // The same bytes, so a loaded model written again keeps its digest.
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            t.write_binary(&mut a).unwrap();
+            r.write_binary(&mut b).unwrap();
+            assert_eq!(a, b, "depth {depth}");
+            assert_eq!(r.binary_len(), t.binary_len());
+            // Reading gives the relaid form, equal to both.
+            let back = round_trip(&t);
+            assert!(back.is_relaid());
+            assert_eq!(back, t);
+            // The same leaf for every row, including ties and NaN.
+            let mut rows = Vec::new();
+            for k in 0..400u32 {
+                let row: Vec<f32> = (0..5)
+                    .map(|f| match (k * 7 + f * 3) % 19 {
+                        18 => f32::NAN,
+                        v => v as f32 - 1.0,
+                    })
+                    .collect();
+                assert_eq!(r.predict(&row).to_bits(), t.predict(&row).to_bits());
+                rows.extend(row);
+            }
+            let (mut want, mut got) = (vec![0.0; 400], vec![0.0; 400]);
+            t.predict_rows(&rows, 5, &mut want);
+            r.predict_rows(&rows, 5, &mut got);
+            assert_eq!(got, want);
+            // Scaling leaves scales the same leaves.
+            let (mut t2, mut r2) = (t.clone(), r.clone());
+            t2.scale_leaves(0.1);
+            r2.scale_leaves(0.1);
+            assert_eq!(r2, t2);
+        }
+    }
+
+    #[test]
+    fn relaid_walks_touch_fewer_lines_and_pairs_never_straddle_one() {
+        let t = grown(40, 11);
+        assert!(t.len() > 2_000, "{} nodes", t.len());
+        let r = t.clone().relaid();
+        let Nodes::Blocked(b) = &r.nodes else {
+            panic!("not relaid")
+        };
+        assert_eq!((b.nodes.as_ptr() as usize + 8 * b.root) % 64, 0);
+        // The root's pad and empty slots cost a few nodes, no more.
+        assert!(
+            b.nodes.len() < t.len() + t.len() / 20 + 16,
+            "{}",
+            b.nodes.len()
+        );
+        for (_, n) in r.nodes.walk_order().filter(|(_, n)| !n.is_leaf()) {
+            assert_eq!((n.left as usize - b.root) % 2, 0, "a pair at an odd offset");
+        }
+        let (before, after) = (lines_per_walk(&t), lines_per_walk(&r));
+        assert!(
+            after < 0.75 * before,
+            "{before:.2} -> {after:.2} lines a walk"
+        );
+    }
+
+    #[test]
+    fn trees_that_are_not_proper_trees_are_not_relaid() {
+        // Unreachable nodes (a writer may leave them), the wide form, and children
+        // that point backwards are kept as they are, for `validate` to judge.
+        assert!(!Tree::from_nodes(sample(1, 3)).relaid().is_relaid());
+        assert!(!Tree::from_nodes(sample(300, 0)).relaid().is_relaid());
+        let mut nodes = sample(1, 0);
+        nodes.push(Node {
+            feature: 0,
+            threshold: 0.0,
+            left: 1,
+            value: 0.0,
+        });
+        nodes[2] = Node {
+            feature: 0,
+            threshold: 1.0,
+            left: 1,
+            value: 0.0,
+        };
+        let t = Tree::from_nodes(nodes).relaid();
+        assert!(!t.is_relaid());
+        assert!(t.validate(2).is_err());
+        // Two splits sharing one pair of children.
+        let shared = vec![
+            Node {
+                feature: 0,
+                threshold: 0.0,
+                left: 1,
+                value: 0.0,
+            },
+            Node {
+                feature: 0,
+                threshold: 0.0,
+                left: 3,
+                value: 0.0,
+            },
+            Node {
+                feature: 0,
+                threshold: 0.0,
+                left: 3,
+                value: 0.0,
+            },
+            Node::leaf(1.0),
+            Node::leaf(2.0),
+        ];
+        assert!(!Tree::from_nodes(shared).relaid().is_relaid());
+    }
+
+    #[test]
+    fn a_relaid_tree_names_a_bad_node_by_its_original_index() {
+        let mut nodes = vec![Node::leaf(0.0)];
+        let mut at = 0;
+        for d in 0..6u32 {
+            let left = nodes.len() as u32;
+            nodes.extend([Node::leaf(d as f32), Node::leaf(0.0)]);
+            nodes[at] = Node {
+                feature: d % 2,
+                threshold: 0.5,
+                left,
+                value: 0.0,
+            };
+            at = left as usize + 1;
+        }
+        nodes[9].value = f32::INFINITY;
+        let r = Tree::from_nodes(nodes.clone()).relaid();
+        assert!(r.is_relaid());
+        assert_eq!(
+            r.validate(2),
+            Err("node 9 has a non-finite leaf value".to_string())
+        );
+        assert_eq!(
+            r.validate(1).unwrap_err(),
+            Tree::from_nodes(nodes).validate(1).unwrap_err()
+        );
     }
 
     #[test]
