@@ -147,14 +147,12 @@ impl DenseTree {
             thresholds: Box::new([f32::INFINITY; 256]),
             leaves: vec![0.0; 1 << depth],
         };
-        dense.fill(tree, tree.root(), 0, 0);
+        dense.fill(tree, 0, 0, 0);
         dense
     }
 
-    /// `src` is a walk position (see `Tree::walk_node`): a relaid tree needs no map
-    /// back to its original numbering here.
     fn fill(&mut self, tree: &Tree, src: usize, pos: usize, level: usize) {
-        let n = tree.walk_node(src);
+        let n = tree.node(src);
         if level == self.depth {
             self.leaves[pos + 1 - (1 << self.depth)] = n.value;
             return;
@@ -216,10 +214,9 @@ impl DenseTree {
 
 impl Compiled {
     pub fn new(ensemble: &Ensemble) -> Self {
-        let dense = ensemble
-            .trees
-            .iter()
-            .all(|t| t.depth() <= DENSE_MAX_DEPTH && t.max_split_feature().is_none_or(|f| f < 256));
+        let dense = ensemble.trees.iter().all(|t| {
+            t.depth() <= DENSE_MAX_DEPTH && t.nodes().all(|n| n.feature == LEAF || n.feature < 256)
+        });
         Self {
             dense: dense.then(|| ensemble.trees.iter().map(DenseTree::new).collect()),
         }
@@ -406,6 +403,40 @@ mod tests {
                 let lone64 = trees.iter().fold(0f64, |s, t| s + f64::from(t.predict(&x)));
                 assert_eq!(sum_trees::<f32>(&trees, &x).to_bits(), lone32.to_bits());
                 assert_eq!(sum_trees::<f64>(&trees, &x).to_bits(), lone64.to_bits());
+            }
+        }
+        // Groups holding a tree in the 12-byte form take the generic walk; the rest
+        // the narrow one. Both answer like lone walks, on either side of every split.
+        let wide = |t: Tree| {
+            let nodes: Vec<Node> = t
+                .nodes()
+                .map(|n| {
+                    if n.is_leaf() {
+                        n
+                    } else {
+                        Node { feature: 300, ..n }
+                    }
+                })
+                .collect();
+            Tree::from_nodes(nodes)
+        };
+        for n_trees in [1, 3, 10, WALKS] {
+            let narrow: Vec<Tree> = (0..n_trees)
+                .map(|t| chain(3 + (t * 5) % 17, t as f32 * 0.7 - 2.0))
+                .collect();
+            let mut mixed = narrow.clone();
+            mixed[n_trees / 2] = wide(mixed[n_trees / 2].clone());
+            assert!(narrow.iter().all(Tree::is_narrow) && !mixed[n_trees / 2].is_narrow());
+            for x300 in [-1.0f32, 0.0, 0.5, 1.0, 2.5, 6.0, 30.0, f32::NAN] {
+                let mut x = vec![0f32; 301];
+                (x[0], x[300]) = (x300, x300);
+                for trees in [&narrow, &mixed] {
+                    let lone = trees.iter().fold(0f64, |s, t| s + f64::from(t.predict(&x)));
+                    assert_eq!(sum_trees::<f64>(trees, &x).to_bits(), lone.to_bits());
+                }
+                // Same shape, same answer: the wide twin reads feature 300 instead of 0.
+                let (a, b) = (sum_trees::<f64>(&narrow, &x), sum_trees::<f64>(&mixed, &x));
+                assert_eq!(a.to_bits(), b.to_bits(), "x = {x300}");
             }
         }
         // The walk really depends on the row: a chain routes 0.5 and 11.5 apart.

@@ -14,16 +14,8 @@
 //! beside the nodes: only explanations read it, and the inference walk should not
 //! drag it through the cache. Covers that are whole counts (every tree trained so far:
 //! row counts and bootstrap counts) are kept as `u32`, others as `f64`; both exactly.
-//!
-//! A tree read from an artifact is relaid for the walk ([`Tree::relaid`]): training
-//! numbers nodes depth-first, so a walk that turns away from the first-grown side
-//! lands far away and pays a cache miss for nearly every step. The relaid form packs
-//! each pair with its likeliest descendants (by cover) into one 64-byte line, which
-//! about halves the lines a walk touches. Index-based methods still speak of the
-//! original numbering, so explanations, reports and written artifacts do not change.
 
 use std::ops::ControlFlow;
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -167,198 +159,10 @@ impl Packed for Wide {
     }
 }
 
-/// Nodes per 64-byte cache line in the narrow form.
-const LINE_NODES: usize = 8;
-/// Sibling pairs per line: a relaid block holds at most this many.
-const LINE_PAIRS: usize = LINE_NODES / 2;
-
-/// What fills the slots no node takes: an unreachable leaf.
-const EMPTY: Narrow = Narrow {
-    key: 0.0,
-    link: NARROW_LEAF,
-};
-/// `origin` of a slot pair that holds no nodes.
-const NO_ORIGIN: u32 = u32::MAX;
-
-/// Narrow nodes in walk order (see [`Tree::relaid`]), a split's `left` a walk
-/// position. The root is at `root`, where a 64-byte line begins (the array has up to
-/// seven spare nodes in front to find one), and the slot after it is padding, so
-/// every sibling pair starts at an even offset from a line and a line holds four
-/// whole pairs. A clone may land elsewhere in memory and lose that alignment: it
-/// walks the same, only a little slower.
-#[derive(Debug, Clone)]
-struct Blocked {
-    nodes: Box<[Narrow]>,
-    root: usize,
-    /// The nodes of the original numbering.
-    len: usize,
-    /// For each slot pair `p` (positions `root + 2p`, `root + 2p + 1`), the original
-    /// index of its first node (`NO_ORIGIN` when empty); pair 0 is the root and the
-    /// padding.
-    origin: Box<[u32]>,
-    /// Each original node's walk position, built on the first index-based read:
-    /// serving never needs it, and it would cost 4 bytes a node.
-    position: OnceLock<Box<[u32]>>,
-}
-
-impl Blocked {
-    /// The walk position of original node `i`. Panics if `i` is out of bounds.
-    fn position(&self, i: usize) -> usize {
-        let position = self.position.get_or_init(|| {
-            let mut at = vec![0u32; self.len];
-            at[0] = self.root as u32;
-            for (p, &o) in self.origin.iter().enumerate().skip(1) {
-                if o != NO_ORIGIN {
-                    at[o as usize] = (self.root + 2 * p) as u32;
-                    at[o as usize + 1] = (self.root + 2 * p + 1) as u32;
-                }
-            }
-            at.into_boxed_slice()
-        });
-        position[i] as usize
-    }
-
-    /// The original index of the node at walk position `q`, if one is there.
-    fn original(&self, q: usize) -> Option<usize> {
-        let r = q.checked_sub(self.root)?;
-        match (r, *self.origin.get(r / 2)?) {
-            (0, _) => Some(0),
-            (1, _) | (_, NO_ORIGIN) => None,
-            (_, o) => Some(o as usize + r % 2),
-        }
-    }
-
-    /// Node `i` of the original numbering, its child index translated back.
-    fn get(&self, i: usize) -> Node {
-        let mut n = self.nodes[self.position(i)].unpack();
-        if !n.is_leaf() {
-            n.left = self.origin[(n.left as usize - self.root) / 2];
-        }
-        n
-    }
-
-    /// Relays a tree's narrow nodes in blocks of up to [`LINE_PAIRS`] sibling pairs:
-    /// a block is a pair and, greedily, the pairs below it that the most training
-    /// weight reached (by `cover`; shallowest first without one). A block's leftover
-    /// candidates start blocks of their own, heaviest first, so the likeliest path
-    /// also runs through neighbouring lines. Blocks are packed into the line with the
-    /// fewest free slots that takes them, so small blocks fill gaps and the tree
-    /// grows by a few slots at most.
-    ///
-    /// `None` (keep the tree as it is) unless every node is reached exactly once from
-    /// the root through children that point forward and in bounds: what a grown tree
-    /// is. Anything else is left for [`Tree::validate`] to report.
-    fn relay(plain: &[Narrow], cover: &Cover) -> Option<Self> {
-        let n = plain.len();
-        let left_of = |m: usize| -> Option<Option<usize>> {
-            let node = plain[m];
-            if node.link == NARROW_LEAF {
-                return Some(None);
-            }
-            let left = (node.link >> 8) as usize;
-            (left > m && left + 1 < n).then_some(Some(left))
-        };
-        // A unit is the root alone (0) or the sibling pair starting at its index.
-        let members = |u: usize| if u == 0 { 0..1 } else { u..u + 2 };
-        let weight = |m: usize, depth: usize| match cover {
-            Cover::None => -(depth as f64),
-            _ => cover.get(m),
-        };
-        let children = |u: usize, depth: usize, into: &mut Vec<(f64, usize, usize)>| {
-            for m in members(u) {
-                if let Some(left) = left_of(m)? {
-                    into.push((weight(m, depth), left, depth + 1));
-                }
-            }
-            Some(())
-        };
-
-        let mut position = vec![u32::MAX; n];
-        let mut origin: Vec<u32> = Vec::with_capacity(n / 2 + LINE_PAIRS);
-        // Lines by free pair slots (1 to 3); index 0 unused.
-        let mut free: [Vec<usize>; LINE_PAIRS] = Default::default();
-        let mut roots = vec![(0usize, 0usize)];
-        let mut block = Vec::with_capacity(LINE_PAIRS);
-        let mut candidates = Vec::new();
-        while let Some((root, depth)) = roots.pop() {
-            block.clear();
-            candidates.clear();
-            block.push(root);
-            children(root, depth, &mut candidates)?;
-            while block.len() < LINE_PAIRS && !candidates.is_empty() {
-                let mut best = 0;
-                for (k, c) in candidates.iter().enumerate() {
-                    if c.0 > candidates[best].0 {
-                        best = k;
-                    }
-                }
-                let (_, unit, d) = candidates.remove(best);
-                block.push(unit);
-                children(unit, d, &mut candidates)?;
-            }
-            // Lightest pushed first, so the heaviest is the next block laid out.
-            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-            roots.extend(candidates.iter().map(|&(_, unit, d)| (unit, d)));
-
-            let size = block.len();
-            let (line, first) = match (size..LINE_PAIRS).find_map(|f| free[f].pop().map(|l| (l, f)))
-            {
-                Some((line, f)) => {
-                    if f > size {
-                        free[f - size].push(line);
-                    }
-                    (line, LINE_PAIRS - f)
-                }
-                None => {
-                    let line = origin.len() / LINE_PAIRS;
-                    origin.extend([NO_ORIGIN; LINE_PAIRS]);
-                    if size < LINE_PAIRS {
-                        free[LINE_PAIRS - size].push(line);
-                    }
-                    (line, 0)
-                }
-            };
-            for (k, &unit) in block.iter().enumerate() {
-                let pair = line * LINE_PAIRS + first + k;
-                origin[pair] = unit as u32;
-                for (j, m) in members(unit).enumerate() {
-                    if position[m] != u32::MAX {
-                        return None;
-                    }
-                    position[m] = (2 * pair + j) as u32;
-                }
-            }
-        }
-        let len = origin.len() * 2 + LINE_NODES - 1;
-        if position.contains(&u32::MAX) || len > NARROW_MAX_NODES {
-            return None;
-        }
-        let mut nodes = vec![EMPTY; len].into_boxed_slice();
-        let line = LINE_NODES * std::mem::size_of::<Narrow>();
-        let root = (line - nodes.as_ptr() as usize % line) % line / std::mem::size_of::<Narrow>();
-        for (m, node) in plain.iter().enumerate() {
-            let mut node = *node;
-            if node.link != NARROW_LEAF {
-                let left = root as u32 + position[(node.link >> 8) as usize];
-                node.link = left << 8 | (node.link & 0xFF);
-            }
-            nodes[root + position[m] as usize] = node;
-        }
-        Some(Self {
-            nodes,
-            root,
-            len: n,
-            origin: origin.into_boxed_slice(),
-            position: OnceLock::new(),
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Nodes {
     Narrow(Box<[Narrow]>),
     Wide(Box<[Wide]>),
-    Blocked(Blocked),
 }
 
 impl Nodes {
@@ -393,40 +197,14 @@ impl Nodes {
         match self {
             Nodes::Narrow(n) => n.len(),
             Nodes::Wide(n) => n.len(),
-            Nodes::Blocked(b) => b.len,
         }
     }
 
-    /// Node `i` of the original numbering.
     #[inline]
     fn get(&self, i: usize) -> Node {
         match self {
             Nodes::Narrow(n) => n[i].unpack(),
             Nodes::Wide(n) => n[i].unpack(),
-            Nodes::Blocked(b) => b.get(i),
-        }
-    }
-
-    /// The node at walk position `q`, its `left` a walk position too.
-    #[inline]
-    fn walk_node(&self, q: usize) -> Node {
-        match self {
-            Nodes::Narrow(n) => n[q].unpack(),
-            Nodes::Wide(n) => n[q].unpack(),
-            Nodes::Blocked(b) => b.nodes[q].unpack(),
-        }
-    }
-
-    /// Every node as `(original index, node with walk-position children)`, in walk
-    /// order: what checks that need no original numbering read, without building it.
-    fn walk_order(&self) -> Box<dyn Iterator<Item = (usize, Node)> + '_> {
-        match self {
-            Nodes::Narrow(_) | Nodes::Wide(_) => {
-                Box::new((0..self.len()).map(|i| (i, self.walk_node(i))))
-            }
-            Nodes::Blocked(b) => Box::new(
-                (0..b.nodes.len()).filter_map(|q| b.original(q).map(|i| (i, b.nodes[q].unpack()))),
-            ),
         }
     }
 }
@@ -438,8 +216,8 @@ impl Default for Nodes {
 }
 
 #[inline]
-fn walk<P: Packed>(nodes: &[P], root: usize, x: &[f32]) -> f32 {
-    let mut i = root;
+fn walk<P: Packed>(nodes: &[P], x: &[f32]) -> f32 {
+    let mut i = 0usize;
     loop {
         match nodes[i].step(x) {
             ControlFlow::Break(value) => return value,
@@ -457,10 +235,10 @@ const ROW_WALKS: usize = 16;
 /// so `ROW_WALKS` rows walk at once and their misses overlap. A row that reaches its
 /// leaf hands its place to the next row, so deep and shallow paths keep every place
 /// busy until the rows run out.
-fn walk_rows<P: Packed>(nodes: &[P], root: usize, rows: &[f32], nf: usize, out: &mut [f32]) {
+fn walk_rows<P: Packed>(nodes: &[P], rows: &[f32], nf: usize, out: &mut [f32]) {
     let n = out.len();
     let mut row = [0usize; ROW_WALKS];
-    let mut at = [root; ROW_WALKS];
+    let mut at = [0usize; ROW_WALKS];
     let mut live = ROW_WALKS.min(n);
     for (k, r) in row[..live].iter_mut().enumerate() {
         *r = k;
@@ -479,7 +257,7 @@ fn walk_rows<P: Packed>(nodes: &[P], root: usize, rows: &[f32], nf: usize, out: 
                     out[row[k]] = value;
                     if next < n {
                         row[k] = next;
-                        at[k] = root;
+                        at[k] = 0;
                         next += 1;
                         k += 1;
                     } else {
@@ -503,14 +281,10 @@ pub(crate) const WALKS: usize = 16;
 /// `leaves[k]`, the trees walked in lockstep (see `ensemble::sum_trees`).
 pub(crate) fn lockstep_leaves(group: &[Tree], x: &[f32], leaves: &mut [f32; WALKS]) {
     debug_assert!(group.len() <= WALKS);
-    let mut narrow: [(&[Narrow], usize); WALKS] = [(&[], 0); WALKS];
+    let mut narrow: [&[Narrow]; WALKS] = [&[]; WALKS];
     let all_narrow = group.iter().zip(&mut narrow).all(|(t, n)| match &t.nodes {
         Nodes::Narrow(nodes) => {
-            *n = (nodes, 0);
-            true
-        }
-        Nodes::Blocked(b) => {
-            *n = (&b.nodes, b.root);
+            *n = nodes;
             true
         }
         Nodes::Wide(_) => false,
@@ -519,9 +293,6 @@ pub(crate) fn lockstep_leaves(group: &[Tree], x: &[f32], leaves: &mut [f32; WALK
         return lockstep_narrow(&narrow, group.len(), x, leaves);
     }
     let mut at = [0usize; WALKS];
-    for (a, t) in at.iter_mut().zip(group) {
-        *a = t.root();
-    }
     // Bit k set while tree k of the group has not reached its leaf.
     let mut walking: u32 = (1 << group.len()) - 1;
     while walking != 0 {
@@ -549,20 +320,16 @@ fn word(n: Narrow) -> u64 {
 }
 
 /// [`lockstep_leaves`] for trees in the 8-byte form, the serving path's walk. A walk
-/// of a deep tree is one long chain of dependent steps, and the deepest of the group
-/// sets the time, so each step is kept short: both children are loaded as soon as
-/// the node is known, while its feature is still being read and compared, and the
-/// comparison then only picks one of two words already in registers (a mask, not a
-/// branch, which would mispredict half the time).
-fn lockstep_narrow(
-    trees: &[(&[Narrow], usize); WALKS],
-    n: usize,
-    x: &[f32],
-    leaves: &mut [f32; WALKS],
-) {
+/// of a deep tree is one long chain of dependent steps and the deepest of the group
+/// sets the time, so each step is kept short: there is no dispatch on the node form,
+/// both children are loaded as soon as the node is known (while its feature is still
+/// being read and compared), and the comparison then only picks one of two words
+/// already in registers, with a mask rather than a branch that would mispredict half
+/// the time. (The seed-config model's ten trees: 410 -> 256 ns a row, hot.)
+fn lockstep_narrow(trees: &[&[Narrow]; WALKS], n: usize, x: &[f32], leaves: &mut [f32; WALKS]) {
     let mut at = [0u64; WALKS];
-    for (a, (nodes, root)) in at.iter_mut().zip(&trees[..n]) {
-        *a = word(nodes[*root]);
+    for (a, nodes) in at.iter_mut().zip(&trees[..n]) {
+        *a = word(nodes[0]);
     }
     let mut walking: u32 = (1 << n) - 1;
     while walking != 0 {
@@ -579,7 +346,7 @@ fn lockstep_narrow(
                 continue;
             }
             let child = (link >> 8) as usize;
-            let nodes = trees[k].0;
+            let nodes = trees[k];
             let (l, r) = (word(nodes[child]), word(nodes[child + 1]));
             let right = u64::from(x[feature] > key).wrapping_neg();
             at[k] = (l & !right) | (r & right);
@@ -631,19 +398,10 @@ impl Cover {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tree {
     nodes: Nodes,
-    /// In the original numbering, whatever the nodes' layout.
     cover: Cover,
-}
-
-/// Trees are equal when they have the same nodes and covers in the original
-/// numbering, whether or not either is relaid.
-impl PartialEq for Tree {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.cover == other.cover && self.nodes().eq(other.nodes())
-    }
 }
 
 impl Tree {
@@ -660,27 +418,6 @@ impl Tree {
     /// A tree without cover (it predicts, but cannot be explained).
     pub fn from_nodes(nodes: Vec<Node>) -> Self {
         Self::new(nodes, Vec::new())
-    }
-
-    /// The same tree with its nodes stored for the one-row walk: each sibling pair
-    /// shares a 64-byte line with up to three pairs below it, the ones most training
-    /// weight went to, so a walk touches about half the lines of the grown order.
-    /// Every index-based method ([`Tree::node`], [`Tree::cover`], [`Tree::nodes`], the
-    /// written bytes) answers exactly as before; only the first such read of a relaid
-    /// tree builds a map of 4 bytes a node. Trees that are not in the 8-byte form, or
-    /// not a proper tree (see [`Tree::validate`]), are returned unchanged.
-    pub fn relaid(mut self) -> Self {
-        if let Nodes::Narrow(plain) = &self.nodes
-            && let Some(blocked) = Blocked::relay(plain, &self.cover)
-        {
-            self.nodes = Nodes::Blocked(blocked);
-        }
-        self
-    }
-
-    /// Whether the nodes are stored in the walk's blocks (see [`Tree::relaid`]).
-    pub fn is_relaid(&self) -> bool {
-        matches!(self.nodes, Nodes::Blocked(_))
     }
 
     pub fn len(&self) -> usize {
@@ -736,28 +473,19 @@ impl Tree {
                     n.key *= factor;
                 }
             }
-            // Empty slots are leaves of 0, which scaling keeps.
-            Nodes::Blocked(b) => {
-                for n in b.nodes.iter_mut() {
-                    if n.link == NARROW_LEAF {
-                        n.key *= factor;
-                    }
-                }
-            }
         }
     }
 
     /// Whether the tree is held in the 8-byte node form (the 12-byte one otherwise).
     pub fn is_narrow(&self) -> bool {
-        matches!(self.nodes, Nodes::Narrow(_) | Nodes::Blocked(_))
+        matches!(self.nodes, Nodes::Narrow(_))
     }
 
     #[inline]
     pub fn predict(&self, x: &[f32]) -> f32 {
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk(nodes, 0, x),
-            Nodes::Wide(nodes) => walk(nodes, 0, x),
-            Nodes::Blocked(b) => walk(&b.nodes, b.root, x),
+            Nodes::Narrow(nodes) => walk(nodes, x),
+            Nodes::Wide(nodes) => walk(nodes, x),
         }
     }
 
@@ -766,51 +494,23 @@ impl Tree {
     pub fn predict_rows(&self, rows: &[f32], nf: usize, out: &mut [f32]) {
         debug_assert_eq!(rows.len(), out.len() * nf);
         match &self.nodes {
-            Nodes::Narrow(nodes) => walk_rows(nodes, 0, rows, nf, out),
-            Nodes::Wide(nodes) => walk_rows(nodes, 0, rows, nf, out),
-            Nodes::Blocked(b) => walk_rows(&b.nodes, b.root, rows, nf, out),
+            Nodes::Narrow(nodes) => walk_rows(nodes, rows, nf, out),
+            Nodes::Wide(nodes) => walk_rows(nodes, rows, nf, out),
         }
     }
 
     /// One step of a walk from node `i`: the leaf's value, or the next node. For
-    /// walking several trees in lockstep (see `ensemble::sum_trees`).
+    /// walking several trees in lockstep (see [`lockstep_leaves`]).
     #[inline(always)]
     pub(crate) fn step(&self, i: usize, x: &[f32]) -> ControlFlow<f32, usize> {
         match &self.nodes {
             Nodes::Narrow(nodes) => nodes[i].step(x),
             Nodes::Wide(nodes) => nodes[i].step(x),
-            Nodes::Blocked(b) => b.nodes[i].step(x),
         }
-    }
-
-    /// Where a walk starts (see [`Tree::walk_node`]).
-    #[inline]
-    pub(crate) fn root(&self) -> usize {
-        match &self.nodes {
-            Nodes::Blocked(b) => b.root,
-            _ => 0,
-        }
-    }
-
-    /// The node at walk position `q` (the root is at [`Tree::root`]), with its `left` a walk
-    /// position: for code that walks the tree from the root and needs no original
-    /// index, so a relaid tree builds no index map.
-    #[inline]
-    pub(crate) fn walk_node(&self, q: usize) -> Node {
-        self.nodes.walk_node(q)
-    }
-
-    /// The largest feature a split uses, if any split does.
-    pub(crate) fn max_split_feature(&self) -> Option<u32> {
-        self.nodes
-            .walk_order()
-            .filter(|(_, n)| !n.is_leaf())
-            .map(|(_, n)| n.feature)
-            .max()
     }
 
     pub fn n_leaves(&self) -> usize {
-        self.nodes.walk_order().filter(|(_, n)| n.is_leaf()).count()
+        self.nodes().filter(Node::is_leaf).count()
     }
 
     /// The longest root-to-leaf path, in splits. Iterative, so a long chain cannot
@@ -820,10 +520,10 @@ impl Tree {
             return 0;
         }
         let mut deepest = 0;
-        let mut stack = vec![(self.root(), 0usize)];
+        let mut stack = vec![(0usize, 0usize)];
         while let Some((i, d)) = stack.pop() {
             deepest = deepest.max(d);
-            let n = self.walk_node(i);
+            let n = self.node(i);
             if !n.is_leaf() {
                 stack.push((n.left as usize, d + 1));
                 stack.push((n.left as usize + 1, d + 1));
@@ -839,39 +539,28 @@ impl Tree {
         if self.is_empty() {
             return Err("a tree has no nodes".into());
         }
-        // A relaid tree was checked to be a proper tree when it was relaid (see
-        // `Blocked::relay`), so only its numbers are left to check here. Its nodes
-        // are read in walk order, and the fault reported is the one with the lowest
-        // original index, as for a tree in the grown order.
-        let relaid = self.is_relaid();
-        let mut first: Option<(usize, String)> = None;
-        for (i, n) in self.nodes.walk_order() {
-            if first.as_ref().is_some_and(|(f, _)| *f < i) {
+        for (i, n) in self.nodes().enumerate() {
+            if n.is_leaf() {
+                if !n.value.is_finite() {
+                    return Err(format!("node {i} has a non-finite leaf value"));
+                }
                 continue;
             }
-            let fault = if n.is_leaf() {
-                (!n.value.is_finite()).then(|| format!("node {i} has a non-finite leaf value"))
-            } else if n.feature as usize >= n_features {
-                Some(format!(
+            if n.feature as usize >= n_features {
+                return Err(format!(
                     "node {i} splits on feature {} of {n_features}",
                     n.feature
-                ))
-            } else if n.threshold.is_nan() {
-                Some(format!("node {i} has a NaN threshold"))
-            } else {
-                let left = n.left as usize;
-                (!relaid && (left <= i || left + 1 >= self.len()))
-                    .then(|| format!("node {i} has children out of order or out of bounds"))
-            };
-            if let Some(fault) = fault {
-                if !relaid {
-                    return Err(fault);
-                }
-                first = Some((i, fault));
+                ));
             }
-        }
-        if let Some((_, fault)) = first {
-            return Err(fault);
+            if n.threshold.is_nan() {
+                return Err(format!("node {i} has a NaN threshold"));
+            }
+            let left = n.left as usize;
+            if left <= i || left + 1 >= self.len() {
+                return Err(format!(
+                    "node {i} has children out of order or out of bounds"
+                ));
+            }
         }
         self.validate_cover()
     }
@@ -942,7 +631,7 @@ impl<'de> Deserialize<'de> for Tree {
                 value: c.value[i],
             })
             .collect();
-        Ok(Tree::new(nodes, c.cover).relaid())
+        Ok(Tree::new(nodes, c.cover))
     }
 }
 
@@ -1224,7 +913,7 @@ impl Tree {
             ),
             _ => Cover::None,
         };
-        Ok(Tree { nodes, cover }.relaid())
+        Ok(Tree { nodes, cover })
     }
 }
 
@@ -1326,227 +1015,6 @@ mod tests {
         assert_eq!(t.node(0).feature, 300);
         assert_eq!(t.node(0).left, 1);
         assert_eq!(t.node(2), Node::leaf(2.0));
-    }
-
-    /// A tree grown as training grows one (depth-first, the right child's subtree
-    /// first) with `2^depth` leaves at most, pruned pseudo-randomly so paths differ in
-    /// length, and each node's cover the rows that reach it.
-    fn grown(depth: usize, seed: u64) -> Tree {
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut nodes = vec![Node::leaf(0.0)];
-        let mut rows = vec![1e6f64];
-        let mut stack = vec![(0usize, 0usize)];
-        while let Some((at, d)) = stack.pop() {
-            if d == depth || rows[at] < 2.0 || next() % 10 == 0 {
-                nodes[at] = Node::leaf((next() % 1000) as f32 / 64.0 - 7.0);
-                continue;
-            }
-            let left = nodes.len();
-            let share = rows[at] * (0.1 + (next() % 80) as f64 / 100.0);
-            let share = share.floor().max(1.0);
-            nodes.extend([Node::leaf(0.0), Node::leaf(0.0)]);
-            rows.extend([share, rows[at] - share]);
-            nodes[at] = Node {
-                feature: (next() % 5) as u32,
-                threshold: (next() % 16) as f32,
-                left: left as u32,
-                value: 0.0,
-            };
-            stack.push((left, d + 1));
-            stack.push((left + 1, d + 1));
-        }
-        Tree::new(nodes, rows)
-    }
-
-    /// The 64-byte lines a walk from the root to each leaf touches, weighed by the
-    /// share of the root's cover that reaches the leaf.
-    fn lines_per_walk(t: &Tree) -> f64 {
-        let (base, size) = match &t.nodes {
-            Nodes::Narrow(n) => (n.as_ptr() as usize, 8),
-            Nodes::Blocked(b) => (b.nodes.as_ptr() as usize, 8),
-            Nodes::Wide(n) => (n.as_ptr() as usize, 12),
-        };
-        let line = |q: usize| (base + q * size) / 64;
-        let mut total = 0.0;
-        let mut stack = vec![(t.root(), vec![line(t.root())])];
-        while let Some((q, mut seen)) = stack.pop() {
-            let n = t.walk_node(q);
-            if n.is_leaf() {
-                seen.sort_unstable();
-                seen.dedup();
-                // The leaf's cover, by walk position: covers are read by original index.
-                let i = match &t.nodes {
-                    Nodes::Blocked(b) => b.original(q).unwrap(),
-                    _ => q,
-                };
-                total += seen.len() as f64 * t.cover(i) / t.cover(0);
-                continue;
-            }
-            for c in [n.left as usize, n.left as usize + 1] {
-                let mut s = seen.clone();
-                s.push(line(c));
-                stack.push((c, s));
-            }
-        }
-        total
-    }
-
-    #[test]
-    fn a_relaid_tree_reads_answers_and_writes_like_the_grown_one() {
-        for (depth, seed) in [(0, 1), (1, 2), (3, 3), (9, 4), (16, 5), (30, 6)] {
-            let t = grown(depth, seed);
-            let r = t.clone().relaid();
-            assert!(r.is_relaid() && r.is_narrow(), "depth {depth}");
-            assert_eq!(r, t);
-            // Every index-based read, in the original numbering.
-            assert_eq!(r.len(), t.len());
-            for i in 0..t.len() {
-                assert_eq!(r.node(i), t.node(i), "depth {depth}, node {i}");
-                assert_eq!(r.cover(i).to_bits(), t.cover(i).to_bits());
-            }
-            assert_eq!(r.cover_values(), t.cover_values());
-            assert_eq!((r.depth(), r.n_leaves()), (t.depth(), t.n_leaves()));
-            assert_eq!(r.max_split_feature(), t.max_split_feature());
-            assert_eq!(r.validate(5), t.validate(5));
-            // The same bytes, so a loaded model written again keeps its digest.
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            t.write_binary(&mut a).unwrap();
-            r.write_binary(&mut b).unwrap();
-            assert_eq!(a, b, "depth {depth}");
-            assert_eq!(r.binary_len(), t.binary_len());
-            // Reading gives the relaid form, equal to both.
-            let back = round_trip(&t);
-            assert!(back.is_relaid());
-            assert_eq!(back, t);
-            // The same leaf for every row, including ties and NaN.
-            let mut rows = Vec::new();
-            for k in 0..400u32 {
-                let row: Vec<f32> = (0..5)
-                    .map(|f| match (k * 7 + f * 3) % 19 {
-                        18 => f32::NAN,
-                        v => v as f32 - 1.0,
-                    })
-                    .collect();
-                assert_eq!(r.predict(&row).to_bits(), t.predict(&row).to_bits());
-                rows.extend(row);
-            }
-            let (mut want, mut got) = (vec![0.0; 400], vec![0.0; 400]);
-            t.predict_rows(&rows, 5, &mut want);
-            r.predict_rows(&rows, 5, &mut got);
-            assert_eq!(got, want);
-            // Scaling leaves scales the same leaves.
-            let (mut t2, mut r2) = (t.clone(), r.clone());
-            t2.scale_leaves(0.1);
-            r2.scale_leaves(0.1);
-            assert_eq!(r2, t2);
-        }
-    }
-
-    #[test]
-    fn relaid_walks_touch_fewer_lines_and_pairs_never_straddle_one() {
-        let t = grown(40, 11);
-        assert!(t.len() > 2_000, "{} nodes", t.len());
-        let r = t.clone().relaid();
-        let Nodes::Blocked(b) = &r.nodes else {
-            panic!("not relaid")
-        };
-        assert_eq!((b.nodes.as_ptr() as usize + 8 * b.root) % 64, 0);
-        // The root's pad and empty slots cost a few nodes, no more.
-        assert!(
-            b.nodes.len() < t.len() + t.len() / 20 + 16,
-            "{}",
-            b.nodes.len()
-        );
-        for (_, n) in r.nodes.walk_order().filter(|(_, n)| !n.is_leaf()) {
-            assert_eq!((n.left as usize - b.root) % 2, 0, "a pair at an odd offset");
-        }
-        let (before, after) = (lines_per_walk(&t), lines_per_walk(&r));
-        assert!(
-            after < 0.75 * before,
-            "{before:.2} -> {after:.2} lines a walk"
-        );
-    }
-
-    #[test]
-    fn trees_that_are_not_proper_trees_are_not_relaid() {
-        // Unreachable nodes (a writer may leave them), the wide form, and children
-        // that point backwards are kept as they are, for `validate` to judge.
-        assert!(!Tree::from_nodes(sample(1, 3)).relaid().is_relaid());
-        assert!(!Tree::from_nodes(sample(300, 0)).relaid().is_relaid());
-        let mut nodes = sample(1, 0);
-        nodes.push(Node {
-            feature: 0,
-            threshold: 0.0,
-            left: 1,
-            value: 0.0,
-        });
-        nodes[2] = Node {
-            feature: 0,
-            threshold: 1.0,
-            left: 1,
-            value: 0.0,
-        };
-        let t = Tree::from_nodes(nodes).relaid();
-        assert!(!t.is_relaid());
-        assert!(t.validate(2).is_err());
-        // Two splits sharing one pair of children.
-        let shared = vec![
-            Node {
-                feature: 0,
-                threshold: 0.0,
-                left: 1,
-                value: 0.0,
-            },
-            Node {
-                feature: 0,
-                threshold: 0.0,
-                left: 3,
-                value: 0.0,
-            },
-            Node {
-                feature: 0,
-                threshold: 0.0,
-                left: 3,
-                value: 0.0,
-            },
-            Node::leaf(1.0),
-            Node::leaf(2.0),
-        ];
-        assert!(!Tree::from_nodes(shared).relaid().is_relaid());
-    }
-
-    #[test]
-    fn a_relaid_tree_names_a_bad_node_by_its_original_index() {
-        let mut nodes = vec![Node::leaf(0.0)];
-        let mut at = 0;
-        for d in 0..6u32 {
-            let left = nodes.len() as u32;
-            nodes.extend([Node::leaf(d as f32), Node::leaf(0.0)]);
-            nodes[at] = Node {
-                feature: d % 2,
-                threshold: 0.5,
-                left,
-                value: 0.0,
-            };
-            at = left as usize + 1;
-        }
-        nodes[9].value = f32::INFINITY;
-        let r = Tree::from_nodes(nodes.clone()).relaid();
-        assert!(r.is_relaid());
-        assert_eq!(
-            r.validate(2),
-            Err("node 9 has a non-finite leaf value".to_string())
-        );
-        assert_eq!(
-            r.validate(1).unwrap_err(),
-            Tree::from_nodes(nodes).validate(1).unwrap_err()
-        );
     }
 
     #[test]

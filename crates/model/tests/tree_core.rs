@@ -250,52 +250,6 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// Trees relaid for the walk (what loading an artifact gives) score every row bit
-    /// for bit like the trees as grown, by one row, by batch and tree by tree, and
-    /// read the same nodes by index.
-    #[test]
-    fn relaid_trees_score_like_the_grown_ones(
-        seed in any::<u64>(),
-        n_trees in 1usize..20,
-        max_depth in 0usize..16,
-        n_features in 1u32..6,
-        cells in proptest::collection::vec(prop_oneof![
-            8 => (0u8..22).prop_map(|v| f32::from(v) * 0.5),
-            1 => Just(f32::NAN),
-            1 => Just(f32::INFINITY),
-        ], 1..600),
-    ) {
-        let e = random_ensemble(seed, n_trees, max_depth, n_features);
-        let relaid = Ensemble {
-            trees: e.trees.iter().cloned().map(predict_buy_model::Tree::relaid).collect(),
-            ..e.clone()
-        };
-        for (g, r) in e.trees.iter().zip(&relaid.trees) {
-            prop_assert!(r.is_relaid());
-            prop_assert!(g.nodes().eq(r.nodes()));
-        }
-        let nf = n_features as usize;
-        let rows: Vec<Vec<f32>> = cells.chunks_exact(nf).map(<[f32]>::to_vec).collect();
-        for r in &rows {
-            prop_assert_eq!(e.predict_raw(r).to_bits(), relaid.predict_raw(r).to_bits());
-            for (g, t) in e.trees.iter().zip(&relaid.trees) {
-                prop_assert_eq!(g.predict(r).to_bits(), t.predict(r).to_bits());
-            }
-        }
-        let m = matrix(&rows);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        e.predict_raw_batch(&m.columns, m.n_rows, &mut a);
-        relaid.predict_raw_batch(&m.columns, m.n_rows, &mut b);
-        prop_assert_eq!(
-            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-    }
-}
-
 /// Scoring spread over cores joins its stretches of rows in order: every row gets
 /// the one-core answer bit for bit, with deep trees (walked row by row, several rows
 /// at once) and with shallow ones (the complete form), across several stretches.
