@@ -324,8 +324,9 @@ fn word(n: Narrow) -> u64 {
 /// sets the time, so each step is kept short: there is no dispatch on the node form,
 /// both children are loaded as soon as the node is known (while its feature is still
 /// being read and compared), and the comparison then only picks one of two words
-/// already in registers, with a mask rather than a branch that would mispredict half
-/// the time. (The seed-config model's ten trees: 410 -> 256 ns a row, hot.)
+/// already in registers. The pick must not become a branch (the compiler made one of
+/// a plain mask): on one row repeated, as a load test sends, it is predicted and
+/// looks fast, but on varied rows it mispredicts about every other step.
 fn lockstep_narrow(trees: &[&[Narrow]; WALKS], n: usize, x: &[f32], leaves: &mut [f32; WALKS]) {
     let mut at = [0u64; WALKS];
     for (a, nodes) in at.iter_mut().zip(&trees[..n]) {
@@ -348,8 +349,7 @@ fn lockstep_narrow(trees: &[&[Narrow]; WALKS], n: usize, x: &[f32], leaves: &mut
             let child = (link >> 8) as usize;
             let nodes = trees[k];
             let (l, r) = (word(nodes[child]), word(nodes[child + 1]));
-            let right = u64::from(x[feature] > key).wrapping_neg();
-            at[k] = (l & !right) | (r & right);
+            at[k] = std::hint::select_unpredictable(x[feature] > key, r, l);
         }
     }
 }
