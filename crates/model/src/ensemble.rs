@@ -1,10 +1,10 @@
 //! An ensemble of trees and how their outputs combine into a probability.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tree::{LEAF, Tree};
+use crate::tree::{LEAF, Tree, WALKS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -347,37 +347,14 @@ fn sum_trees<A: Acc>(trees: &[Tree], x: &[f32]) -> A {
     let groups = trees.len().div_ceil(WALKS).max(1);
     let size = trees.len().div_ceil(groups).max(1);
     for group in trees.chunks(size) {
-        let mut at = [0usize; WALKS];
         let mut leaves = [0f32; WALKS];
-        // Bit k set while tree k of the group has not reached its leaf.
-        let mut walking: u32 = (1 << group.len()) - 1;
-        while walking != 0 {
-            // Only the walks still going: trees of one group end at different depths,
-            // and a test per finished tree per step would be a branch that mispredicts.
-            let mut left = walking;
-            while left != 0 {
-                let k = left.trailing_zeros() as usize;
-                left &= left - 1;
-                match group[k].step(at[k], x) {
-                    ControlFlow::Continue(next) => at[k] = next,
-                    ControlFlow::Break(value) => {
-                        leaves[k] = value;
-                        walking &= !(1 << k);
-                    }
-                }
-            }
-        }
+        crate::tree::lockstep_leaves(group, x, &mut leaves);
         for v in &leaves[..group.len()] {
             sum += A::from(*v);
         }
     }
     sum
 }
-
-/// Trees walked together by one row at most: enough independent load chains to keep
-/// the core's outstanding misses busy (a deep ensemble of ten to sixteen trees walks
-/// as one group), and the group's state stays a few cache lines of stack.
-const WALKS: usize = 16;
 
 fn finish(link: Link, base_score: f64, n_trees: usize, sum: f64) -> f64 {
     match link {
@@ -426,6 +403,40 @@ mod tests {
                 let lone64 = trees.iter().fold(0f64, |s, t| s + f64::from(t.predict(&x)));
                 assert_eq!(sum_trees::<f32>(&trees, &x).to_bits(), lone32.to_bits());
                 assert_eq!(sum_trees::<f64>(&trees, &x).to_bits(), lone64.to_bits());
+            }
+        }
+        // Groups holding a tree in the 12-byte form take the generic walk; the rest
+        // the narrow one. Both answer like lone walks, on either side of every split.
+        let wide = |t: Tree| {
+            let nodes: Vec<Node> = t
+                .nodes()
+                .map(|n| {
+                    if n.is_leaf() {
+                        n
+                    } else {
+                        Node { feature: 300, ..n }
+                    }
+                })
+                .collect();
+            Tree::from_nodes(nodes)
+        };
+        for n_trees in [1, 3, 10, WALKS] {
+            let narrow: Vec<Tree> = (0..n_trees)
+                .map(|t| chain(3 + (t * 5) % 17, t as f32 * 0.7 - 2.0))
+                .collect();
+            let mut mixed = narrow.clone();
+            mixed[n_trees / 2] = wide(mixed[n_trees / 2].clone());
+            assert!(narrow.iter().all(Tree::is_narrow) && !mixed[n_trees / 2].is_narrow());
+            for x300 in [-1.0f32, 0.0, 0.5, 1.0, 2.5, 6.0, 30.0, f32::NAN] {
+                let mut x = vec![0f32; 301];
+                (x[0], x[300]) = (x300, x300);
+                for trees in [&narrow, &mixed] {
+                    let lone = trees.iter().fold(0f64, |s, t| s + f64::from(t.predict(&x)));
+                    assert_eq!(sum_trees::<f64>(trees, &x).to_bits(), lone.to_bits());
+                }
+                // Same shape, same answer: the wide twin reads feature 300 instead of 0.
+                let (a, b) = (sum_trees::<f64>(&narrow, &x), sum_trees::<f64>(&mixed, &x));
+                assert_eq!(a.to_bits(), b.to_bits(), "x = {x300}");
             }
         }
         // The walk really depends on the row: a chain routes 0.5 and 11.5 apart.

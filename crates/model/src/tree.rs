@@ -272,6 +272,88 @@ fn walk_rows<P: Packed>(nodes: &[P], rows: &[f32], nf: usize, out: &mut [f32]) {
     }
 }
 
+/// Trees walked together by one row at most: enough independent load chains to keep
+/// the core's outstanding misses busy (a deep ensemble of ten to sixteen trees walks
+/// as one group), and the group's state stays a few cache lines of stack.
+pub(crate) const WALKS: usize = 16;
+
+/// The leaf value each tree of `group` (at most [`WALKS`] trees) gives row `x`, into
+/// `leaves[k]`, the trees walked in lockstep (see `ensemble::sum_trees`).
+pub(crate) fn lockstep_leaves(group: &[Tree], x: &[f32], leaves: &mut [f32; WALKS]) {
+    debug_assert!(group.len() <= WALKS);
+    let mut narrow: [&[Narrow]; WALKS] = [&[]; WALKS];
+    let all_narrow = group.iter().zip(&mut narrow).all(|(t, n)| match &t.nodes {
+        Nodes::Narrow(nodes) => {
+            *n = nodes;
+            true
+        }
+        Nodes::Wide(_) => false,
+    });
+    if all_narrow {
+        return lockstep_narrow(&narrow, group.len(), x, leaves);
+    }
+    let mut at = [0usize; WALKS];
+    // Bit k set while tree k of the group has not reached its leaf.
+    let mut walking: u32 = (1 << group.len()) - 1;
+    while walking != 0 {
+        // Only the walks still going: trees of one group end at different depths,
+        // and a test per finished tree per step would be a branch that mispredicts.
+        let mut left = walking;
+        while left != 0 {
+            let k = left.trailing_zeros() as usize;
+            left &= left - 1;
+            match group[k].step(at[k], x) {
+                ControlFlow::Continue(next) => at[k] = next,
+                ControlFlow::Break(value) => {
+                    leaves[k] = value;
+                    walking &= !(1 << k);
+                }
+            }
+        }
+    }
+}
+
+/// A narrow node as one word, `key` in the low half and `link` in the high one.
+#[inline(always)]
+fn word(n: Narrow) -> u64 {
+    u64::from(n.key.to_bits()) | u64::from(n.link) << 32
+}
+
+/// [`lockstep_leaves`] for trees in the 8-byte form, the serving path's walk. A walk
+/// of a deep tree is one long chain of dependent steps and the deepest of the group
+/// sets the time, so each step is kept short: there is no dispatch on the node form,
+/// both children are loaded as soon as the node is known (while its feature is still
+/// being read and compared), and the comparison then only picks one of two words
+/// already in registers. The pick must not become a branch (the compiler made one of
+/// a plain mask): on one row repeated, as a load test sends, it is predicted and
+/// looks fast, but on varied rows it mispredicts about every other step.
+fn lockstep_narrow(trees: &[&[Narrow]; WALKS], n: usize, x: &[f32], leaves: &mut [f32; WALKS]) {
+    let mut at = [0u64; WALKS];
+    for (a, nodes) in at.iter_mut().zip(&trees[..n]) {
+        *a = word(nodes[0]);
+    }
+    let mut walking: u32 = (1 << n) - 1;
+    while walking != 0 {
+        let mut left = walking;
+        while left != 0 {
+            let k = left.trailing_zeros() as usize % WALKS;
+            left &= left - 1;
+            let node = at[k];
+            let (key, link) = (f32::from_bits(node as u32), (node >> 32) as u32);
+            let feature = (link & 0xFF) as usize;
+            if feature == NARROW_LEAF as usize {
+                leaves[k] = key;
+                walking &= !(1 << k);
+                continue;
+            }
+            let child = (link >> 8) as usize;
+            let nodes = trees[k];
+            let (l, r) = (word(nodes[child]), word(nodes[child + 1]));
+            at[k] = std::hint::select_unpredictable(x[feature] > key, r, l);
+        }
+    }
+}
+
 /// Each node's cover, exactly as training computed it.
 #[derive(Debug, Clone, PartialEq, Default)]
 enum Cover {
@@ -418,7 +500,7 @@ impl Tree {
     }
 
     /// One step of a walk from node `i`: the leaf's value, or the next node. For
-    /// walking several trees in lockstep (see `ensemble::sum_trees`).
+    /// walking several trees in lockstep (see [`lockstep_leaves`]).
     #[inline(always)]
     pub(crate) fn step(&self, i: usize, x: &[f32]) -> ControlFlow<f32, usize> {
         match &self.nodes {
