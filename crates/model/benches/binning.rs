@@ -28,7 +28,7 @@ fn matrix() -> Matrix {
         col(&mut |r| scale(r.random_range(0..53) as f32, 0.0, 52.0)),
         col(&mut |r| {
             let pence = (r.random::<f32>().powi(3) * 60_000.0 + 500.0).round();
-            scale(pence / 100.0 * 100.0, 500.0, 60_500.0)
+            scale(pence, 500.0, 60_500.0)
         }),
         col(&mut |r| f32::from(r.random_bool(0.998))),
         col(&mut |r| r.random_range(-1..=1) as f32),

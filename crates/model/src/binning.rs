@@ -25,9 +25,9 @@ impl BinMapper {
         // sorted floats are the same.
         let mut keys: Vec<u32> = values.iter().step_by(step).map(|&v| order_key(v)).collect();
         keys.sort_unstable();
-        let sample: Vec<f32> = keys.into_iter().map(from_order_key).collect();
+        let sampled = keys.len();
         let mut distinct: Vec<(f32, usize)> = Vec::new();
-        for v in sample.iter().copied() {
+        for v in keys.into_iter().map(from_order_key) {
             match distinct.last_mut() {
                 Some((last, count)) if *last == v => *count += 1,
                 _ => distinct.push((v, 1)),
@@ -41,7 +41,7 @@ impl BinMapper {
             }
         } else {
             // Equal-frequency cuts over the sorted sample, never splitting a value.
-            let per_bin = sample.len() as f64 / max_bins as f64;
+            let per_bin = sampled as f64 / max_bins as f64;
             let mut seen = 0usize;
             let mut next_cut = per_bin;
             for w in distinct.windows(2) {

@@ -328,13 +328,12 @@ pub(crate) fn reference(
 }
 
 fn feature_reference(rule: &ColumnRule, table: &Table) -> FeatureReference {
-    let cells: Vec<&str> = match table.column_index(&rule.name) {
-        Some(col) => table.column(col).collect(),
+    let raws: Vec<RawValue<'_>> = match table.column_index(&rule.name) {
+        Some(col) => table.column(col).map(RawValue::text).collect(),
         None => Vec::new(),
     };
     // Each cell parsed once, for the bins and then for the counts: `None` when it is
     // missing, `Some(None)` when the rule refuses it.
-    let raws: Vec<RawValue<'_>> = cells.iter().map(|c| RawValue::text(c)).collect();
     let parsed: Vec<Option<Option<Clean<'_>>>> = raws
         .iter()
         .map(|raw| (!is_missing(raw)).then(|| rule.clean(raw).ok()))
